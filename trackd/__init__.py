@@ -1,0 +1,3 @@
+"""trackd: self-hosted, Segment-compatible event tracking."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from trackd.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Admin API (Starlette; off the hot path): queries, "where is my event", quarantine, profiles."""

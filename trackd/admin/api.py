@@ -1,0 +1,109 @@
+"""The admin API: Bearer admin token for /api/*, Basic (token as user) for the Profile API.
+
+A write key never opens these routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from trackd.admin.lookup import where_is
+from trackd.errors import QueryRefused
+from trackd.gateway.app import basic_user
+
+if TYPE_CHECKING:
+    from trackd.app import Pipeline
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return msgspec.json.encode(content, enc_hook=str)
+
+
+def _error(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"success": False, "error": {"type": kind, "message": message},
+                         "code": kind, "message": message}, status_code=status)
+
+
+def _bearer_ok(request: Request, token: str) -> bool:
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("bearer "):
+        return False
+    return hmac.compare_digest(header[7:].strip().encode(), token.encode())
+
+
+def _basic_ok(request: Request, token: str) -> bool:
+    user = basic_user(request.headers.get("authorization", "").encode("latin-1"))
+    return user is not None and hmac.compare_digest(user.encode(), token.encode())
+
+
+def build_admin(pipeline: Pipeline) -> Starlette:
+    token = pipeline.settings.server.admin_token
+
+    def guard(request: Request) -> JSONResponse | None:
+        if request.url.path.startswith("/v1/spaces/"):
+            ok = _basic_ok(request, token) or _bearer_ok(request, token)
+        else:
+            ok = _bearer_ok(request, token)
+        if not ok:
+            return _error(401, "authentication_error",
+                          "Admin token required: Authorization: Bearer <admin_token>")
+        return None
+
+    async def query(request: Request) -> Response:
+        if (denied := guard(request)) is not None:
+            return denied
+        try:
+            doc: Any = await request.json()
+        except ValueError:
+            return _error(400, "invalid_request_error", "Body must be JSON: {\"sql\": \"...\"}")
+        sql = doc.get("sql") if isinstance(doc, dict) else None
+        if not isinstance(sql, str) or not sql.strip():
+            return _error(400, "invalid_request_error", "Missing required field: sql")
+        engine = pipeline.query_engine
+        if engine is None:
+            return _error(503, "unavailable", "The warehouse is disabled")
+        try:
+            columns, rows = await asyncio.to_thread(engine.query, sql)
+        except QueryRefused as exc:
+            return _error(400, "query_error", str(exc))
+        return JSONResponse({"columns": columns,
+                             "rows": [dict(zip(columns, row, strict=True)) for row in rows]})
+
+    async def event(request: Request) -> Response:
+        if (denied := guard(request)) is not None:
+            return denied
+        message_id = request.path_params["message_id"]
+        answer = await asyncio.to_thread(where_is, message_id, pipeline.reader,
+                                         pipeline.lookups)
+        return JSONResponse(answer, status_code=200 if answer["found"] else 404)
+
+    async def quarantine(request: Request) -> Response:
+        if (denied := guard(request)) is not None:
+            return denied
+        try:
+            limit = min(1000, max(1, int(request.query_params.get("limit", "100"))))
+        except ValueError:
+            return _error(400, "invalid_request_error", "limit must be an integer")
+        rows = await asyncio.to_thread(pipeline.reader.quarantined,
+                                       source=request.query_params.get("source"), limit=limit)
+        return JSONResponse({"quarantined": rows})
+
+    routes = [
+        Route("/api/v1/query", query, methods=["POST"]),
+        Route("/api/v1/events/{message_id:path}", event, methods=["GET"]),
+        Route("/api/v1/quarantine", quarantine, methods=["GET"]),
+        *pipeline.extra_routes,
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,173 @@
+"""The composition root: the one place that knows every stage and wires them together.
+
+- `build_gateway(settings, index, run_dir)`: one gateway worker (tracking API -> its log shard).
+- `Pipeline(settings, run_dir)`: the pipeline process: every stage that consumes the log
+  (warehouse, destinations, archive), log trimming, and the admin API (an ASGI app served on
+  `<run_dir>/admin.sock`; gateway workers proxy `/api/*` to it).
+Stages are started in pipeline order and stopped in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trackd.admin.api import build_admin
+from trackd.gateway.app import Gateway
+from trackd.gateway.ingest import Ingestor
+from trackd.log import shard
+from trackd.log.reader import LogReader
+from trackd.log.writer import LogWriter
+from trackd.observability import SIZE_BUCKETS, Registry, get_logger, read_snapshots, render
+from trackd.server.proxy import AdminProxy
+from trackd.settings import Settings
+from trackd.types import Lookup, QueryEngine, Stage
+
+SNAPSHOT_INTERVAL = 2.0
+log = get_logger("app")
+
+
+def log_dir(settings: Settings) -> Path:
+    return settings.data_dir / "log"
+
+
+@dataclass
+class GatewayParts:
+    gateway: Gateway
+    writer: LogWriter
+    metrics: Registry
+
+
+def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts:
+    metrics = Registry()
+    commit_seconds = metrics.histogram("trackd_log_commit_seconds",
+                                       "Time of one group commit (write + fsync).")
+    per_commit = metrics.histogram("trackd_log_messages_per_commit",
+                                   "Messages stored by one group commit.", SIZE_BUCKETS)
+
+    def on_commit(seconds: float, count: int) -> None:
+        commit_seconds.observe(seconds)
+        per_commit.observe(count)
+
+    directory = log_dir(settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    writer = LogWriter(shard.shard_path(directory, f"gw{index}"),
+                       max_pending_bytes=settings.server.max_pending_mb * 1024 * 1024,
+                       on_commit=on_commit)
+    ingestor = Ingestor(settings.sources, writer, metrics, workers=settings.server.workers)
+    proxy = AdminProxy(str(run_dir / "admin.sock"))
+    name = f"gateway-{index}"
+    snapshots = run_dir / "metrics"
+    tasks: list[asyncio.Task[None]] = []
+
+    def render_metrics() -> str:
+        return render([metrics.snapshot(), *read_snapshots(snapshots, exclude=name)])
+
+    async def dump_forever() -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            await asyncio.to_thread(metrics.dump, snapshots / f"{name}.json")
+
+    async def startup() -> None:
+        writer.start(asyncio.get_running_loop())
+        tasks.append(asyncio.create_task(dump_forever()))
+        (run_dir / f"ready-{index}").touch()
+
+    async def shutdown() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.to_thread(writer.close)
+        metrics.dump(snapshots / f"{name}.json")
+        await proxy.aclose()
+
+    gateway = Gateway(ingestor, metrics, ready=lambda: writer.healthy,
+                      render_metrics=render_metrics, cors_origins=settings.server.cors_origins,
+                      trusted_proxies=settings.server.trusted_proxies, admin=proxy,
+                      lifespan=(startup, shutdown))
+    return GatewayParts(gateway, writer, metrics)
+
+
+class Pipeline:
+    """Everything that runs in the supervisor process."""
+
+    def __init__(self, settings: Settings, run_dir: Path) -> None:
+        self.settings = settings
+        self.run_dir = run_dir
+        self.metrics = Registry()
+        self.reader = LogReader(log_dir(settings))
+        self.stages: list[Stage] = []
+        self.lookups: dict[str, Lookup] = {}
+        self.query_engine: QueryEngine | None = None
+        self.extra_routes: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wire()
+        self.admin = build_admin(self)
+
+    def _wire(self) -> None:
+        """Construct each stage with its dependencies. Order = pipeline order."""
+        size = self.metrics.gauge("trackd_log_bytes", "Size of the log files on disk.")
+        lag = self.metrics.gauge("trackd_log_consumer_lag",
+                                 "Records a consumer has not committed yet.", ("consumer",))
+        directory = log_dir(self.settings)
+
+        def collect() -> None:
+            size.set((), float(sum(p.stat().st_size for p in directory.glob("*.db*")
+                                   if p.exists())))
+            for consumer in self.reader.consumers():
+                lag.set((consumer,), float(self.reader.lag(consumer)))
+
+        self.metrics.on_collect(collect)
+
+    async def start(self) -> None:
+        for stage in self.stages:
+            await stage.start()
+            log.info("stage started", extra={"stage": stage.name})
+        self._tasks.append(asyncio.create_task(self._trim_forever()))
+        self._tasks.append(asyncio.create_task(self._dump_forever()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for stage in reversed(self.stages):
+            try:
+                await stage.stop()
+            except Exception:
+                log.exception("stage failed to stop cleanly", extra={"stage": stage.name})
+        self.metrics.dump(self.run_dir / "metrics" / "pipeline.json")
+        self.reader.close()
+
+    def render_metrics(self) -> str:
+        return render([self.metrics.snapshot(),
+                       *read_snapshots(self.run_dir / "metrics", exclude="pipeline")])
+
+    async def _trim_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.log.trim_interval)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.reader.trim)
+
+    async def _dump_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            await asyncio.to_thread(self.metrics.dump, self.run_dir / "metrics" / "pipeline.json")
+
+
+def offline_query_engine(settings: Settings) -> QueryEngine:
+    """The warehouse opened read-only, for commands run while no server is running."""
+    from trackd.errors import ConfigError
+
+    raise ConfigError("the warehouse is not available yet")
+
+
+def offline_where_is(settings: Settings, message_id: str) -> dict[str, Any]:
+    """`where_is` from the files, for commands run while no server is running."""
+    from trackd.admin.lookup import where_is
+
+    reader = LogReader(log_dir(settings))
+    try:
+        return where_is(message_id, reader, {})
+    finally:
+        reader.close()

@@ -1,0 +1,58 @@
+"""What every command shares: --config/--data-dir, settings loading, one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from trackd import settings as settings_mod
+from trackd.errors import TrackdError
+from trackd.settings import Settings
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_options(fn: F) -> F:
+    fn = click.option("--data-dir", type=click.Path(file_okay=False),
+                      help="Data directory (default: server.data_dir, ./trackd-data).")(fn)
+    fn = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                      help="Config file (default: ./trackd.toml when it exists).")(fn)
+    return fn
+
+
+def one_line_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TrackdError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(
+                ": ")) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load_settings(config_path: str | None, data_dir: str | None,
+                  overrides: dict[str, Any] | None = None) -> Settings:
+    path = Path(config_path) if config_path else None
+    if path is None and Path("trackd.toml").is_file():
+        path = Path("trackd.toml")
+    loaded = settings_mod.load(path, data_dir=data_dir, overrides=overrides)
+    credentials_path = loaded.data_dir / "credentials.json"
+    credentials: dict[str, Any] = {}
+    if credentials_path.is_file():
+        credentials = json.loads(credentials_path.read_text())
+    completed = settings_mod.with_generated(loaded, credentials)
+    if completed.generated:
+        loaded.data_dir.mkdir(parents=True, exist_ok=True)
+        credentials_path.write_text(json.dumps(credentials, indent=2))
+        credentials_path.chmod(0o600)
+    return completed

@@ -1,0 +1,51 @@
+"""`trackd serve`."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from typing import Any
+
+import click
+
+from trackd.cli.common import config_options, load_settings, one_line_errors
+from trackd.server.supervisor import ServerInfo
+from trackd.server.supervisor import serve as run_server
+from trackd.settings import Settings
+
+
+@click.command()
+@config_options
+@click.option("--host", help="Listen address (default 127.0.0.1).")
+@click.option("--port", type=int, help="Listen port (default 8088; 0 picks a free one).")
+@click.option("--workers", type=int, help="Gateway processes (one per core uses every core).")
+@one_line_errors
+def serve(config_path: str | None, data_dir: str | None, host: str | None, port: int | None,
+          workers: int | None) -> None:
+    """Start the server: tracking API, pipeline and admin API."""
+    overrides: dict[str, Any] = {k: v for k, v in
+                                 {"host": host, "port": port, "workers": workers}.items()
+                                 if v is not None}
+    settings = load_settings(config_path, data_dir, overrides)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    run_server(settings, lambda info: _banner(settings, info))
+    click.echo("trackd stopped.")
+
+
+def _banner(settings: Settings, info: ServerInfo) -> None:
+    base = f"http://{info.host}:{info.port}"
+    click.echo(f"trackd is listening on {base} "
+               f"({settings.server.workers} worker(s), data in {settings.data_dir})")
+    for src in settings.sources:
+        click.echo(f"  source {src.name}: write key {src.write_keys[0]}")
+    if "admin_token" in settings.generated:
+        click.echo(f"  admin token: {settings.server.admin_token}")
+    if settings.sources:
+        key = settings.sources[0].write_keys[0]
+        body = '{"userId":"user123","event":"Button Clicked","properties":{"plan":"pro"}}'
+        click.echo("Try it:")
+        click.echo(f"  curl -u {shlex.quote(key + ':')} -H 'Content-Type: application/json' "
+                   f"-d {shlex.quote(body)} {base}/v1/track")
+    click.echo("Stop with Ctrl-C.", nl=True)

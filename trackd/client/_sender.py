@@ -1,0 +1,80 @@
+"""Deliver one batch: post it, and retry what the policy calls retryable, with backoff."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Sequence
+
+from trackd.client._errors import APIError, ClientClosedError, DeliveryError
+from trackd.client._policy import backoff_delay, is_retryable
+from trackd.client._request import Endpoint
+from trackd.client._types import Item
+
+_log = logging.getLogger("trackd.client")
+
+
+class Sender:
+    """Retrying delivery of batches through one `Endpoint`; safe to call from several threads.
+
+    `deliver` tries once and then up to `max_retries` more times. Before a retry it waits the
+    server's Retry-After when the answer carried one (capped at 300 s), otherwise a jittered
+    exponential backoff (`backoff_base` doubling per retry, at most `backoff_max`). Every retry
+    counts, whatever caused it, so a batch is given up after at most `max_retries + 1` requests.
+    Every retry re-sends the same messages (same messageIds), so the server can drop duplicates.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        max_retries: int = 10,
+        backoff_base: float = 0.5,
+        backoff_max: float = 60.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._stopped = threading.Event()
+
+    def deliver(self, items: Sequence[Item]) -> DeliveryError | None:
+        """None once the server accepted the batch; else the error that ended the attempts.
+
+        Never raises. After `stop()`, a pending wait ends at once and the batch is given up with
+        `ClientClosedError` (its `__cause__` is the last failure).
+        """
+        encoded = [item.encoded for item in items]
+        retry = 0
+        while True:
+            try:
+                self.endpoint.post(encoded, retry)
+                _log.debug("batch delivered: %d messages after %d retries", len(items), retry)
+                return None
+            except DeliveryError as error:
+                failure = error
+            if not is_retryable(failure) or retry >= self.max_retries:
+                _log.warning(
+                    "batch of %d messages not delivered after %d retries: %s",
+                    len(items),
+                    retry,
+                    failure,
+                )
+                return failure
+            retry += 1
+            wait = self._wait_before(retry, failure)
+            _log.debug("retry %d of %d in %.3fs after: %s", retry, self.max_retries, wait, failure)
+            if self._stopped.wait(wait):
+                closed = ClientClosedError(f"client stopped before a retry could succeed: {failure}")
+                closed.__cause__ = failure
+                return closed
+
+    def stop(self) -> None:
+        """End pending and future retry waits at once (used when shutdown runs out of time)."""
+        self._stopped.set()
+
+    def _wait_before(self, retry: int, failure: DeliveryError) -> float:
+        if isinstance(failure, APIError) and failure.retry_after is not None:
+            return failure.retry_after
+        return backoff_delay(retry, self.backoff_base, self.backoff_max, random.random())

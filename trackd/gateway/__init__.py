@@ -1,0 +1,1 @@
+"""HTTP tracking API -> log. The gateway's only side effect is appending to the log."""

@@ -1,0 +1,227 @@
+"""The gateway's raw ASGI application: routing, CORS, errors; no framework on the hot path.
+
+Tracking paths go to `Ingestor`; `/healthz`, `/readyz`, `/metrics` and the analytics.js
+settings endpoint are answered here; admin paths (`/api/`, `/v1/spaces/`, `/openapi.json`, `/ui`)
+are handed to `admin`, an ASGI app supplied by the composition root.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from trackd.errors import RequestRejected, Unavailable
+from trackd.gateway.body import ClientGone, read_body
+from trackd.gateway.ingest import Ingestor, Outcome
+from trackd.messages import limits
+from trackd.observability import Registry, get_logger
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+SINGLE = {
+    "/v1/track": "track", "/v1/identify": "identify", "/v1/page": "page",
+    "/v1/screen": "screen", "/v1/group": "group", "/v1/alias": "alias",
+    "/v1/t": "track", "/v1/i": "identify", "/v1/p": "page", "/v1/s": "screen",
+    "/v1/g": "group", "/v1/a": "alias",
+}
+BATCH = ("/v1/batch", "/v1/import", "/v1/b")
+TELEMETRY = "/v1/m"
+ADMIN_PREFIXES = ("/api/", "/v1/spaces/", "/openapi.json", "/ui", "/docs")
+_JSON = (b"content-type", b"application/json")
+_ALLOW_HEADERS = b"authorization, content-type, x-retry-count"
+_encode = msgspec.json.Encoder().encode
+log = get_logger("gateway")
+
+
+def basic_user(header: bytes | None) -> str | None:
+    """The user name of an HTTP Basic header, with or without the trailing colon."""
+    if not header or header[:6].lower() != b"basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return decoded.split(":", 1)[0] or None
+
+
+def error_body(exc: RequestRejected) -> dict[str, Any]:
+    return {"success": False, "error": {"type": exc.error_type, "message": exc.message},
+            "code": exc.error_type, "message": exc.message}
+
+
+class Gateway:
+    """ASGI callable. `ready()` reports whether the log can take writes."""
+
+    def __init__(self, ingestor: Ingestor, metrics: Registry, *,
+                 ready: Callable[[], bool], render_metrics: Callable[[], str],
+                 cors_origins: list[str], trusted_proxies: list[str],
+                 admin: ASGIApp | None = None,
+                 lifespan: tuple[Callable[[], Awaitable[None]],
+                                 Callable[[], Awaitable[None]]] | None = None) -> None:
+        self._ingestor = ingestor
+        self._ready = ready
+        self._render_metrics = render_metrics
+        self._any_origin = "*" in cors_origins
+        self._origins = {o.encode() for o in cors_origins}
+        self._trusted = set(trusted_proxies)
+        self._admin = admin
+        self._lifespan = lifespan
+        self.draining = False
+        self._requests = metrics.counter("trackd_http_requests_total",
+                                         "HTTP requests by path and status.", ("path", "status"))
+        self._latency = metrics.histogram("trackd_http_request_seconds",
+                                          "Time to answer a tracking request.", labels=("path",))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._run_lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path.startswith(ADMIN_PREFIXES) and self._admin is not None:
+            await self._admin(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        cors = self._cors(headers) if path.startswith("/v1/") else []
+        label = path if path in SINGLE or path in BATCH or path == TELEMETRY else "other"
+        try:
+            status, body, extra = await self._route(scope, path, headers, receive)
+        except RequestRejected as exc:
+            status, body = exc.status, _encode(error_body(exc))
+            extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else []
+        except ClientGone:
+            self._requests.inc((label, "499"))
+            return
+        except Exception:
+            log.exception("unexpected error answering a request", extra={"path": path})
+            status, body, extra = 500, _encode({"success": False, "error": {
+                "type": "internal_error", "message": "Internal error"}}), []
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [_JSON, (b"content-length", str(len(body)).encode()),
+                                *cors, *extra]})
+        await send({"type": "http.response.body", "body": body})
+        self._requests.inc((label, str(status)))
+        if label != "other":
+            self._latency.observe(time.perf_counter() - started, (label,))
+
+    async def _route(self, scope: Scope, path: str, headers: dict[bytes, bytes],
+                     receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        method: str = scope["method"]
+        is_tracking = path in SINGLE or path in BATCH or path == TELEMETRY
+        if method == "OPTIONS" and (is_tracking or path.startswith("/v1/projects/")):
+            return 204, b"", [(b"access-control-allow-methods", b"POST, GET, OPTIONS"),
+                              (b"access-control-allow-headers", _ALLOW_HEADERS),
+                              (b"access-control-max-age", b"86400")]
+        if method == "GET":
+            if path == "/healthz":
+                return 200, b'{"status":"ok"}', []
+            if path == "/readyz":
+                ok = self._ready() and not self.draining
+                return (200 if ok else 503), _encode({"ready": ok}), []
+            if path == "/metrics":
+                text = self._render_metrics().encode()
+                return 200, text, [(b"content-type", b"text/plain; version=0.0.4")]
+            if path.startswith("/v1/projects/") and path.endswith("/settings"):
+                return self._settings(scope, path, headers)
+        if not is_tracking:
+            known = path in ("/healthz", "/readyz", "/metrics") or path.startswith(
+                "/v1/projects/")
+            if known:
+                return 405, _encode({"success": False, "error": {
+                    "type": "invalid_request_error", "message": "Method not allowed"}}), [
+                    (b"allow", b"GET")]
+            return 404, _encode({"success": False, "error": {
+                "type": "invalid_request_error", "message": f"No such path: {path[:100]}"}}), []
+        if method != "POST":
+            return 405, _encode({"success": False, "error": {
+                "type": "invalid_request_error", "message": "Method not allowed: use POST"}}), [
+                (b"allow", b"POST, OPTIONS")]
+        if self.draining:
+            raise Unavailable("Server shutting down: retry later", retry_after=2)
+        outcome = await self._track(scope, path, headers, receive)
+        return outcome.status, _encode(outcome.body), []
+
+    async def _track(self, scope: Scope, path: str, headers: dict[bytes, bytes],
+                     receive: Receive) -> Outcome:
+        encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
+        length_header = headers.get(b"content-length")
+        declared = int(length_header) if length_header and length_header.isdigit() else None
+        if path == TELEMETRY:
+            await read_body(receive, limit=64 * 1024, too_large="Telemetry payload too large",
+                            encoding=encoding or None, declared_length=declared)
+            return Outcome(200, {"success": True})
+        kind = SINGLE.get(path)
+        body = await read_body(
+            receive,
+            limit=limits.MAX_MESSAGE_BYTES if kind else limits.MAX_BATCH_BYTES,
+            too_large=("Event payload exceeds 32KB limit" if kind
+                       else "Batch payload exceeds 500KB limit"),
+            encoding=encoding or None, declared_length=declared)
+        key = basic_user(headers.get(b"authorization"))
+        ip = self._client_ip(scope, headers)
+        if kind is not None:
+            return await self._ingestor.single(kind, body, key, ip)
+        return await self._ingestor.batch(body, key, ip)
+
+    def _client_ip(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if peer in self._trusted:
+            forwarded = headers.get(b"x-forwarded-for")
+            if forwarded:
+                return forwarded.decode("latin-1").split(",")[0].strip() or peer
+        return peer
+
+    def _cors(self, headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+        origin = headers.get(b"origin")
+        if origin is None:
+            return [(b"access-control-allow-origin", b"*")] if self._any_origin else []
+        if self._any_origin or origin in self._origins:
+            return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+        return []
+
+    def _settings(self, scope: Scope, path: str, headers: dict[bytes, bytes]
+                  ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        key = path[len("/v1/projects/"):-len("/settings")]
+        if self._ingestor.source_for(key) is None:
+            return 404, _encode({"success": False, "error": {
+                "type": "invalid_request_error", "message": "Unknown write key"}}), []
+        host = headers.get(b"host", b"127.0.0.1").decode("latin-1")
+        protocol = scope.get("scheme", "http")
+        doc = {"integrations": {"Segment.io": {"apiKey": key, "apiHost": f"{host}/v1",
+                                               "protocol": protocol}},
+               "plan": {"track": {"__default": {"enabled": True}},
+                        "identify": {"__default": {"enabled": True}}},
+               "metrics": {"sampleRate": 0}, "edgeFunction": {}, "analyticsNextEnabled": True,
+               "middlewareSettings": {}, "enabledMiddleware": {}, "remotePlugins": []}
+        return 200, _encode(doc), []
+
+    async def _run_lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self._lifespan is not None:
+                        await self._lifespan[0]()
+                except Exception as exc:
+                    log.exception("gateway start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.draining = True
+                if self._lifespan is not None:
+                    await self._lifespan[1]()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+

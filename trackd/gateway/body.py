@@ -1,0 +1,111 @@
+"""Read a request body with its limit applied while reading and while decompressing.
+
+The limit is on the decoded bytes. A gzip bomb costs at most `limit` bytes of memory: the
+decompressor is asked for no more than what is left under the limit, and reading stops there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from trackd.errors import InvalidRequest, RequestRejected, ValidationFailed
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+BODY_TIMEOUT = 30.0  # seconds to receive a whole body (slow clients get 408)
+_COMPRESSED_SLACK = 64 * 1024  # incompressible data grows a little when gzipped
+
+
+class BodyTimeout(RequestRejected):
+    status = 408
+    error_type = "invalid_request_error"
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body arrived."""
+
+
+async def read_body(receive: Receive, *, limit: int, too_large: str,
+                    encoding: str | None, declared_length: int | None) -> bytes:
+    """The decoded body, or ValidationFailed(413) once more than `limit` bytes decode."""
+    if declared_length is not None and encoding is None and declared_length > limit:
+        raise ValidationFailed(too_large, status=413)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await _read(receive, limit, too_large, encoding)
+    except TimeoutError:
+        raise BodyTimeout("Request body not received in time") from None
+
+
+async def _read(receive: Receive, limit: int, too_large: str, encoding: str | None) -> bytes:
+    decoder = _decoder(encoding)
+    raw_limit = limit if decoder is None else limit + _COMPRESSED_SLACK
+    chunks: list[bytes] = []
+    raw_size = 0
+    decoded_size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        raw_size += len(chunk)
+        if raw_size > raw_limit:
+            raise ValidationFailed(too_large, status=413)
+        if decoder is None:
+            chunks.append(chunk)
+            continue
+        try:
+            out = decoder.decompress(chunk, limit + 1 - decoded_size)
+        except zlib.error:
+            raise InvalidRequest(f"Body is not valid {encoding}") from None
+        decoded_size += len(out)
+        chunks.append(out)
+        if decoded_size > limit or decoder.unconsumed_tail:
+            raise ValidationFailed(too_large, status=413)
+    if decoder is not None:
+        if not decoder.eof:
+            raise InvalidRequest(f"Body is not valid {encoding}: truncated")
+        if decoded_size > limit:
+            raise ValidationFailed(too_large, status=413)
+    return b"".join(chunks)
+
+
+def _decoder(encoding: str | None) -> Any:
+    if encoding is None or encoding == "identity":
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return _Deflate()
+    raise InvalidRequest(f"Unsupported Content-Encoding: {encoding[:40]}")
+
+
+class _Deflate:
+    """HTTP deflate is zlib-wrapped, but some clients send raw deflate: accept both."""
+
+    def __init__(self) -> None:
+        self._inner: Any = None
+        self._buffer = b""
+
+    @property
+    def eof(self) -> bool:
+        return bool(self._inner is not None and self._inner.eof)
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return b"" if self._inner is None else bytes(self._inner.unconsumed_tail)
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._inner is None:
+            self._buffer += data
+            if len(self._buffer) < 2:
+                return b""
+            first = self._buffer[0]
+            wrapped = first & 0x0F == 8 and (first << 8 | self._buffer[1]) % 31 == 0
+            self._inner = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+            data, self._buffer = self._buffer, b""
+        return bytes(self._inner.decompress(data, max_length))

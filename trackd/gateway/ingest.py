@@ -1,0 +1,221 @@
+"""Parse, authenticate, judge and enrich one request's messages, then append them durably.
+
+Single endpoints take one message (type from the path); batch endpoints take an envelope whose
+items are judged one by one: valid items are accepted, refused items are listed in the answer
+and kept in the quarantine with their reason. Nothing is answered before the log commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from trackd.errors import (
+    AuthenticationError,
+    InvalidRequest,
+    LogClosed,
+    LogError,
+    LogFull,
+    RateLimited,
+    Unavailable,
+    ValidationFailed,
+)
+from trackd.gateway.ratelimit import TokenBucket
+from trackd.log.records import Entry, Refused
+from trackd.log.writer import LogWriter
+from trackd.messages import limits
+from trackd.messages.enrich import Envelope, MessageIds, enrich
+from trackd.messages.validate import parse_timestamp, problem
+from trackd.observability import SIZE_BUCKETS, Registry
+from trackd.settings import SourceSettings
+
+_encode = msgspec.json.Encoder().encode
+_decode_any = msgspec.json.Decoder().decode
+
+
+class _Batch(msgspec.Struct):
+    batch: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+    sentAt: Any = None  # noqa: N815 - wire names
+    context: Any = None
+    integrations: Any = None
+    writeKey: Any = None  # noqa: N815
+
+
+_decode_batch = msgspec.json.Decoder(_Batch).decode
+_decode_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: int
+    body: dict[str, Any]
+
+
+class Ingestor:
+    """The tracking API's logic, independent of HTTP framing."""
+
+    def __init__(self, sources: tuple[SourceSettings, ...], writer: LogWriter,
+                 metrics: Registry, *, workers: int = 1) -> None:
+        self._by_key = {key: src for src in sources for key in src.write_keys}
+        self._buckets = {src.name: TokenBucket(src.rate_limit_per_second / workers)
+                         for src in sources if src.rate_limit_per_second > 0}
+        self._writer = writer
+        self._ids = MessageIds()
+        self._accepted = metrics.counter("trackd_messages_accepted_total",
+                                         "Messages stored in the log.", ("source", "type"))
+        self._refused = metrics.counter("trackd_messages_refused_total",
+                                        "Messages refused, by reason.", ("reason",))
+        self._per_request = metrics.histogram("trackd_messages_per_request",
+                                              "Messages in one request.", SIZE_BUCKETS)
+
+    def source_for(self, write_key: str | None) -> SourceSettings | None:
+        return None if write_key is None else self._by_key.get(write_key)
+
+    def _authenticate(self, body_key: object, header_key: str | None) -> SourceSettings:
+        key = body_key if isinstance(body_key, str) and body_key else header_key
+        if not key:
+            raise AuthenticationError("Missing write key: send it as HTTP Basic user or writeKey")
+        source = self._by_key.get(key)
+        if source is None:
+            raise AuthenticationError("Invalid write key")
+        return source
+
+    def _refuse_unparsed(self, header_key: str | None, message: str) -> InvalidRequest:
+        if self.source_for(header_key) is None:
+            return AuthenticationError("Missing write key: send it as HTTP Basic user or writeKey")
+        return InvalidRequest(message)
+
+    async def single(self, kind: str, body: bytes, header_key: str | None,
+                     ip: str | None) -> Outcome:
+        try:
+            message = _decode_any(body)
+        except (msgspec.DecodeError, RecursionError):
+            raise self._refuse_unparsed(header_key, "Body is not valid JSON") from None
+        if not isinstance(message, dict):
+            raise self._refuse_unparsed(header_key, "Body must be a JSON object")
+        source = self._authenticate(message.get("writeKey"), header_key)
+        self._rate_limit(source, 1)
+        envelope = Envelope(datetime.now(UTC), ip=ip)
+        reason = problem(message, kind)
+        if reason is not None:
+            await self._store([], [self._refused_item(source, message, body, None, reason,
+                                                      envelope)])
+            self._refused.inc((reason.split(":")[0],))
+            raise ValidationFailed(reason)
+        entry = self._entry(source, message, envelope)
+        if len(body) > limits.MAX_MESSAGE_BYTES:  # single bodies are checked before; defensive
+            raise ValidationFailed("Event payload exceeds 32KB limit", status=413)
+        await self._store([entry], [])
+        self._accepted.inc((source.name, entry.type))
+        self._per_request.observe(1)
+        return Outcome(200, {"success": True})
+
+    async def batch(self, body: bytes, header_key: str | None, ip: str | None) -> Outcome:
+        try:
+            envelope_doc = _decode_batch(body)
+        except msgspec.ValidationError:
+            raise self._refuse_unparsed(header_key, "Body must be a JSON object") from None
+        except (msgspec.DecodeError, RecursionError):
+            raise self._refuse_unparsed(header_key, "Body is not valid JSON") from None
+        source = self._authenticate(envelope_doc.writeKey, header_key)
+        raw_batch = bytes(envelope_doc.batch)
+        if raw_batch == b"null":
+            raise ValidationFailed("Missing required field: batch")
+        if not raw_batch.startswith(b"["):
+            raise ValidationFailed("batch must be an array")
+        try:
+            items = _decode_items(raw_batch)
+        except (msgspec.DecodeError, RecursionError):
+            raise InvalidRequest("Body is not valid JSON") from None
+        if len(items) > limits.MAX_BATCH_ITEMS:
+            raise ValidationFailed(f"Batch exceeds {limits.MAX_BATCH_ITEMS} items ({len(items)})")
+        if not items:
+            raise ValidationFailed("batch must not be empty")
+        for name in ("context", "integrations"):
+            value = getattr(envelope_doc, name)
+            if value is not None and not isinstance(value, dict):
+                raise ValidationFailed(f"{name} must be an object")
+        sent_at = envelope_doc.sentAt
+        if sent_at is not None and parse_timestamp(sent_at) is None:
+            raise ValidationFailed("Invalid timestamp: sentAt")
+        self._rate_limit(source, len(items))
+        envelope = Envelope(datetime.now(UTC), sent_at=sent_at, context=envelope_doc.context,
+                            integrations=envelope_doc.integrations, ip=ip)
+        entries: list[Entry] = []
+        refused: list[Refused] = []
+        rejected: list[dict[str, Any]] = []
+        for index, raw in enumerate(items):
+            raw_bytes = bytes(raw)
+            try:
+                message: Any = _decode_any(raw_bytes)
+            except (msgspec.DecodeError, RecursionError):
+                message = None
+            if not isinstance(message, dict):
+                reason = "Message must be a JSON object"
+            elif len(raw_bytes) > limits.MAX_MESSAGE_BYTES:
+                reason = "Event payload exceeds 32KB limit"
+            else:
+                reason = problem(message, None)
+            if reason is None:
+                try:
+                    entries.append(self._entry(source, message, envelope))
+                    continue
+                except InvalidRequest as exc:
+                    reason = exc.message
+            item = self._refused_item(source, message, raw_bytes, index, reason, envelope)
+            refused.append(item)
+            rejected.append({"index": index, "messageId": item.message_id,
+                             "error": {"type": "validation_error", "message": reason}})
+            self._refused.inc((reason.split(":")[0],))
+        await self._store(entries, refused)
+        for entry in entries:
+            self._accepted.inc((source.name, entry.type))
+        self._per_request.observe(len(items))
+        if not entries:
+            return Outcome(400, {
+                "success": False,
+                "error": {"type": "validation_error", "message": "No valid message in batch"},
+                "code": "validation_error", "message": "No valid message in batch",
+                "accepted": 0, "rejected": rejected})
+        answer: dict[str, Any] = {"success": True, "accepted": len(entries)}
+        if rejected:
+            answer["rejected"] = rejected
+        return Outcome(200, answer)
+
+    def _entry(self, source: SourceSettings, message: dict[str, Any],
+               envelope: Envelope) -> Entry:
+        message_id = enrich(message, envelope, self._ids)
+        try:
+            body = _encode(message)
+        except (msgspec.EncodeError, UnicodeEncodeError, OverflowError):
+            raise InvalidRequest("Message holds a value that is not valid JSON text") from None
+        return Entry(source.name, message_id, message["type"], envelope.received_at, body)
+
+    @staticmethod
+    def _refused_item(source: SourceSettings, message: Any, raw: bytes, index: int | None,
+                      reason: str, envelope: Envelope) -> Refused:
+        message_id = message.get("messageId") if isinstance(message, dict) else None
+        return Refused(source.name, message_id if isinstance(message_id, str) else None,
+                       envelope.received_at, index, reason, raw)
+
+    def _rate_limit(self, source: SourceSettings, count: int) -> None:
+        bucket = self._buckets.get(source.name)
+        if bucket is not None:
+            wait = bucket.take(count)
+            if wait:
+                raise RateLimited(f"Rate limit of source {source.name} exceeded",
+                                  retry_after=int(wait))
+
+    async def _store(self, entries: list[Entry], refused: list[Refused]) -> None:
+        try:
+            await self._writer.append(entries, refused)
+        except LogFull:
+            raise Unavailable("Server busy: retry later", retry_after=1) from None
+        except LogClosed:
+            raise Unavailable("Server shutting down: retry later", retry_after=2) from None
+        except LogError:
+            raise Unavailable("Could not store messages (storage unavailable): retry later",
+                              retry_after=5) from None

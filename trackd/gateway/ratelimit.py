@@ -1,0 +1,26 @@
+"""Per-source token buckets (messages per second), one set per gateway process."""
+
+from __future__ import annotations
+
+import math
+import time
+
+
+class TokenBucket:
+    """`rate` tokens per second, bursting up to one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+
+    def take(self, amount: int) -> float:
+        """Take `amount` tokens; 0.0 when allowed, else the seconds to wait before retrying."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if amount <= self.tokens:
+            self.tokens -= amount
+            return 0.0
+        return max(1.0, math.ceil((amount - self.tokens) / self.rate))

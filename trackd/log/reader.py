@@ -1,0 +1,181 @@
+"""log -> consumers: read after a named consumer's position, commit it, trim what all passed.
+
+Offsets live in `<log_dir>/offsets.db`, one row per (consumer, shard). A consumer commits only
+after its own output is durable, so a crash makes it read some records again, never skip one;
+downstream stages remove those repeats by messageId.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from trackd.log import shard
+from trackd.log.records import Position, Record
+
+_OFFSETS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS offsets (
+    consumer TEXT NOT NULL,
+    shard TEXT NOT NULL,
+    "offset" INTEGER NOT NULL,
+    PRIMARY KEY (consumer, shard)
+);
+CREATE TABLE IF NOT EXISTS consumers (name TEXT PRIMARY KEY);
+"""
+_SELECT = (
+    'SELECT "offset", source, message_id, type, received_at, body FROM events '
+    'WHERE "offset" > ? ORDER BY "offset" LIMIT ?'
+)
+
+
+class LogReader:
+    """Reads every shard under `log_dir`; safe to use from several threads."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conns: dict[str, sqlite3.Connection] = {}
+        self._offsets = sqlite3.connect(log_dir / "offsets.db", isolation_level=None,
+                                        check_same_thread=False, timeout=30)
+        self._offsets.execute("PRAGMA journal_mode=WAL")
+        self._offsets.execute("PRAGMA synchronous=FULL")
+        self._offsets.executescript(_OFFSETS_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._conns.values():
+                conn.close()
+            self._conns.clear()
+            self._offsets.close()
+
+    def _conn(self, name: str) -> sqlite3.Connection:
+        conn = self._conns.get(name)
+        if conn is None:
+            conn = shard.connect(shard.shard_path(self.log_dir, name), write=False)
+            self._conns[name] = conn
+        return conn
+
+    def shards(self) -> list[str]:
+        return shard.list_shards(self.log_dir)
+
+    # -- consumers -------------------------------------------------------------------------
+    def register(self, consumer: str) -> None:
+        """Declare a consumer, so trimming waits for it from now on."""
+        with self._lock:
+            self._offsets.execute("INSERT OR IGNORE INTO consumers VALUES (?)", (consumer,))
+
+    def consumers(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._offsets.execute("SELECT name FROM consumers ORDER BY 1")]
+
+    def position(self, consumer: str) -> Position:
+        with self._lock:
+            rows = self._offsets.execute(
+                'SELECT shard, "offset" FROM offsets WHERE consumer = ?', (consumer,))
+            return {name: offset for name, offset in rows}
+
+    def commit(self, consumer: str, records: Iterable[Record] | Position) -> None:
+        """Advance `consumer` past `records` (or to an explicit position). Durable on return."""
+        if isinstance(records, dict):
+            position = dict(records)
+        else:
+            position = {}
+            for record in records:
+                if record.offset > position.get(record.shard, 0):
+                    position[record.shard] = record.offset
+        if not position:
+            return
+        with self._lock:
+            self._offsets.execute("BEGIN")
+            self._offsets.execute("INSERT OR IGNORE INTO consumers VALUES (?)", (consumer,))
+            self._offsets.executemany(
+                'INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT (consumer, shard) '
+                'DO UPDATE SET "offset" = max("offset", excluded."offset")',
+                [(consumer, name, offset) for name, offset in position.items()])
+            self._offsets.execute("COMMIT")
+
+    # -- reading ---------------------------------------------------------------------------
+    def read(self, consumer: str, limit: int = 5000,
+             position: Position | None = None) -> list[Record]:
+        """Up to `limit` records after the consumer's position (or `position`), shard by shard."""
+        if position is None:
+            position = self.position(consumer)
+        out: list[Record] = []
+        for name in self.shards():
+            if len(out) >= limit:
+                break
+            out.extend(self.read_shard(name, position.get(name, 0), limit - len(out)))
+        return out
+
+    def read_shard(self, name: str, after: int, limit: int) -> list[Record]:
+        with self._lock:
+            rows = self._conn(name).execute(_SELECT, (after, limit)).fetchall()
+        return [Record(name, o, src, mid, typ, rec, bytes(body))
+                for o, src, mid, typ, rec, body in rows]
+
+    def heads(self) -> Position:
+        """The last offset written in each shard."""
+        heads: Position = {}
+        with self._lock:
+            for name in shard.list_shards(self.log_dir):
+                row = self._conn(name).execute('SELECT max("offset") FROM events').fetchone()
+                heads[name] = row[0] or 0
+        return heads
+
+    def lag(self, consumer: str) -> int:
+        """How many records the consumer has not committed yet (approximate after trims)."""
+        position = self.position(consumer)
+        return sum(max(0, head - position.get(name, 0)) for name, head in self.heads().items())
+
+    def find(self, message_id: str, source: str | None = None) -> list[Record]:
+        """Records with this messageId still in the log (a scan: for lookups, not hot paths)."""
+        out: list[Record] = []
+        for name in self.shards():
+            with self._lock:
+                rows = self._conn(name).execute(
+                    'SELECT "offset", source, message_id, type, received_at, body FROM events '
+                    "WHERE message_id = ? AND (? IS NULL OR source = ?)",
+                    (message_id, source, source)).fetchall()
+            out.extend(Record(name, o, s, m, t, r, bytes(b)) for o, s, m, t, r, b in rows)
+        return out
+
+    def quarantined(self, *, source: str | None = None, message_id: str | None = None,
+                    limit: int = 100) -> list[dict[str, object]]:
+        """Refused messages with their reasons, newest first."""
+        out: list[dict[str, object]] = []
+        for name in self.shards():
+            with self._lock:
+                rows = self._conn(name).execute(
+                    "SELECT id, received_at, source, message_id, batch_index, reason, body "
+                    "FROM quarantine WHERE (? IS NULL OR source = ?) "
+                    "AND (? IS NULL OR message_id = ?) ORDER BY id DESC LIMIT ?",
+                    (source, source, message_id, message_id, limit)).fetchall()
+            out.extend({"shard": name, "id": i, "receivedAt": rec, "source": src,
+                        "messageId": mid, "batchIndex": idx, "reason": reason,
+                        "body": bytes(body).decode("utf-8", "replace")}
+                       for i, rec, src, mid, idx, reason, body in rows)
+        out.sort(key=lambda q: str(q["receivedAt"]), reverse=True)
+        return out[:limit]
+
+    # -- trimming --------------------------------------------------------------------------
+    def trim(self, consumers: Sequence[str] | None = None) -> int:
+        """Delete records every registered consumer has committed. Returns how many."""
+        names = list(consumers) if consumers is not None else self.consumers()
+        if not names:
+            return 0
+        positions = [self.position(c) for c in names]
+        deleted = 0
+        for name in self.shards():
+            passed = min(p.get(name, 0) for p in positions)
+            if passed <= 0:
+                continue
+            conn = shard.connect(shard.shard_path(self.log_dir, name), write=False)
+            try:
+                cur = conn.execute('DELETE FROM events WHERE "offset" <= ?', (passed,))
+                deleted += cur.rowcount
+            finally:
+                conn.close()
+        return deleted

@@ -1,0 +1,44 @@
+"""What goes into the log and what comes out of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An accepted message, enriched, as JSON bytes."""
+
+    source: str
+    message_id: str
+    type: str
+    received_at: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A refused message kept in quarantine with its reason."""
+
+    source: str
+    message_id: str | None
+    received_at: str
+    index: int | None
+    reason: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An entry read back from the log, with its position."""
+
+    shard: str
+    offset: int
+    source: str
+    message_id: str
+    type: str
+    received_at: str
+    body: bytes
+
+
+Position = dict[str, int]

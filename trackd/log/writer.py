@@ -1,0 +1,161 @@
+"""gateway -> log: one writer thread per shard, group commit, reply only after fsync.
+
+Every `append` call puts its records on a queue. The writer thread takes everything waiting,
+writes it in one transaction and COMMITs (WAL, synchronous=FULL: the commit returns after
+fsync), then wakes all the callers at once. Many concurrent requests thus share one fsync.
+
+Back-pressure: the bytes waiting for a commit are bounded; past the bound `append` raises
+`LogFull` at once instead of buffering, and the gateway answers 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from trackd.errors import LogClosed, LogFull, LogWriteFailed
+from trackd.log import shard
+from trackd.log.records import Entry, Refused
+
+_INSERT_EVENT = (
+    "INSERT INTO events (received_at, source, message_id, type, body) VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_REFUSED = (
+    "INSERT INTO quarantine (received_at, source, message_id, batch_index, reason, body) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_MAX_GROUP_BYTES = 32 * 1024 * 1024
+
+CommitObserver = Callable[[float, int], None]
+"""Called in the writer thread after each commit with (seconds, records committed)."""
+
+_Job = tuple[Sequence[Entry], Sequence[Refused], "asyncio.Future[None]", int]
+
+
+class LogWriter:
+    """The single appender of one shard file.
+
+    >>> writer = LogWriter(path, max_pending_bytes=64 << 20)
+    >>> writer.start(asyncio.get_running_loop())
+    >>> await writer.append(entries, refused)   # durable when this returns
+    >>> writer.close()                           # commits what is queued, then stops
+    """
+
+    def __init__(self, path: Path, *, max_pending_bytes: int,
+                 on_commit: CommitObserver | None = None) -> None:
+        self.path = path
+        self._max_pending = max_pending_bytes
+        self._pending = 0
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._on_commit = on_commit
+        self.last_error: str | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        conn = shard.connect(self.path, write=True)  # fail here, at start-up, not later
+        self._thread = threading.Thread(target=self._run, args=(conn,), name="log-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending
+
+    @property
+    def healthy(self) -> bool:
+        return not self._closing and self.last_error is None
+
+    async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = ()) -> None:
+        """Store entries and refused messages; return once they are fsync'd.
+
+        Raises LogFull (too much waiting), LogClosed (shutting down) or LogWriteFailed (the
+        commit failed, e.g. disk full: none of these records were stored).
+        """
+        if self._closing or self._loop is None:
+            raise LogClosed("the log is shutting down")
+        size = sum(len(e.body) for e in entries) + sum(len(r.body) for r in refused)
+        if self._pending + size > self._max_pending and self._pending > 0:
+            raise LogFull("too many messages waiting for the disk")
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._pending += size
+        self._queue.put((entries, refused, fut, size))
+        await asyncio.shield(fut)
+
+    def close(self) -> None:
+        """Commit everything already queued, then stop the thread."""
+        self._closing = True
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self, conn: sqlite3.Connection) -> None:
+        try:
+            stop = False
+            while not stop:
+                first = self._queue.get()
+                if first is None:
+                    break
+                jobs = [first]
+                size = first[3]
+                while size < _MAX_GROUP_BYTES:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stop = True
+                        break
+                    jobs.append(job)
+                    size += job[3]
+                self._commit(conn, jobs)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+        started = time.perf_counter()
+        events = [(e.received_at, e.source, e.message_id, e.type, e.body)
+                  for job in jobs for e in job[0]]
+        refused = [(r.received_at, r.source, r.message_id, r.index, r.reason, r.body)
+                   for job in jobs for r in job[1]]
+        error: Exception | None = None
+        try:
+            conn.execute("BEGIN")
+            if events:
+                conn.executemany(_INSERT_EVENT, events)
+            if refused:
+                conn.executemany(_INSERT_REFUSED, refused)
+            conn.execute("COMMIT")
+            self.last_error = None
+        except sqlite3.Error as exc:
+            error = LogWriteFailed(f"could not store messages: {exc}")
+            self.last_error = str(exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        if self._on_commit is not None and error is None:
+            self._on_commit(time.perf_counter() - started, len(events) + len(refused))
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._resolve, jobs, error)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _resolve(self, jobs: list[_Job], error: Exception | None) -> None:
+        for _entries, _refused, fut, size in jobs:
+            self._pending -= size
+            if fut.done():
+                continue
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)

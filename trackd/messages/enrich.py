@@ -1,0 +1,104 @@
+"""Server-side enrichment of an accepted message, before it is stored (contract section 6).
+
+- receivedAt: one server clock reading per request (ISO-8601, ms, `Z`);
+- messageId: kept, or generated (process prefix + counter: unique and cheap, no uuid4);
+- originalTimestamp := the client's timestamp; sentAt := the item's, else the envelope's;
+- timestamp := receivedAt - (sentAt - originalTimestamp), corrected for the device's clock skew;
+  := originalTimestamp without sentAt; := receivedAt when the client gave none;
+- envelope context/integrations deep-merged under the item's own (the item wins);
+- context.ip := the client address when absent; version stamped; writeKey removed (a secret).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from trackd.messages.validate import parse_timestamp
+
+API_VERSION = 2
+
+
+def iso(moment: datetime) -> str:
+    """UTC ISO-8601 with milliseconds and `Z`, the format every timestamp is stored in."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class MessageIds:
+    """Generates messageIds: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = "trk-" + os.urandom(6).hex() + "-"
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, recursively for nested objects; neither input is changed."""
+    out = dict(base)
+    for key, value in top.items():
+        under = out.get(key)
+        if isinstance(value, dict) and isinstance(under, dict):
+            out[key] = deep_merge(under, value)
+        else:
+            out[key] = value
+    return out
+
+
+class Envelope:
+    """What one request shares across its messages."""
+
+    __slots__ = ("received", "received_at", "sent_at", "context", "integrations", "ip")
+
+    def __init__(self, received: datetime, *, sent_at: str | None = None,
+                 context: dict[str, Any] | None = None,
+                 integrations: dict[str, Any] | None = None, ip: str | None = None) -> None:
+        self.received = received
+        self.received_at = iso(received)
+        self.sent_at = sent_at
+        self.context = context
+        self.integrations = integrations
+        self.ip = ip
+
+
+def enrich(message: dict[str, Any], envelope: Envelope, new_id: MessageIds) -> str:
+    """Enrich a validated message in place; returns its messageId."""
+    message.pop("writeKey", None)
+    message_id = message.get("messageId")
+    if not message_id:
+        message_id = message["messageId"] = new_id()
+    if envelope.context:
+        own = message.get("context")
+        message["context"] = deep_merge(envelope.context, own) if own else dict(envelope.context)
+    if envelope.integrations:
+        own = message.get("integrations")
+        message["integrations"] = (deep_merge(envelope.integrations, own) if own
+                                   else dict(envelope.integrations))
+    if envelope.ip is not None:
+        context = message.get("context")
+        if context is None:
+            message["context"] = {"ip": envelope.ip}
+        elif not context.get("ip"):
+            context["ip"] = envelope.ip
+    message["receivedAt"] = envelope.received_at
+    sent_at = message.get("sentAt") or envelope.sent_at
+    if sent_at is not None:
+        message["sentAt"] = sent_at
+    client_ts = message.get("timestamp")
+    if client_ts is not None:
+        message["originalTimestamp"] = client_ts
+        sent = parse_timestamp(sent_at) if sent_at is not None else None
+        original = parse_timestamp(client_ts)
+        if sent is not None and original is not None:
+            message["timestamp"] = iso(envelope.received - (sent - original))
+        elif original is not None:
+            message["timestamp"] = iso(original)
+    else:
+        message["timestamp"] = envelope.received_at
+    message["version"] = API_VERSION
+    return str(message_id)

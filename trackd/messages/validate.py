@@ -1,0 +1,174 @@
+"""Judge one message against the contract; the exact messages here are pinned by tests.
+
+`problem(message, kind)` returns None for a valid message, or the one-line reason it is refused.
+It normalises in place what the contract says is accepted but normalised: numeric ids become
+strings. Everything else in the message is left exactly as sent.
+
+Nesting is counted along the path below `properties`/`traits`: in `{"a": {"b": {"c": 1}}}` the
+object at `a.b` is at level 2 and `c` is a key at level 3, which is fine; an object at level 3
+(`a.b.c = {...}`) is refused. Array elements count one level deeper than their array.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from trackd.messages import limits
+
+_OBJECT_FIELDS = ("context", "integrations")
+
+
+def problem(message: dict[str, Any], kind: str | None) -> str | None:
+    """Return why `message` is refused, or None. `kind` is the path's type, None in a batch."""
+    if kind is None:
+        kind = message.get("type")
+        if kind is None or kind == "":
+            return "Missing required field: type"
+        if kind not in limits.TYPES:
+            return f"Invalid type: {_short(kind)}"
+    else:
+        message["type"] = kind
+    reason = _ids(message, kind)
+    if reason is not None:
+        return reason
+    reason = _required(message, kind)
+    if reason is not None:
+        return reason
+    for name in _OBJECT_FIELDS:
+        value = message.get(name)
+        if value is not None and not isinstance(value, dict):
+            return f"{name} must be an object"
+    payload = limits.PAYLOAD_FIELD.get(kind)
+    if payload is not None:
+        value = message.get(payload)
+        if value is not None:
+            if not isinstance(value, dict):
+                return f"{payload} must be an object"
+            reason = _payload(value)
+            if reason is not None:
+                return reason
+    message_id = message.get("messageId")
+    if message_id is not None:
+        if not isinstance(message_id, str):
+            return "messageId must be a string"
+        if len(message_id) > limits.MAX_MESSAGE_ID_CHARS:
+            return f"messageId exceeds {limits.MAX_MESSAGE_ID_CHARS} characters"
+    for name in limits.TIMESTAMP_FIELDS:
+        value = message.get(name)
+        if value is not None and parse_timestamp(value) is None:
+            return f"Invalid timestamp: {name}"
+    return None
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """An ISO-8601 string with a time zone, as an aware datetime; None when it is not one."""
+    if not isinstance(value, str) or len(value) > 64 or len(value) < 16:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        return None
+    return parsed
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 50 else text[:50] + "..."
+
+
+def _as_id(message: dict[str, Any], name: str) -> str | None:
+    """Normalise an id field in place; return a reason when it has the wrong type."""
+    value = message.get(name)
+    if value is None or isinstance(value, str):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{name} must be a string"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"{name} must be a string"
+        message[name] = str(int(value)) if value.is_integer() else repr(value)
+    else:
+        message[name] = str(value)
+    return None
+
+
+def _ids(message: dict[str, Any], kind: str) -> str | None:
+    for name in ("userId", "anonymousId", "groupId", "previousId"):
+        reason = _as_id(message, name)
+        if reason is not None:
+            return reason
+    user_id = message.get("userId")
+    anonymous_id = message.get("anonymousId")
+    if kind == "alias":
+        if not user_id:
+            return "Missing required field: userId"
+    elif not user_id and not anonymous_id:
+        return "Missing required field: userId or anonymousId"
+    if user_id and len(user_id) > limits.MAX_ID_CHARS:
+        return f"userId exceeds {limits.MAX_ID_CHARS} characters"
+    if anonymous_id and len(anonymous_id) > limits.MAX_ID_CHARS:
+        return f"anonymousId exceeds {limits.MAX_ID_CHARS} characters"
+    return None
+
+
+def _required(message: dict[str, Any], kind: str) -> str | None:
+    if kind == "track":
+        event = message.get("event")
+        if event is None or event == "":
+            return "Missing required field: event"
+        if not isinstance(event, str):
+            return "event must be a string"
+        if len(event) > limits.MAX_EVENT_NAME:
+            return f"Event name exceeds {limits.MAX_EVENT_NAME} characters"
+        if event.startswith("$"):
+            return "Event name cannot start with '$'"
+    elif kind == "group":
+        if not message.get("groupId"):
+            return "Missing required field: groupId"
+        if len(message["groupId"]) > limits.MAX_ID_CHARS:
+            return f"groupId exceeds {limits.MAX_ID_CHARS} characters"
+    elif kind == "alias":
+        if not message.get("previousId"):
+            return "Missing required field: previousId"
+        if len(message["previousId"]) > limits.MAX_ID_CHARS:
+            return f"previousId exceeds {limits.MAX_ID_CHARS} characters"
+    for name in ("name", "category"):
+        value = message.get(name)
+        if value is not None and not isinstance(value, str):
+            return f"{name} must be a string"
+    return None
+
+
+def _payload(payload: dict[str, Any]) -> str | None:
+    if len(payload) > limits.MAX_PROPERTIES:
+        return f"Too many properties: {len(payload)} (max {limits.MAX_PROPERTIES})"
+    return _walk_object(payload, 0)
+
+
+def _walk_object(obj: dict[str, Any], level: int) -> str | None:
+    for key, value in obj.items():
+        if len(key) > limits.MAX_PROPERTY_NAME:
+            return f"Property name exceeds {limits.MAX_PROPERTY_NAME} characters"
+        if isinstance(value, dict | list):
+            reason = _walk_value(value, level + 1)
+            if reason is not None:
+                return reason
+    return None
+
+
+def _walk_value(value: dict[str, Any] | list[Any], level: int) -> str | None:
+    if isinstance(value, dict):
+        if level >= limits.MAX_NESTING:
+            return f"Properties nested deeper than {limits.MAX_NESTING} levels"
+        return _walk_object(value, level)
+    if len(value) > limits.MAX_ARRAY_ELEMENTS:
+        return f"Array exceeds {limits.MAX_ARRAY_ELEMENTS} elements"
+    for item in value:
+        if isinstance(item, dict | list):
+            reason = _walk_value(item, level + 1)
+            if reason is not None:
+                return reason
+    return None

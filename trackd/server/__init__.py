@@ -1,0 +1,1 @@
+"""Processes: the supervisor (pipeline + admin API) and the gateway workers it starts."""

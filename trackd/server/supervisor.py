@@ -1,0 +1,170 @@
+"""`trackd serve`: bind the socket, run the pipeline and admin API here, start the workers.
+
+The supervisor owns the pipeline process (every log consumer and the admin API on a unix
+socket) and N gateway worker processes sharing one listening socket. On SIGTERM/SIGINT it
+stops the workers first (they finish in-flight commits), then the pipeline stages in reverse.
+A worker that dies is started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from trackd.app import Pipeline
+from trackd.errors import ConfigError
+from trackd.observability import get_logger
+from trackd.settings import Settings, to_json
+
+log = get_logger("supervisor")
+READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    host: str
+    port: int
+    pid: int
+    admin_socket: str
+
+
+class _AdminServer(uvicorn.Server):
+    """The admin API server; signals are the supervisor's business, not uvicorn's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def run_dir_of(settings: Settings) -> Path:
+    return settings.data_dir / "run"
+
+
+def read_server_info(settings: Settings) -> ServerInfo | None:
+    """The running server on this data dir, if any (its pid is alive)."""
+    path = run_dir_of(settings) / "server.json"
+    try:
+        doc = json.loads(path.read_text())
+        os.kill(int(doc["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return ServerInfo(doc["host"], int(doc["port"]), int(doc["pid"]), doc["admin_socket"])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
+    run_dir = run_dir_of(settings)
+    if read_server_info(settings) is not None:
+        raise ConfigError(f"a trackd server is already running on {settings.data_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*run_dir.glob("ready-*"), *run_dir.glob("metrics/gateway-*.json"),
+                  run_dir / "admin.sock", run_dir / "server.json"]:
+        stale.unlink(missing_ok=True)
+    (run_dir / "settings.json").write_text(to_json(settings))
+    os.chmod(run_dir / "settings.json", 0o600)
+    sock = _bind(settings.server.host, settings.server.port)
+    try:
+        asyncio.run(_main(settings, run_dir, sock, on_ready))
+    finally:
+        sock.close()
+        (run_dir / "server.json").unlink(missing_ok=True)
+
+
+async def _main(settings: Settings, run_dir: Path, sock: socket.socket,
+                on_ready: Callable[[ServerInfo], None]) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    pipeline = Pipeline(settings, run_dir)
+    await pipeline.start()
+    admin_sock = run_dir / "admin.sock"
+    admin = _AdminServer(uvicorn.Config(pipeline.admin, uds=str(admin_sock), lifespan="off",
+                                        log_level="warning", access_log=False))
+    admin_task = asyncio.create_task(admin.serve())
+    workers: dict[int, subprocess.Popen[bytes]] = {}
+    try:
+        for index in range(settings.server.workers):
+            workers[index] = _spawn(run_dir, index, sock)
+        await _wait_ready(run_dir, workers, stop)
+        if stop.is_set():
+            return
+        host, port = sock.getsockname()[:2]
+        info = ServerInfo(settings.server.host, int(port), os.getpid(), str(admin_sock))
+        (run_dir / "server.json").write_text(json.dumps(info.__dict__))
+        on_ready(info)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            for index, proc in list(workers.items()):
+                if proc.poll() is not None and not stop.is_set():
+                    log.warning("gateway worker exited; starting it again",
+                                extra={"worker": index, "code": proc.returncode})
+                    workers[index] = _spawn(run_dir, index, sock)
+    finally:
+        await _stop_workers(workers, settings.server.shutdown_timeout)
+        admin.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(admin_task, 5)
+        await pipeline.stop()
+
+
+def _spawn(run_dir: Path, index: int, sock: socket.socket) -> subprocess.Popen[bytes]:
+    (run_dir / f"ready-{index}").unlink(missing_ok=True)
+    fd = sock.fileno()
+    return subprocess.Popen(
+        [sys.executable, "-m", "trackd.server.worker", str(run_dir), str(index), str(fd)],
+        pass_fds=(fd,), start_new_session=False)
+
+
+async def _wait_ready(run_dir: Path, workers: dict[int, subprocess.Popen[bytes]],
+                      stop: asyncio.Event) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not stop.is_set():
+        if all((run_dir / f"ready-{i}").exists() for i in workers):
+            return
+        for index, proc in workers.items():
+            if proc.poll() is not None:
+                raise ConfigError(f"gateway worker {index} failed to start "
+                                  f"(exit code {proc.returncode})")
+        if time.monotonic() > deadline:
+            raise ConfigError("gateway workers did not start in time")
+        await asyncio.sleep(0.05)
+
+
+async def _stop_workers(workers: dict[int, subprocess.Popen[bytes]], timeout: float) -> None:
+    for proc in workers.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout + 5
+    while any(p.poll() is None for p in workers.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for proc in workers.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

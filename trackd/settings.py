@@ -1,0 +1,322 @@
+"""Settings as documented data: frozen dataclasses whose fields carry their help text.
+
+Read once at the edge (the CLI) from `trackd.toml` and `TRACKD_<SECTION>_<KEY>` environment
+variables, then passed down. `SETTINGS` lists (name, default, help) for every key;
+tests/test_docs.py checks that docs/settings.md documents each one.
+
+Sources and destinations are arrays of tables in the file; from the environment they are
+`TRACKD_SOURCE_<NAME>_<KEY>` and `TRACKD_DESTINATION_<NAME>_<KEY>` (NAME upper-cased, `-` as `_`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trackd.errors import ConfigError
+
+_SLUG = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = _f("127.0.0.1", "Address the HTTP server listens on.")
+    port: int = _f(8088, "TCP port of the HTTP server (0 picks a free one).")
+    workers: int = _f(1, "Gateway processes; one per core uses every core.")
+    admin_token: str = _f("", "Bearer token for /api/* and the Profile API; generated when empty.")
+    data_dir: str = _f("./trackd-data", "Where the log, warehouse, archive and state live.")
+    max_pending_mb: int = _f(64, "Bytes waiting for a log commit per worker before 503.")
+    cors_origins: list[str] = _f(["*"], "Origins allowed by CORS on the tracking paths.")
+    trusted_proxies: list[str] = _f([], "Peers whose X-Forwarded-For sets context.ip.")
+    shutdown_timeout: float = _f(10.0, "Seconds to finish in-flight work on SIGTERM.")
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    name: str = _f("default", "Slug of the source; also its warehouse schema name.")
+    write_keys: list[str] = _f([], "Write keys that send to this source.")
+    rate_limit_per_second: float = _f(0.0, "Messages per second allowed (0: no limit).")
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    enabled: bool = _f(True, "Load the log into <data_dir>/warehouse.duckdb.")
+    dedup_window_days: float = _f(7.0, "How long a messageId is remembered for dedup.")
+    batch_rows: int = _f(20000, "Most records loaded in one warehouse transaction.")
+    poll_interval: float = _f(0.2, "Seconds between looks at the log when idle.")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    trim_interval: float = _f(60.0, "Seconds between trims of records every consumer passed.")
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    enabled: bool = _f(True, "Keep every accepted message as Parquet under <data_dir>/archive.")
+    retention_days: float = _f(365.0, "Archive partitions older than this are deleted.")
+    flush_interval: float = _f(5.0, "Seconds between archive files when traffic is low.")
+
+
+@dataclass(frozen=True)
+class DestinationSettings:
+    name: str = _f("", "Name; matched case-sensitively against the integrations object.")
+    type: str = _f("webhook", "webhook or segment.")
+    url: str = _f("", "webhook: URL to POST to; segment: base URL of the API (…/v1/batch).")
+    write_key: str = _f("", "segment: write key used at the receiving API.")
+    sources: list[str] = _f([], "Sources routed here (empty: all).")
+    headers: dict[str, str] = _f({}, "Extra HTTP headers sent with each request.")
+    secret: str = _f("", "webhook: HMAC-SHA256 key; signature in X-Trackd-Signature.")
+    timeout: float = _f(10.0, "Seconds before a request counts as failed.")
+    batch_size: int = _f(1, "Messages per request (webhook: 1 sends a bare message).")
+    linger: float = _f(0.2, "Seconds to wait to fill a batch.")
+    max_attempts: int = _f(10, "Attempts before a message is dead-lettered.")
+    max_age_hours: float = _f(24.0, "Age after which a failing message is dead-lettered.")
+    backoff_min: float = _f(0.5, "First retry delay in seconds.")
+    backoff_max: float = _f(300.0, "Longest retry delay in seconds.")
+    consent_categories: list[str] = _f([], "Consent categories a message must grant.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    sources: tuple[SourceSettings, ...] = ()
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
+    destinations: tuple[DestinationSettings, ...] = ()
+    generated: tuple[str, ...] = ()  # what was generated at start-up (for the banner)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+    def source_for_key(self) -> dict[str, SourceSettings]:
+        return {key: src for src in self.sources for key in src.write_keys}
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerSettings, "warehouse": WarehouseSettings, "log": LogSettings,
+    "archive": ArchiveSettings,
+}
+_TABLES: dict[str, type[Any]] = {"sources": SourceSettings, "destinations": DestinationSettings}
+
+SETTINGS: tuple[tuple[str, Any, str], ...] = tuple(
+    (f"{section}.{f.name}",
+     f.default if f.default is not dataclasses.MISSING else f.default_factory(),  # type: ignore[misc]
+     f.metadata["help"])
+    for section, cls in {**_SECTIONS, **_TABLES}.items()
+    for f in dataclasses.fields(cls)
+)
+
+
+def _cast(where: str, value: Any, hint: Any) -> Any:
+    """Check/convert one value to the field's type; strings come from the environment."""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
+            return value.lower() in ("true", "1")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int or hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, int | float) and (hint is float or isinstance(value, int)):
+            return hint(value)
+        if isinstance(value, str):
+            try:
+                return hint(value)
+            except ValueError:
+                pass
+        kind = "an integer" if hint is int else "a number"
+        raise ConfigError(f"{where}: expected {kind}, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return list(value)
+    if origin is dict:
+        if isinstance(value, str):
+            pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+            if not all(len(p) == 2 for p in pairs):
+                raise ConfigError(f"{where}: expected k=v pairs, got {value!r}")
+            value = {k.strip(): v.strip() for k, v in pairs}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{where}: expected a table of strings, got {value!r}")
+        return dict(value)
+    raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
+
+
+def _build(cls: type[Any], where: str, raw: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r}")
+    return cls(**{k: _cast(f"{where}.{k}", v, hints[k]) for k, v in raw.items()})
+
+
+def _env_tables(env: Mapping[str, str], prefix: str) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for key, value in env.items():
+        if key.startswith(prefix):
+            rest = key[len(prefix):].lower()
+            for cls in _TABLES.values():
+                for f in dataclasses.fields(cls):
+                    if rest.endswith("_" + f.name):
+                        name = rest[: -len(f.name) - 1]
+                        out.setdefault(name, {})[f.name] = value
+                        break
+                else:
+                    continue
+                break
+    return out
+
+
+def load(config: Path | None, *, data_dir: str | None = None,
+         overrides: Mapping[str, Any] | None = None,
+         env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings: file, then environment, then explicit overrides (CLI flags)."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if config is not None:
+        try:
+            raw = tomllib.loads(config.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {config}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{config}: not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - set(_SECTIONS) - set(_TABLES))
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}] in {config}")
+    sections: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        values = dict(raw.get(section, {}))
+        if not isinstance(raw.get(section, {}), dict):
+            raise ConfigError(f"[{section}] must be a table")
+        for f in dataclasses.fields(cls):
+            key = f"TRACKD_{section.upper()}_{f.name.upper()}"
+            if key in env:
+                values[f.name] = env[key]
+        if section == "server":
+            values.update(overrides or {})
+            if data_dir is not None:
+                values["data_dir"] = data_dir
+        sections[section] = _build(cls, section, values)
+    tables: dict[str, tuple[Any, ...]] = {}
+    for name, cls in _TABLES.items():
+        items = raw.get(name, [])
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise ConfigError(f"{name} must be an array of tables ([[{name}]])")
+        by_name: dict[str, dict[str, Any]] = {}
+        for i, item in enumerate(items):
+            key = str(item.get("name", "default" if name == "sources" else f"#{i}"))
+            by_name[key] = dict(item)
+        singular = name[:-1].upper()
+        for env_name, values in _env_tables(env, f"TRACKD_{singular}_").items():
+            entry = next((v for k, v in by_name.items() if k.replace("-", "_") == env_name), None)
+            if entry is None:
+                entry = by_name.setdefault(env_name, {"name": env_name})
+            entry.update(values)
+        built = tuple(_build(cls, f"{name}[{k}]", v) for k, v in by_name.items())
+        tables[name] = built
+    settings = Settings(server=sections["server"], warehouse=sections["warehouse"],
+                        log=sections["log"], archive=sections["archive"], **tables)
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    if settings.server.workers < 1:
+        raise ConfigError("server.workers: must be at least 1")
+    if not 0 <= settings.server.port <= 65535:
+        raise ConfigError("server.port: must be between 0 and 65535")
+    seen: dict[str, str] = {}
+    for src in settings.sources:
+        if not _SLUG.match(src.name):
+            raise ConfigError(f"sources[{src.name}].name: must be a lowercase slug "
+                              "(letters, digits, _; starting with a letter)")
+        if not src.write_keys:
+            raise ConfigError(f"sources[{src.name}].write_keys: at least one write key needed")
+        for key in src.write_keys:
+            if key in seen:
+                raise ConfigError(f"write key {key[:4]}… is used by sources {seen[key]} "
+                                  f"and {src.name}")
+            seen[key] = src.name
+    names = [d.name for d in settings.destinations]
+    for dest in settings.destinations:
+        where = f"destinations[{dest.name}]"
+        if not dest.name:
+            raise ConfigError("destinations: every destination needs a name")
+        if names.count(dest.name) > 1:
+            raise ConfigError(f"{where}: duplicate destination name")
+        if dest.type not in ("webhook", "segment"):
+            raise ConfigError(f"{where}.type: must be webhook or segment, got {dest.type!r}")
+        if not dest.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url: must be an http(s) URL")
+        if dest.type == "segment" and not dest.write_key:
+            raise ConfigError(f"{where}.write_key: needed by the segment type")
+        for src in dest.sources:
+            if src not in {s.name for s in settings.sources}:
+                raise ConfigError(f"{where}.sources: unknown source {src!r}")
+
+
+def with_generated(settings: Settings, credentials: dict[str, Any]) -> Settings:
+    """Fill what the user left out (a default source, an admin token) from `credentials`.
+
+    `credentials` is the persisted content of <data_dir>/credentials.json; missing values are
+    generated into it, so a restart keeps the same keys.
+    """
+    generated: list[str] = []
+    server = settings.server
+    if not server.admin_token:
+        token = credentials.setdefault("admin_token", "adm_" + secrets.token_hex(16))
+        server = dataclasses.replace(server, admin_token=token)
+        generated.append("admin_token")
+    sources = settings.sources
+    if not sources:
+        key = credentials.setdefault("default_write_key", "wk_" + secrets.token_hex(16))
+        sources = (SourceSettings(name="default", write_keys=[key]),)
+        generated.append("default_source")
+    return dataclasses.replace(settings, server=server, sources=sources,
+                               generated=tuple(generated))
+
+
+__all__ = ["SETTINGS", "Settings", "load", "with_generated"]
+
+
+def to_json(settings: Settings) -> str:
+    """Settings as JSON, to hand them to worker processes."""
+    import json
+
+    return json.dumps(dataclasses.asdict(settings))
+
+
+def from_json(text: str) -> Settings:
+    import json
+
+    raw = json.loads(text)
+    sections = {name: _build(cls, name, raw[name]) for name, cls in _SECTIONS.items()}
+    tables = {name: tuple(_build(cls, name, item) for item in raw[name])
+              for name, cls in _TABLES.items()}
+    return Settings(**sections, **tables, generated=tuple(raw.get("generated", ())))
