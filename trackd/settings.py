@@ -115,10 +115,16 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 _TABLES: dict[str, type[Any]] = {"sources": SourceSettings, "destinations": DestinationSettings}
 
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 SETTINGS: tuple[tuple[str, Any, str], ...] = tuple(
-    (f"{section}.{f.name}",
-     f.default if f.default is not dataclasses.MISSING else f.default_factory(),  # type: ignore[misc]
-     f.metadata["help"])
+    (f"{section}.{f.name}", _default(f), f.metadata["help"])
     for section, cls in {**_SECTIONS, **_TABLES}.items()
     for f in dataclasses.fields(cls)
 )
@@ -241,7 +247,8 @@ def load(config: Path | None, *, data_dir: str | None = None,
         built = tuple(_build(cls, f"{name}[{k}]", v) for k, v in by_name.items())
         tables[name] = built
     settings = Settings(server=sections["server"], warehouse=sections["warehouse"],
-                        log=sections["log"], archive=sections["archive"], **tables)
+                        log=sections["log"], archive=sections["archive"],
+                        sources=tables["sources"], destinations=tables["destinations"])
     _check(settings)
     return settings
 
@@ -276,9 +283,9 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"{where}.url: must be an http(s) URL")
         if dest.type == "segment" and not dest.write_key:
             raise ConfigError(f"{where}.write_key: needed by the segment type")
-        for src in dest.sources:
-            if src not in {s.name for s in settings.sources}:
-                raise ConfigError(f"{where}.sources: unknown source {src!r}")
+        for wanted in dest.sources:
+            if settings.sources and wanted not in {s.name for s in settings.sources}:
+                raise ConfigError(f"{where}.sources: unknown source {wanted!r}")
 
 
 def with_generated(settings: Settings, credentials: dict[str, Any]) -> Settings:
@@ -316,7 +323,12 @@ def from_json(text: str) -> Settings:
     import json
 
     raw = json.loads(text)
-    sections = {name: _build(cls, name, raw[name]) for name, cls in _SECTIONS.items()}
-    tables = {name: tuple(_build(cls, name, item) for item in raw[name])
-              for name, cls in _TABLES.items()}
-    return Settings(**sections, **tables, generated=tuple(raw.get("generated", ())))
+    return Settings(
+        server=_build(ServerSettings, "server", raw["server"]),
+        warehouse=_build(WarehouseSettings, "warehouse", raw["warehouse"]),
+        log=_build(LogSettings, "log", raw["log"]),
+        archive=_build(ArchiveSettings, "archive", raw["archive"]),
+        sources=tuple(_build(SourceSettings, "sources", s) for s in raw["sources"]),
+        destinations=tuple(_build(DestinationSettings, "destinations", d)
+                           for d in raw["destinations"]),
+        generated=tuple(raw.get("generated", ())))
