@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from trackd.admin import openapi
 from trackd.admin.lookup import where_is
 from trackd.errors import QueryRefused
 from trackd.gateway.app import basic_user
@@ -100,7 +101,11 @@ def build_admin(pipeline: Pipeline) -> Starlette:
                                        source=request.query_params.get("source"), limit=limit)
         return JSONResponse({"quarantined": rows})
 
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(openapi.document())
+
     routes = [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/api/v1/query", query, methods=["POST"]),
         Route("/api/v1/events/{message_id:path}", event, methods=["GET"]),
         Route("/api/v1/quarantine", quarantine, methods=["GET"]),
