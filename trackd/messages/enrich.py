@@ -23,8 +23,10 @@ API_VERSION = 2
 
 def iso(moment: datetime) -> str:
     """UTC ISO-8601 with milliseconds and `Z`, the format every timestamp is stored in."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    m = moment.astimezone(UTC)
+    # not strftime: its %Y gives "1" rather than "0001" for years before 1000 on glibc
+    return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:"
+            f"{m.second:02d}.{m.microsecond // 1000:03d}Z")
 
 
 class MessageIds:
@@ -95,7 +97,11 @@ def enrich(message: dict[str, Any], envelope: Envelope, new_id: MessageIds) -> s
         sent = parse_timestamp(sent_at) if sent_at is not None else None
         original = parse_timestamp(client_ts)
         if sent is not None and original is not None:
-            message["timestamp"] = iso(envelope.received - (sent - original))
+            try:
+                corrected = envelope.received - (sent - original)
+            except OverflowError:  # a device clock thousands of years off: keep its stamp
+                corrected = original
+            message["timestamp"] = iso(corrected)
         elif original is not None:
             message["timestamp"] = iso(original)
     else:

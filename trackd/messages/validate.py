@@ -11,7 +11,8 @@ object at `a.b` is at level 2 and `c` is a key at level 3, which is fine; an obj
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from trackd.messages import limits
@@ -70,6 +71,10 @@ def parse_timestamp(value: object) -> datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
+        return None
+    try:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC: not representable
+        parsed.astimezone(UTC)
+    except OverflowError:
         return None
     return parsed
 
@@ -145,30 +150,37 @@ def _required(message: dict[str, Any], kind: str) -> str | None:
 def _payload(payload: dict[str, Any]) -> str | None:
     if len(payload) > limits.MAX_PROPERTIES:
         return f"Too many properties: {len(payload)} (max {limits.MAX_PROPERTIES})"
-    return _walk_object(payload, 0)
+    return _walk(payload)
 
 
-def _walk_object(obj: dict[str, Any], level: int) -> str | None:
-    for key, value in obj.items():
-        if len(key) > limits.MAX_PROPERTY_NAME:
-            return f"Property name exceeds {limits.MAX_PROPERTY_NAME} characters"
-        if isinstance(value, dict | list):
-            reason = _walk_value(value, level + 1)
-            if reason is not None:
-                return reason
+def _walk(payload: dict[str, Any]) -> str | None:
+    """Depth-first over every key and value below `payload`, with an explicit stack.
+
+    Values can nest as deep as the JSON decoder allows (about 1000 levels of arrays), so the
+    walk must not use Python recursion. Children are one level deeper than their container.
+    """
+    stack: list[tuple[Iterator[Any], int, bool]] = [(iter(payload.items()), 0, True)]
+    while stack:
+        children, level, is_object = stack[-1]
+        child: Any = next(children, _END)
+        if child is _END:
+            stack.pop()
+            continue
+        if is_object:
+            key, value = child
+            if len(key) > limits.MAX_PROPERTY_NAME:
+                return f"Property name exceeds {limits.MAX_PROPERTY_NAME} characters"
+        else:
+            value = child
+        if isinstance(value, dict):
+            if level + 1 >= limits.MAX_NESTING:
+                return f"Properties nested deeper than {limits.MAX_NESTING} levels"
+            stack.append((iter(value.items()), level + 1, True))
+        elif isinstance(value, list):
+            if len(value) > limits.MAX_ARRAY_ELEMENTS:
+                return f"Array exceeds {limits.MAX_ARRAY_ELEMENTS} elements"
+            stack.append((iter(value), level + 1, False))
     return None
 
 
-def _walk_value(value: dict[str, Any] | list[Any], level: int) -> str | None:
-    if isinstance(value, dict):
-        if level >= limits.MAX_NESTING:
-            return f"Properties nested deeper than {limits.MAX_NESTING} levels"
-        return _walk_object(value, level)
-    if len(value) > limits.MAX_ARRAY_ELEMENTS:
-        return f"Array exceeds {limits.MAX_ARRAY_ELEMENTS} elements"
-    for item in value:
-        if isinstance(item, dict | list):
-            reason = _walk_value(item, level + 1)
-            if reason is not None:
-                return reason
-    return None
+_END = object()
