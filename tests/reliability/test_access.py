@@ -1,0 +1,134 @@
+"""Write keys open only their own source; the admin and Profile APIs open only to the admin
+token, never to a write key."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import Server
+from tests.reliability.helpers import ADMIN, basic, log_counts, message_id, track
+
+TRACK_PATHS = ["/v1/track", "/v1/identify", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias",
+               "/v1/t", "/v1/batch", "/v1/import", "/v1/b"]
+BAD_KEYS: list[tuple[str, dict[str, str], str | None]] = [
+    ("missing", {}, None),
+    ("wrong basic", basic("wk_nope"), None),
+    ("wrong body", {}, "wk_nope"),
+    ("empty basic", basic(""), None),
+    ("bearer only", {"Authorization": "Bearer wk_web"}, None),
+    ("admin token as write key", basic(ADMIN), None),
+    ("garbage header", {"Authorization": "Basic !!!not-base64"}, None),
+]
+
+
+def _body(path: str, mid: str, key: str | None) -> dict[str, object]:
+    message = {**track(mid), "groupId": "g", "previousId": "p"}
+    if key is not None:
+        message["writeKey"] = key
+    if path in ("/v1/batch", "/v1/import", "/v1/b"):
+        envelope: dict[str, object] = {"batch": [message]}
+        if key is not None:
+            envelope["writeKey"] = key
+        return envelope
+    return message
+
+
+@pytest.mark.parametrize("path", TRACK_PATHS)
+def test_missing_or_wrong_write_key_gets_401_and_stores_nothing(server: Server,
+                                                                path: str) -> None:
+    sent: list[str] = []
+    with server.client() as client:
+        for label, headers, key in BAD_KEYS:
+            mid = message_id("denied")
+            sent.append(mid)
+            response = client.post(path, json=_body(path, mid, key), headers=headers)
+            assert response.status_code == 401, (label, response.status_code, response.text)
+            assert response.json()["error"]["type"] == "authentication_error", label
+        # control: the same request with the right key is stored
+        ok = message_id("allowed")
+        assert client.post(path, json=_body(path, ok, "wk_web")).status_code == 200
+    counts = log_counts(server.data_dir)
+    assert not [m for m in sent if counts[m]], "a refused request was stored"
+    assert counts[ok] == 1
+    quarantine = httpx.get(server.url + "/api/v1/quarantine", timeout=30,
+                           headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    assert not [q for q in quarantine["quarantined"] if str(q).find("denied-") >= 0]
+
+
+def test_other_sources_key_stores_under_its_own_source_only(server: Server) -> None:
+    mid = message_id("backend")
+    response = httpx.post(server.url + "/v1/track", json=track(mid),
+                          headers=basic("wk_backend"), timeout=30)
+    assert response.status_code == 200
+    assert log_counts(server.data_dir, "web")[mid] == 0
+    assert log_counts(server.data_dir, "backend")[mid] == 1
+
+
+ADMIN_REQUESTS = [
+    ("POST", "/api/v1/query", {"sql": "SELECT 1"}),
+    ("GET", "/api/v1/events/some-id", None),
+    ("GET", "/api/v1/quarantine", None),
+    ("GET", "/api/v1/quarantine?source=web", None),
+]
+PROFILE_PATHS = [
+    "/v1/spaces/web/collections/users/profiles/user_id:u-1/traits",
+    "/v1/spaces/web/collections/users/profiles/user_id:u-1/events",
+    "/v1/spaces/web/collections/users/profiles/anonymous_id:a/external_ids",
+]
+REFUSED_CREDENTIALS = {
+    "missing": {},
+    "wrong bearer": {"Authorization": "Bearer not-the-token"},
+    "empty bearer": {"Authorization": "Bearer"},
+    "write key bearer": {"Authorization": "Bearer wk_web"},
+    "write key basic": basic("wk_web"),
+    "other write key basic": basic("wk_backend"),
+    "write key as basic password": basic("wk_web", ADMIN + "x"),
+    "token prefix": {"Authorization": f"Bearer {ADMIN[:-1]}"},
+    "token suffix": {"Authorization": f"Bearer {ADMIN}x"},
+    "basic for /api": basic(ADMIN),
+}
+
+
+@pytest.mark.parametrize("label", sorted(REFUSED_CREDENTIALS))
+def test_admin_api_refuses_anything_but_the_admin_bearer_token(server: Server,
+                                                               label: str) -> None:
+    headers = REFUSED_CREDENTIALS[label]
+    with server.client() as client:
+        for method, path, body in ADMIN_REQUESTS:
+            response = client.request(method, path, json=body, headers=headers)
+            assert response.status_code == 401, (label, path, response.status_code)
+
+
+PROFILE_NOT_WIRED = pytest.mark.xfail(
+    strict=True, reason="Profile API routes are not mounted yet: /v1/spaces/* answers 404 "
+    "before any authentication check (admin/api.py has no /v1/spaces route nor a guard for the "
+    "prefix)")
+
+
+@PROFILE_NOT_WIRED
+@pytest.mark.parametrize("label", sorted(set(REFUSED_CREDENTIALS) - {"basic for /api"}))
+def test_profile_api_refuses_anything_but_the_admin_token(server: Server, label: str) -> None:
+    headers = REFUSED_CREDENTIALS[label]
+    with server.client() as client:
+        for path in PROFILE_PATHS:
+            response = client.get(path, headers=headers)
+            assert response.status_code == 401, (label, path, response.status_code)
+
+
+def test_admin_token_opens_admin_api(server: Server) -> None:
+    with server.client() as client:
+        bearer = {"Authorization": f"Bearer {ADMIN}"}
+        assert client.get("/api/v1/quarantine", headers=bearer).status_code == 200
+        assert client.post("/api/v1/query", json={"sql": "SELECT 1"},
+                           headers=bearer).status_code in (200, 503)  # 503: no warehouse yet
+
+
+@PROFILE_NOT_WIRED
+def test_admin_token_opens_profile_api(server: Server) -> None:
+    with server.client() as client:
+        bearer = {"Authorization": f"Bearer {ADMIN}"}
+        for path in PROFILE_PATHS:
+            for headers in (bearer, basic(ADMIN)):
+                assert client.get(path, headers=headers).status_code in (200, 404), path
+        assert client.get(PROFILE_PATHS[0], headers=basic(ADMIN + "x")).status_code == 401
