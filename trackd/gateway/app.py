@@ -106,9 +106,10 @@ class Gateway:
             log.exception("unexpected error answering a request", extra={"path": path})
             status, body, extra = 500, _encode({"success": False, "error": {
                 "type": "internal_error", "message": "Internal error"}}), []
+        own_type = any(name == b"content-type" for name, _ in extra)  # /metrics: text
         await send({"type": "http.response.start", "status": status,
-                    "headers": [_JSON, (b"content-length", str(len(body)).encode()),
-                                *cors, *extra]})
+                    "headers": [*(() if own_type else (_JSON,)),
+                                (b"content-length", str(len(body)).encode()), *cors, *extra]})
         await send({"type": "http.response.body", "body": body})
         self._requests.inc((label, str(status)))
         if label != "other":

@@ -20,6 +20,7 @@ from trackd.errors import (
     LogError,
     LogFull,
     RateLimited,
+    RequestRejected,
     Unavailable,
     ValidationFailed,
 )
@@ -83,7 +84,7 @@ class Ingestor:
             raise AuthenticationError("Invalid write key")
         return source
 
-    def _refuse_unparsed(self, header_key: str | None, message: str) -> InvalidRequest:
+    def _refuse_unparsed(self, header_key: str | None, message: str) -> RequestRejected:
         if self.source_for(header_key) is None:
             return AuthenticationError("Missing write key: send it as HTTP Basic user or writeKey")
         return InvalidRequest(message)
@@ -152,7 +153,10 @@ class Ingestor:
             try:
                 message: Any = _decode_any(raw_bytes)
             except (msgspec.DecodeError, RecursionError):
-                message = None
+                # The envelope parsed, so this is bad UTF-8 (or nesting past the decoder's
+                # limit) inside the item: the body as a whole is not JSON text.
+                raise InvalidRequest("Body is not valid JSON") from None
+            reason: str | None
             if not isinstance(message, dict):
                 reason = "Message must be a JSON object"
             elif len(raw_bytes) > limits.MAX_MESSAGE_BYTES:
@@ -198,6 +202,8 @@ class Ingestor:
     def _refused_item(source: SourceSettings, message: Any, raw: bytes, index: int | None,
                       reason: str, envelope: Envelope) -> Refused:
         message_id = message.get("messageId") if isinstance(message, dict) else None
+        if isinstance(message, dict) and "writeKey" in message:  # a secret: never stored
+            raw = _encode({k: v for k, v in message.items() if k != "writeKey"})
         return Refused(source.name, message_id if isinstance(message_id, str) else None,
                        envelope.received_at, index, reason, raw)
 

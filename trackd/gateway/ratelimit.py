@@ -16,11 +16,16 @@ class TokenBucket:
         self.updated = time.monotonic()
 
     def take(self, amount: int) -> float:
-        """Take `amount` tokens; 0.0 when allowed, else the seconds to wait before retrying."""
+        """Take `amount` tokens; 0.0 when allowed, else the seconds to wait before retrying.
+
+        A request larger than the bucket (a batch bigger than one second's worth) is let
+        through when the bucket is full and leaves it in debt; refusing it would refuse it
+        forever, as the bucket never holds more than `capacity`.
+        """
         now = time.monotonic()
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if amount <= self.tokens:
+        if amount <= self.tokens or self.tokens >= self.capacity:
             self.tokens -= amount
             return 0.0
-        return max(1.0, math.ceil((amount - self.tokens) / self.rate))
+        return max(1.0, math.ceil((min(amount, self.capacity) - self.tokens) / self.rate))

@@ -21,9 +21,11 @@ def main(argv: list[str]) -> None:
     settings = from_json((run_dir / "settings.json").read_text())
     sock = socket.socket(fileno=fd)
     parts = composition.build_gateway(settings, index, run_dir)
+    # proxy_headers=False: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1;
+    # the gateway trusts it only from server.trusted_proxies.
     config = uvicorn.Config(parts.gateway, loop="uvloop", http="httptools", lifespan="on",
                             log_level="warning", access_log=False, server_header=False,
-                            date_header=False, backlog=2048,
+                            date_header=False, backlog=2048, proxy_headers=False,
                             timeout_graceful_shutdown=int(settings.server.shutdown_timeout),
                             limit_concurrency=4096, h11_max_incomplete_event_size=64 * 1024)
     server = uvicorn.Server(config)

@@ -1,0 +1,221 @@
+"""Transport: gzip and deflate bodies, a gzip bomb, any Content-Type, CORS, the write key."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Server
+from tests.gateway.helpers import error_of, new_id, post, stored, stored_one
+
+TRACKING_PATHS = ["/v1/track", "/v1/identify", "/v1/page", "/v1/screen", "/v1/group",
+                  "/v1/alias", "/v1/t", "/v1/i", "/v1/p", "/v1/s", "/v1/g", "/v1/a",
+                  "/v1/batch", "/v1/import", "/v1/b", "/v1/m"]
+
+
+def raw_deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return c.compress(data) + c.flush()
+
+
+ENCODERS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.compress, "x-gzip": gzip.compress, "deflate": zlib.compress,
+    "deflate-raw": raw_deflate}
+
+
+# -- Content-Encoding ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("encoding", list(ENCODERS))
+def test_compressed_singles_and_batches_are_decoded(live: Server, encoding: str) -> None:
+    header = "deflate" if encoding == "deflate-raw" else encoding
+    single_id, batch_id = new_id(), new_id()
+    single = json.dumps({"userId": "u", "event": "Zipped", "messageId": single_id,
+                         "properties": {"text": "ü" * 5000}}, ensure_ascii=False).encode()
+    response = post(live, "/v1/track", ENCODERS[encoding](single),
+                    headers={"Content-Encoding": header})
+    assert response.status_code == 200, response.text
+    assert stored_one(live, single_id)["properties"]["text"] == "ü" * 5000
+    batch = json.dumps({"batch": [{"type": "identify", "userId": "u", "messageId": batch_id,
+                                   "traits": {"x": "y" * 20000}}]}).encode()
+    response = post(live, "/v1/batch", ENCODERS[encoding](batch),
+                    headers={"Content-Encoding": header.upper()})
+    assert response.status_code == 200, response.text
+    assert stored_one(live, batch_id)["traits"]["x"] == "y" * 20000
+
+
+@pytest.mark.parametrize(("encoding", "body"), [
+    ("gzip", b"this is not gzip"),
+    ("gzip", gzip.compress(b'{"userId":"u","event":"E"}')[:-12]),
+    ("deflate", b"\x00\x01\x02garbage"),
+    ("br", b'{"userId":"u","event":"E"}'),
+], ids=["not-gzip", "truncated-gzip", "not-deflate", "unsupported"])
+def test_a_body_that_does_not_decode_is_400(live: Server, encoding: str, body: bytes) -> None:
+    response = post(live, "/v1/track", body, headers={"Content-Encoding": encoding})
+    assert response.status_code == 400, response.text
+    assert error_of(response)[0] == "invalid_request_error"
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """1 GiB of zeros, gzipped (about 1 MB)."""
+    c = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(16 << 20)
+    parts = [c.compress(block) for _ in range(64)]
+    parts.append(c.flush())
+    return b"".join(parts)
+
+
+def peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def worker_pids(server: Server) -> list[int]:
+    assert server.proc is not None
+    pids: list[int] = []
+    for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
+        pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+@pytest.mark.parametrize("path", ["/v1/batch", "/v1/track"])
+def test_a_gzip_bomb_gets_413_quickly_with_bounded_memory(live: Server, bomb: bytes,
+                                                         path: str) -> None:
+    [worker] = worker_pids(live)
+    before = peak_rss_kb(worker)
+    started = time.monotonic()
+    response = post(live, path, bomb, headers={"Content-Encoding": "gzip"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 413, response.text
+    assert error_of(response)[1] in ("Batch payload exceeds 500KB limit",
+                                     "Event payload exceeds 32KB limit")
+    assert elapsed < 5
+    grown_mb = (peak_rss_kb(worker) - before) / 1024
+    assert grown_mb < 50, f"the worker's peak memory grew by {grown_mb:.0f} MB"
+    assert httpx.get(live.url + "/healthz").status_code == 200
+
+
+def test_a_declared_oversized_body_is_refused_without_reading_it(live: Server) -> None:
+    body = b"{" + b" " * (2 << 20) + b"}"
+    response = post(live, "/v1/batch", body)
+    assert response.status_code == 413
+    response = post(live, "/v1/track", body)
+    assert response.status_code == 413
+
+
+# -- Content-Type is ignored ---------------------------------------------------------------
+
+@pytest.mark.parametrize("content_type", [
+    "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+    "application/octet-stream", None])
+def test_json_is_parsed_whatever_the_content_type(live: Server,
+                                                  content_type: str | None) -> None:
+    message_id = new_id()
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = post(live, "/v1/t", {"userId": "u", "event": "E", "messageId": message_id},
+                    headers=headers)
+    assert response.status_code == 200, response.text
+    assert stored_one(live, message_id)["event"] == "E"
+
+
+# -- CORS ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", [*TRACKING_PATHS, "/v1/projects/wk_web/settings"])
+def test_preflight_is_answered_on_every_tracking_path(live: Server, path: str) -> None:
+    response = httpx.options(live.url + path, headers={
+        "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type,x-retry-count"})
+    assert response.status_code in (200, 204)
+    assert response.headers["access-control-allow-origin"] in ("*", "https://shop.example")
+    assert "POST" in response.headers["access-control-allow-methods"]
+    allowed = {h.strip().lower() for h in
+               response.headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "content-type", "x-retry-count"} <= allowed
+
+
+@pytest.mark.parametrize("origin", ["https://shop.example", None])
+def test_every_tracking_response_carries_allow_origin(live: Server,
+                                                      origin: str | None) -> None:
+    headers = {"Origin": origin} if origin else {}
+    expected = {"*", origin} if origin else {"*"}
+    answers = [
+        post(live, "/v1/t", {"userId": "u", "event": "E"}, headers=headers),
+        post(live, "/v1/b", {"batch": [{"type": "track", "userId": "u", "event": "E"}]},
+             headers=headers),
+        post(live, "/v1/i", {"userId": "u"}, key=None, headers=headers),  # 401
+        post(live, "/v1/track", b"nope", headers=headers),  # 400
+        post(live, "/v1/track", b"x" * 40000, headers=headers),  # 413
+        post(live, "/v1/m", {"series": []}, headers=headers),
+        httpx.get(live.url + "/v1/projects/wk_web/settings", headers=headers),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 401, 400, 413, 200, 200]
+    for answer in answers:
+        assert answer.headers.get("access-control-allow-origin") in expected
+
+
+# -- the write key -------------------------------------------------------------------------
+
+def basic(user_pass: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(user_pass.encode()).decode()}
+
+
+@pytest.mark.parametrize("path", ["/v1/identify", "/v1/batch"])
+@pytest.mark.parametrize("how", ["body", "basic-colon", "basic-no-colon", "basic-lowercase",
+                                 "body-beats-bearer", "body-beats-unknown-basic"])
+def test_the_write_key_is_taken_from_the_body_or_basic_auth(live: Server, path: str,
+                                                            how: str) -> None:
+    message_id = new_id()
+    message = {"type": "identify", "userId": "u", "messageId": message_id}
+    body: dict[str, Any] = dict(message) if path == "/v1/identify" else {"batch": [message]}
+    headers: dict[str, str] = {}
+    if how.startswith("body"):
+        body["writeKey"] = "wk_backend_2"
+    if how == "basic-colon":
+        headers = basic("wk_backend_2:")
+    elif how == "basic-no-colon":
+        headers = basic("wk_backend_2")
+    elif how == "basic-lowercase":
+        headers = {"Authorization": basic("wk_backend_2:")["Authorization"].replace(
+            "Basic", "basic")}
+    elif how == "body-beats-bearer":
+        headers = {"Authorization": "Bearer some-oauth-token"}
+    elif how == "body-beats-unknown-basic":
+        headers = basic("wk_nope:")
+    response = post(live, path, body, key=None, headers=headers)
+    assert response.status_code == 200, response.text
+    from trackd.log.reader import LogReader
+
+    reader = LogReader(live.data_dir / "log")
+    try:
+        [record] = reader.find(message_id)
+    finally:
+        reader.close()
+    assert record.source == "backend"
+    assert "writeKey" not in json.loads(record.body)
+
+
+def test_messages_are_stored_under_the_source_of_their_key(live: Server) -> None:
+    ids = {key: new_id() for key in ("wk_web", "wk_backend", "wk_backend_2")}
+    for key, message_id in ids.items():
+        assert post(live, "/v1/track", {"userId": "u", "event": "E", "messageId": message_id},
+                    key=key).status_code == 200
+    from trackd.log.reader import LogReader
+
+    reader = LogReader(live.data_dir / "log")
+    try:
+        sources = {key: reader.find(mid)[0].source for key, mid in ids.items()}
+    finally:
+        reader.close()
+    assert sources == {"wk_web": "web", "wk_backend": "backend", "wk_backend_2": "backend"}
+    assert stored(live, "never-sent") == []
