@@ -5,36 +5,45 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from trackd.client import _lifecycle
 from trackd.client._buffer import Buffer
-from trackd.client._errors import ClientClosedError, DeliveryError
-from trackd.client._sender import Sender
+from trackd.client._errors import ClientClosedError
+from trackd.client._sender import Outcome, Sender
 from trackd.client._types import Item, OnError
 from trackd.messages import limits
 
 _log = logging.getLogger("trackd.client")
 
 
-def report(items: Sequence[Item], error: DeliveryError | None, on_error: OnError | None) -> None:
-    """Tell the user how `items` ended: `on_error(error, batch)` once, then each `callback`.
+def report(items: Sequence[Item], outcome: Outcome, on_error: OnError | None) -> None:
+    """Tell the user how `items` ended, then return; never raises.
 
-    Never raises: an exception from a user callback is logged and swallowed.
+    `on_error(error, batch)` is called once for the messages that share the batch's error, and
+    once for each message the server refused one by one (`RejectedError`, a batch of one).
+    Then each message's `callback(error, message)` runs, with None for a delivered message.
+    An exception from a user callback is logged and swallowed.
     """
-    if not items:
-        return
-    if error is not None and on_error is not None:
-        try:
-            on_error(error, [item.message for item in items])
-        except Exception:
-            _log.exception("on_error raised")
-    for item in items:
+    errors = [outcome.rejected.get(index, outcome.error) for index in range(len(items))]
+    if on_error is not None:
+        shared = [item.message for i, item in enumerate(items) if i not in outcome.rejected]
+        if outcome.error is not None and shared:
+            _call(on_error, outcome.error, shared)
+        for index in sorted(outcome.rejected):
+            if index < len(items):
+                _call(on_error, outcome.rejected[index], [items[index].message])
+    for item, error in zip(items, errors, strict=True):
         if item.callback is not None:
-            try:
-                item.callback(error, item.message)
-            except Exception:
-                _log.exception("callback raised")
+            _call(item.callback, error, item.message)
+
+
+def _call(function: Callable[[Any, Any], object], *args: Any) -> None:
+    try:
+        function(*args)
+    except Exception:
+        _log.exception("a trackd.client callback raised")
 
 
 class Consumer:
@@ -81,18 +90,26 @@ class Consumer:
 
         When `timeout` runs out, retry waits are cut short, what is still queued is reported
         with `ClientClosedError`, and the call waits at most one more request timeout for
-        the request in flight.
+        the request in flight. Called from the consumer's own thread (a callback), it only
+        closes the buffer and returns False.
         """
         self.buffer.close()
+        if self.is_own_thread():  # called from a callback: it cannot wait for itself
+            return False
         self._thread.join(timeout)
         if not self._thread.is_alive():
             return True
         self._sender.stop()
         dropped = self.buffer.discard()
         _log.warning("stopping with %d messages undelivered", len(dropped))
-        report(dropped, ClientClosedError("client stopped before sending the message"), self._on_error)
+        closed = ClientClosedError("client stopped before sending the message")
+        report(dropped, Outcome(closed), self._on_error)
         self._thread.join(self._sender.endpoint.timeout + 1.0)
         return False
+
+    def is_own_thread(self) -> bool:
+        """True when called from this consumer's thread, i.e. from `on_error` or a callback."""
+        return threading.current_thread() is self._thread
 
     def _run(self) -> None:
         try:

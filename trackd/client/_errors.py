@@ -5,6 +5,7 @@
     ├── ValidationError            a message the server would refuse; raised by track() and co.
     └── DeliveryError              a message that was not delivered; only ever *reported*
         ├── APIError               the server answered with an error status
+        │   └── RejectedError      the server refused one message of a batch (and keeps it)
         ├── NetworkError           no answer: connection refused, reset or timed out
         ├── QueueFullError         dropped at the call: the queue was full
         └── ClientClosedError      dropped: the client was shut down before it could send
@@ -15,6 +16,8 @@ code: it goes to `on_error(error, batch)` and to each message's `callback(error,
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class ClientError(Exception):
@@ -48,23 +51,45 @@ class APIError(DeliveryError):
 
     `code` and `message` come from the JSON error body `{"code": ..., "message": ...}`; a body
     without them gives `code == "unknown"` and the start of the body (or the HTTP reason) as
-    `message`. `retry_after` is the server's Retry-After in seconds, when it sent one.
+    `message`. `retry_after` is the server's Retry-After in seconds, when it sent one;
+    `rejected` maps batch positions to per-message reasons, when the body listed them.
     """
 
     def __init__(
-        self, status: int, code: str, message: str, retry_after: float | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        retry_after: float | None = None,
+        rejected: Mapping[int, RejectedError] | None = None,
     ) -> None:
         super().__init__(status, code, message)
         self.status = status
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.rejected: Mapping[int, RejectedError] = rejected or {}
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
 
     def __repr__(self) -> str:
         return f"APIError({self.status!r}, {self.code!r}, {self.message!r})"
+
+
+class RejectedError(APIError):
+    """The server refused one message of a batch, with its own reason; the rest were handled
+    as the batch was. `index` is the message's position in the batch. trackd keeps refused
+    messages in its quarantine, where they can be fixed and resent.
+
+    A batch answered 200 can still carry these, e.g. for a rule only the server knows."""
+
+    def __init__(self, status: int, code: str, message: str, index: int) -> None:
+        super().__init__(status, code, message)
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"RejectedError({self.status!r}, {self.code!r}, {self.message!r}, {self.index!r})"
 
 
 class NetworkError(DeliveryError):

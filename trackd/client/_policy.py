@@ -38,12 +38,10 @@ def parse_retry_after(header: str | None, now: float) -> float | None:
     if not text:
         return None
     try:
-        seconds = float(text)
+        seconds: float | None = float(text)
     except ValueError:
         seconds = _seconds_until(text, now)
-        if seconds is None:
-            return None
-    if not math.isfinite(seconds):
+    if seconds is None or not math.isfinite(seconds):
         return None
     return min(max(seconds, 0.0), RETRY_AFTER_MAX)
 

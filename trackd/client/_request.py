@@ -20,14 +20,21 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import trackd
-from trackd.client._errors import APIError, ConfigurationError, NetworkError
+from trackd.client._errors import (
+    APIError,
+    ConfigurationError,
+    DeliveryError,
+    NetworkError,
+    RejectedError,
+)
 from trackd.client._message import format_timestamp
 from trackd.client._policy import parse_retry_after
 
 USER_AGENT = f"trackd-python/{trackd.__version__}"
-_ERROR_BODY_LIMIT = 64 * 1024
+_BODY_LIMIT = 1024 * 1024
 _log = logging.getLogger("trackd.client")
 
 
@@ -38,6 +45,8 @@ def batch_url(host: str) -> str:
     parts = urllib.parse.urlsplit(host.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigurationError(f"host must be an http:// or https:// URL, got {host!r}")
+    if any(char.isspace() for char in host.strip()):
+        raise ConfigurationError(f"host must be a URL without spaces, got {host!r}")
     return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/v1/batch"))
 
 
@@ -86,8 +95,10 @@ class Endpoint:
         """Bytes of a body around zero messages; each further message adds its length + 1."""
         return len(self.body([])) - 1
 
-    def post(self, items: Sequence[bytes], retry_count: int = 0) -> None:
-        """Send once. Returns on any 2xx; raises `APIError` or `NetworkError`, nothing else."""
+    def post(self, items: Sequence[bytes], retry_count: int = 0) -> Mapping[int, RejectedError]:
+        """Send once. On any 2xx, returns the messages the server refused one by one (by batch
+        position; usually none). Otherwise raises `APIError`, `NetworkError` (retryable) or, for
+        anything unforeseen, a plain `DeliveryError` (not retried); never anything else."""
         data = self.body(items)
         headers = dict(self._headers)
         if retry_count > 0:
@@ -95,42 +106,48 @@ class Endpoint:
         if self.gzip:
             data = gzip.compress(data)
         request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-        _log.debug(
-            "posting batch", extra={"messages": len(items), "bytes": len(data), "url": self.url}
-        )
+        _log.debug("posting %d messages, %d bytes, to %s", len(items), len(data), self.url)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                response.read()
+                answer = response.read(_BODY_LIMIT)
+                return _rejections(_json(answer), response.status, len(items))
         except urllib.error.HTTPError as error:
             with error:
-                raise _api_error(error) from None
+                raise _api_error(error, len(items)) from None
         except (OSError, http.client.HTTPException) as error:
             reason = error.reason if isinstance(error, urllib.error.URLError) else error
             raise NetworkError(f"POST {self.url} failed: {reason}") from error
+        except Exception as error:  # e.g. http.client.InvalidURL: report it, never raise it
+            raise DeliveryError(f"POST {self.url} failed: {error!r}") from error
 
 
-def _api_error(error: urllib.error.HTTPError) -> APIError:
+def _api_error(error: urllib.error.HTTPError, count: int) -> APIError:
     retry_after = parse_retry_after(error.headers.get("Retry-After"), time.time())
     status = error.code
     if 300 <= status < 400:
         where = error.headers.get("Location", "nowhere")
-        message = f"redirected to {where}; check that host points at trackd itself"
-        return APIError(status, "redirect", message, retry_after)
+        note = f"redirected to {where}; check that host points at trackd itself"
+        return APIError(status, "redirect", note, retry_after)
     try:
-        body = error.read(_ERROR_BODY_LIMIT)
+        body = error.read(_BODY_LIMIT)
     except (OSError, http.client.HTTPException):
         body = b""
     code, message = _parse_error_body(body)
-    return APIError(status, code or "unknown", message or str(error.reason), retry_after)
+    rejected = _rejections(_json(body), status, count)
+    return APIError(status, code or "unknown", message or str(error.reason), retry_after, rejected)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8", "replace"))
+    except ValueError:
+        return None
 
 
 def _parse_error_body(body: bytes) -> tuple[str | None, str | None]:
     """`code`/`message` from trackd's (and Segment's) error body, else the start of the text."""
     text = body.decode("utf-8", "replace").strip()
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return None, text[:200] or None
+    payload = _json(body)
     if not isinstance(payload, dict):
         return None, text[:200] or None
     nested = payload.get("error")
@@ -141,3 +158,18 @@ def _parse_error_body(body: bytes) -> tuple[str | None, str | None]:
         str(code) if code is not None else None,
         str(message) if message is not None else text[:200] or None,
     )
+
+
+def _rejections(payload: Any, status: int, count: int) -> dict[int, RejectedError]:
+    """trackd's `"rejected": [{"index": i, "error": {"type": ..., "message": ...}}]`, by index."""
+    listed = payload.get("rejected") if isinstance(payload, dict) else None
+    found: dict[int, RejectedError] = {}
+    for entry in listed if isinstance(listed, list) else ():
+        index = entry.get("index") if isinstance(entry, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
+            continue
+        error = entry.get("error")
+        error = error if isinstance(error, dict) else {}
+        code = str(error.get("type", "validation_error"))
+        found[index] = RejectedError(status, code, str(error.get("message", "")), index)
+    return found

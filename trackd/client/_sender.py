@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from trackd.client._errors import APIError, ClientClosedError, DeliveryError
 from trackd.client._policy import backoff_delay, is_retryable
@@ -13,6 +14,15 @@ from trackd.client._request import Endpoint
 from trackd.client._types import Item
 
 _log = logging.getLogger("trackd.client")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a batch ended: `error` for the batch as a whole (None: delivered), and `rejected`
+    for messages the server refused one by one (batch position -> reason)."""
+
+    error: DeliveryError | None = None
+    rejected: Mapping[int, DeliveryError] = field(default_factory=dict)
 
 
 class Sender:
@@ -39,8 +49,9 @@ class Sender:
         self.backoff_max = backoff_max
         self._stopped = threading.Event()
 
-    def deliver(self, items: Sequence[Item]) -> DeliveryError | None:
-        """None once the server accepted the batch; else the error that ended the attempts.
+    def deliver(self, items: Sequence[Item]) -> Outcome:
+        """How the batch ended: accepted (perhaps with some messages refused one by one), or
+        the error that ended the attempts.
 
         Never raises. After `stop()`, a pending wait ends at once and the batch is given up with
         `ClientClosedError` (its `__cause__` is the last failure).
@@ -49,9 +60,9 @@ class Sender:
         retry = 0
         while True:
             try:
-                self.endpoint.post(encoded, retry)
+                rejected = self.endpoint.post(encoded, retry)
                 _log.debug("batch delivered: %d messages after %d retries", len(items), retry)
-                return None
+                return Outcome(None, rejected)
             except DeliveryError as error:
                 failure = error
             if not is_retryable(failure) or retry >= self.max_retries:
@@ -61,14 +72,15 @@ class Sender:
                     retry,
                     failure,
                 )
-                return failure
+                rejected = failure.rejected if isinstance(failure, APIError) else {}
+                return Outcome(failure, rejected)
             retry += 1
             wait = self._wait_before(retry, failure)
             _log.debug("retry %d of %d in %.3fs after: %s", retry, self.max_retries, wait, failure)
             if self._stopped.wait(wait):
-                closed = ClientClosedError(f"client stopped before a retry could succeed: {failure}")
+                closed = ClientClosedError(f"client stopped before a retry succeeded: {failure}")
                 closed.__cause__ = failure
-                return closed
+                return Outcome(closed)
 
     def stop(self) -> None:
         """End pending and future retry waits at once (used when shutdown runs out of time)."""
