@@ -37,7 +37,7 @@ def test_every_call_round_trips_into_the_log(server: Server) -> None:
     assert track["event"] == "Product Purchased"
     assert track["properties"] == {"price": 99.99, "currency": "USD"}
     assert track["userId"] == "u1"
-    assert track["context"]["library"]["name"] == "trackd-python"  # type: ignore[index]
+    assert track["context"]["library"]["name"] == "trackd-python"
     assert "receivedAt" in track and "writeKey" not in track
     assert stored["rt-group"]["groupId"] == "g1"
     assert stored["rt-alias"]["previousId"] == "anon-1"
