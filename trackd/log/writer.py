@@ -11,6 +11,7 @@ Back-pressure: the bytes waiting for a commit are bounded; past the bound `appen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -138,17 +139,13 @@ class LogWriter:
         except sqlite3.Error as exc:
             error = LogWriteFailed(f"could not store messages: {exc}")
             self.last_error = str(exc)
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
         if self._on_commit is not None and error is None:
             self._on_commit(time.perf_counter() - started, len(events) + len(refused))
         assert self._loop is not None
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             self._loop.call_soon_threadsafe(self._resolve, jobs, error)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
 
     def _resolve(self, jobs: list[_Job], error: Exception | None) -> None:
         for _entries, _refused, fut, size in jobs:
