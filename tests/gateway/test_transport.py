@@ -52,12 +52,30 @@ def test_compressed_singles_and_batches_are_decoded(live: Server, encoding: str)
     assert stored_one(live, batch_id)["traits"]["x"] == "y" * 20000
 
 
+def test_gzip_with_several_members_is_decoded_whole(live: Server) -> None:
+    """RFC 1952: a gzip body may be members one after another (and zero padding after)."""
+    message_id = new_id()
+    body = json.dumps({"batch": [{"type": "track", "userId": "u", "event": "Members",
+                                  "messageId": message_id}]}).encode()
+    members = b"".join(gzip.compress(body[i:i + 10]) for i in range(0, len(body), 10))
+    response = post(live, "/v1/batch", members + bytes(64), headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 200, response.text
+    assert stored_one(live, message_id)["event"] == "Members"
+
+
+def test_a_bomb_split_into_many_gzip_members_is_413(live: Server) -> None:
+    member = gzip.compress(bytes(8 << 20), compresslevel=1)
+    response = post(live, "/v1/batch", member * 128, headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 413
+
+
 @pytest.mark.parametrize(("encoding", "body"), [
+    ("gzip", gzip.compress(b'{"userId":"u","event":"E"}') + b"trailing garbage"),
     ("gzip", b"this is not gzip"),
     ("gzip", gzip.compress(b'{"userId":"u","event":"E"}')[:-12]),
     ("deflate", b"\x00\x01\x02garbage"),
     ("br", b'{"userId":"u","event":"E"}'),
-], ids=["not-gzip", "truncated-gzip", "not-deflate", "unsupported"])
+], ids=["trailing-garbage", "not-gzip", "truncated-gzip", "not-deflate", "unsupported"])
 def test_a_body_that_does_not_decode_is_400(live: Server, encoding: str, body: bytes) -> None:
     response = post(live, "/v1/track", body, headers={"Content-Encoding": encoding})
     assert response.status_code == 400, response.text

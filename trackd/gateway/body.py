@@ -78,7 +78,7 @@ def _decoder(encoding: str | None) -> Any:
     if encoding is None or encoding == "identity":
         return None
     if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return _Gzip()
     if encoding == "deflate":
         return _Deflate()
     raise InvalidRequest(f"Unsupported Content-Encoding: {encoding[:40]}")
@@ -109,3 +109,31 @@ class _Deflate:
             self._inner = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
             data, self._buffer = self._buffer, b""
         return bytes(self._inner.decompress(data, max_length))
+
+
+class _Gzip:
+    """gzip data may be several members one after another (RFC 1952): decode them all.
+
+    Bytes after a member that do not start another one are an error, except zero padding.
+    """
+
+    def __init__(self) -> None:
+        self._inner: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    @property
+    def eof(self) -> bool:
+        return bool(self._inner.eof)
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return bytes(self._inner.unconsumed_tail)
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out = bytes(self._inner.decompress(data, max_length))
+        while self._inner.eof and self._inner.unused_data.strip(b"\0"):
+            if len(out) >= max_length:  # over the limit already: the caller answers 413
+                break
+            rest = self._inner.unused_data
+            self._inner = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out += self._inner.decompress(rest, max_length - len(out))
+        return out
