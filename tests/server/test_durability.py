@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import collections
+import json
+import os
 import re
+import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -107,11 +111,50 @@ def test_trackd_send(make_server: Callable[..., Server]) -> None:
     assert len(track) == 1 and track[0].source == "web"
     identify = [r for r in records if r.type == "identify"]
     assert len(identify) == 1 and identify[0].source == "backend"
-    import json
-
     doc = json.loads(track[0].body)
     assert (doc["userId"], doc["event"], doc["properties"]) == ("cli-user", "CLI Sent",
                                                                 {"plan": "pro"})
     failed = server.run_cli("send", "track", "--user-id", "cli-user", check=False)
     assert failed.returncode != 0
     assert "400" in failed.stdout and "Missing required field: event" in failed.stdout
+
+
+def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(
+        make_server: Callable[..., Server]) -> None:
+    server = make_server(config=GATEWAY_CONFIG, workers=2)
+    supervisor = server.proc
+    assert supervisor is not None
+    [first, second] = worker_pids(supervisor.pid)
+    load = Load(server, threads=6, fresh_connections=True).start()
+    try:
+        load.wait_for(500)
+        os.kill(first, signal.SIGKILL)
+        eventually(lambda: len(worker_pids(supervisor.pid)) == 2
+                   and first not in worker_pids(supervisor.pid), timeout=30)
+        acked_before = len(load.acked)
+        load.wait_for(acked_before + 500)  # both workers serve again
+    finally:
+        load.stop()
+    assert second in worker_pids(supervisor.pid)
+    stored_ids = {r.message_id for r in read_all(server)}
+    assert not set(load.acked) - stored_ids
+    assert httpx.get(server.url + "/readyz").status_code == 200
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    pids: list[int] = []
+    for task in Path(f"/proc/{supervisor}/task").iterdir():
+        pids += [int(p) for p in (task / "children").read_text().split()]
+    return sorted(pids)
+
+
+def test_metrics_report_the_log_size(make_server: Callable[..., Server]) -> None:
+    server = make_server(config=GATEWAY_CONFIG)
+    assert post(server, "/v1/track", {"userId": "u", "event": "E"}).status_code == 200
+
+    def log_bytes() -> float:
+        match = re.search(r"^trackd_log_bytes (\S+)$", httpx.get(server.url + "/metrics").text,
+                          re.M)
+        return float(match.group(1)) if match else 0.0
+
+    assert eventually(log_bytes, timeout=15) > 0
