@@ -204,3 +204,13 @@ def test_the_quarantine_is_filtered_by_source_and_message_id(log_dir: Path) -> N
     assert [q["messageId"] for q in reader.quarantined(message_id="q1")] == ["q1"]
     assert reader.quarantined()[0]["messageId"] == "q2"  # newest first
     reader.close()
+
+
+def test_shards_are_written_in_wal_mode_with_synchronous_full(log_dir: Path) -> None:
+    """COMMIT returns only after fsync: what lets a 200 survive power loss, not just kill -9."""
+    conn = shard.connect(shard.shard_path(log_dir, "gw0"), write=True)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        conn.close()

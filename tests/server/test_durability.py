@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import Server, eventually
 from tests.gateway.helpers import GATEWAY_CONFIG, new_id, post, stored_one
@@ -44,13 +45,17 @@ def test_every_acknowledged_message_survives_kill_9(make_server: Callable[..., S
     assert len(read_all(server)) == len(records) + 1
 
 
-def test_sigterm_stops_cleanly_and_keeps_everything_acknowledged(
-        make_server: Callable[..., Server]) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_signal_stops_cleanly_and_keeps_everything_acknowledged(
+        make_server: Callable[..., Server], signum: int) -> None:
     server = make_server(config=GATEWAY_CONFIG, workers=2)
     load = Load(server, threads=6).start()
     try:
         load.wait_for(1000)
-        code = server.stop()
+        assert server.proc is not None
+        os.killpg(server.proc.pid, signum)  # as a terminal's Ctrl-C or a service manager
+        code = server.proc.wait(30)
+        server.proc = None
     finally:
         load.stop()
     assert code == 0
