@@ -100,13 +100,6 @@ def test_admin_api_refuses_anything_but_the_admin_bearer_token(server: Server,
             assert response.status_code == 401, (label, path, response.status_code)
 
 
-PROFILE_NOT_WIRED = pytest.mark.xfail(
-    strict=True, reason="Profile API routes are not mounted yet: /v1/spaces/* answers 404 "
-    "before any authentication check (admin/api.py has no /v1/spaces route nor a guard for the "
-    "prefix)")
-
-
-@PROFILE_NOT_WIRED
 @pytest.mark.parametrize("label", sorted(set(REFUSED_CREDENTIALS) - {"basic for /api"}))
 def test_profile_api_refuses_anything_but_the_admin_token(server: Server, label: str) -> None:
     headers = REFUSED_CREDENTIALS[label]
@@ -124,7 +117,6 @@ def test_admin_token_opens_admin_api(server: Server) -> None:
                            headers=bearer).status_code in (200, 503)  # 503: no warehouse yet
 
 
-@PROFILE_NOT_WIRED
 def test_admin_token_opens_profile_api(server: Server) -> None:
     with server.client() as client:
         bearer = {"Authorization": f"Bearer {ADMIN}"}

@@ -128,3 +128,36 @@ def test_kill_9_three_times_loses_no_acknowledged_message(
 def test_kill_9_twenty_times_loses_no_acknowledged_message(
         make_server: Callable[..., Server]) -> None:
     run_crash_cycles(make_server, cycles=20, clients=4, run_seconds=2.0)
+
+
+def test_kill_9_of_one_worker_loses_nothing_and_the_worker_comes_back(
+        make_server: Callable[..., Server]) -> None:
+    import os
+    import signal
+
+    from tests.reliability.helpers import alive, worker_pids
+
+    server = make_server(config(), workers=2)
+    team = [Client(f"w{i}") for i in range(3)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=c.run, args=(server.url, stop)) for c in team]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    victim = worker_pids(server)[0]
+    os.kill(victim, signal.SIGKILL)
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    deadline = time.monotonic() + 30
+    for c in team:
+        c.drain(server.url, deadline)
+    acked = set().union(*(c.acked for c in team))
+    counts = log_counts(server.data_dir, "web")
+    missing = [m for m in acked if counts[m] < 1]
+    figures = f"acked={len(acked)} failed={sum(c.failures for c in team)}"
+    assert not missing, f"{len(missing)} lost; {figures}"
+    assert victim not in worker_pids(server)
+    assert len(worker_pids(server)) == 2, "the supervisor did not restart the killed worker"
+    assert alive(server)
