@@ -121,6 +121,23 @@ class Pipeline:
 
         self.metrics.on_collect(collect)
 
+        if self.settings.warehouse.enabled:
+            # Imported here: gateway workers import this module and never need DuckDB.
+            from trackd.warehouse.db import Database, warehouse_path
+            from trackd.warehouse.loader import WarehouseLoader, utcnow
+            from trackd.warehouse.lookup import WarehouseLookup
+            from trackd.warehouse.profiles import profile_routes
+            from trackd.warehouse.query import WarehouseQueryEngine
+
+            database = Database(warehouse_path(self.settings.data_dir))
+            self.stages.append(WarehouseLoader(self.settings.warehouse, database, self.reader,
+                                               self.metrics))
+            self.lookups["warehouse"] = WarehouseLookup(
+                database, [source.name for source in self.settings.sources])
+            self.query_engine = WarehouseQueryEngine(database)
+            self.extra_routes.extend(
+                profile_routes(database, self.settings.server.admin_token, utcnow))
+
     async def start(self) -> None:
         for stage in self.stages:
             await stage.start()
@@ -158,16 +175,30 @@ class Pipeline:
 def offline_query_engine(settings: Settings) -> QueryEngine:
     """The warehouse opened read-only, for commands run while no server is running."""
     from trackd.errors import ConfigError
+    from trackd.warehouse.db import Database, warehouse_path
+    from trackd.warehouse.query import WarehouseQueryEngine
 
-    raise ConfigError("the warehouse is not available yet")
+    if not settings.warehouse.enabled:
+        raise ConfigError("the warehouse is disabled (warehouse.enabled = false)")
+    database = Database(warehouse_path(settings.data_dir), read_only=True)
+    database.open()
+    return WarehouseQueryEngine(database)
 
 
 def offline_where_is(settings: Settings, message_id: str) -> dict[str, Any]:
     """`where_is` from the files, for commands run while no server is running."""
     from trackd.admin.lookup import where_is
+    from trackd.warehouse.db import Database, warehouse_path
+    from trackd.warehouse.lookup import WarehouseLookup
 
     reader = LogReader(log_dir(settings))
+    lookups: dict[str, Lookup] = {}
+    database = Database(warehouse_path(settings.data_dir), read_only=True)
+    if settings.warehouse.enabled and database.path.exists():
+        database.open()
+        lookups["warehouse"] = WarehouseLookup(database, [s.name for s in settings.sources])
     try:
-        return where_is(message_id, reader, {})
+        return where_is(message_id, reader, lookups)
     finally:
         reader.close()
+        database.close()

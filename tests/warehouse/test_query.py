@@ -1,0 +1,119 @@
+"""Read-only SQL: what is refused, what runs, and reading while the loader writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.warehouse.conftest import Log, Warehouse, enriched
+from trackd.errors import QueryRefused
+from trackd.warehouse.db import Database
+from trackd.warehouse.query import WarehouseQueryEngine, read_only_statement
+
+MakeWarehouse = Callable[..., Warehouse]
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO web.tracks (id) VALUES ('x')",
+    "UPDATE web.tracks SET id = 'y'",
+    "DELETE FROM web.tracks",
+    "CREATE TABLE web.evil AS SELECT 1",
+    "CREATE MACRO m(x) AS x",
+    "DROP TABLE web.tracks",
+    "ALTER TABLE web.tracks ADD COLUMN z INTEGER",
+    "COPY web.tracks TO '/tmp/out.csv'",
+    "ATTACH '/tmp/other.duckdb' AS other",
+    "DETACH other",
+    "EXPORT DATABASE '/tmp/export'",
+    "PRAGMA enable_profiling",
+    "SET threads = 1",
+    "RESET threads",
+    "USE web",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "CALL pragma_version()",
+    "CHECKPOINT",
+    "VACUUM",
+    "BEGIN TRANSACTION",
+    "EXPLAIN ANALYZE DELETE FROM web.tracks",
+    "MERGE INTO web.tracks USING web.tracks AS s ON (tracks.id = s.id) WHEN MATCHED THEN DELETE",
+    "SELECT 1; DROP TABLE web.tracks",
+    "SELECT 1; SELECT 2",
+    "SELEC nonsense",
+    "   ",
+])
+def test_anything_but_one_select_is_refused(sql: str) -> None:
+    with pytest.raises(QueryRefused):
+        read_only_statement(sql)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT count(*) FROM web.tracks",
+    "FROM web.tracks SELECT id",
+    "WITH t AS (SELECT id FROM web.tracks) SELECT * FROM t",
+    "DESCRIBE web.tracks",
+    "SHOW TABLES",
+    "SUMMARIZE web.tracks",
+    "VALUES (1, 2)",
+    "SELECT * FROM _trackd.duplicates",
+])
+def test_read_only_queries_run(sql: str, log: Log, make_warehouse: MakeWarehouse) -> None:
+    log.write([enriched("track", userId="u", event="E")])
+    w = make_warehouse()
+    w.loader.load_available()
+    columns, _ = WarehouseQueryEngine(w.database).query(sql)
+    assert columns
+
+
+def test_selects_cannot_reach_files_or_settings(log: Log,
+                                                make_warehouse: MakeWarehouse) -> None:
+    w = make_warehouse()
+    engine = WarehouseQueryEngine(w.database)
+    with pytest.raises(QueryRefused, match="disabled"):
+        engine.query("SELECT * FROM read_csv('/etc/passwd')")
+    with pytest.raises(QueryRefused):
+        engine.query("SELECT * FROM query('INSERT INTO _trackd.offsets VALUES (''x'', 1)')")
+    assert w.rows("SELECT count(*) FROM _trackd.offsets") == [(0,)]
+
+
+def test_rows_are_limited_and_long_queries_interrupted(make_warehouse: MakeWarehouse) -> None:
+    w = make_warehouse()
+    columns, rows = WarehouseQueryEngine(w.database).query("SELECT * FROM range(100) t(n)",
+                                                           limit=3)
+    assert (columns, rows) == (["n"], [(0,), (1,), (2,)])
+    slow = WarehouseQueryEngine(w.database, timeout=0.2)
+    with pytest.raises(QueryRefused, match="interrupted"):
+        slow.query("SELECT count(*) FROM range(100000000000) a")
+
+
+def test_queries_read_committed_data_while_a_load_is_in_flight(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    log.write([enriched("track", userId="u", event="E")])
+    w = make_warehouse()
+    w.loader.load_available()
+    con = w.database.writer()
+    con.begin()  # a load transaction, open
+    con.execute("INSERT INTO web.tracks (id) VALUES ('uncommitted')")
+    engine = WarehouseQueryEngine(w.database)
+    assert engine.query("SELECT count(*) FROM web.tracks")[1] == [(1,)]
+    con.commit()
+    assert engine.query("SELECT count(*) FROM web.tracks")[1] == [(2,)]
+
+
+def test_the_offline_engine_opens_the_file_read_only(
+        tmp_path: Path, log: Log, make_warehouse: MakeWarehouse) -> None:
+    log.write([enriched("track", userId="u", event="E")])
+    w = make_warehouse()
+    w.loader.load_available()
+    w.database.close()
+    database = Database(tmp_path / "warehouse.duckdb", read_only=True)
+    database.open()
+    try:
+        engine = WarehouseQueryEngine(database)
+        assert engine.query("SELECT event FROM web.tracks")[1] == [("e",)]
+        with database.reading() as cur, pytest.raises(Exception, match="read-only"):
+            cur.execute("INSERT INTO web.tracks (id) VALUES ('x')")
+    finally:
+        database.close()

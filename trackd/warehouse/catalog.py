@@ -1,0 +1,166 @@
+"""What tables and columns exist, with their types; how a batch's rows fit them.
+
+The catalog is the loader's in-memory copy of the warehouse's `information_schema`. `fit`
+gives each raw row its typed values and says which DDL the batch needs first (CREATE SCHEMA,
+CREATE TABLE, ALTER TABLE ADD COLUMN). The catalog changes as `fit` runs; if the transaction
+that runs the DDL fails, the loader `load`s the catalog again from the database.
+
+Base columns exist from a table's creation on (so SQL over `user_id`, `event`, ... works before
+the first value arrives); every other column is created when its first non-null value comes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import msgspec
+import pyarrow as pa
+
+from trackd.warehouse.naming import quote
+from trackd.warehouse.values import CONFLICT, ColumnType, convert, infer, text
+
+V, T, B, J = ColumnType.VARCHAR, ColumnType.TIMESTAMP, ColumnType.BIGINT, ColumnType.JSON
+
+_COMMON: dict[str, ColumnType] = {
+    "id": V, "received_at": T, "uuid_ts": T, "anonymous_id": V, "user_id": V, "sent_at": T,
+    "timestamp": T, "original_timestamp": T,
+}
+_BASE: dict[str, dict[str, ColumnType]] = {
+    "tracks": {**_COMMON, "event": V, "event_text": V},
+    "identifies": _COMMON,
+    "pages": {**_COMMON, "name": V, "category": V},
+    "screens": {**_COMMON, "name": V, "category": V},
+    "groups": {**_COMMON, "group_id": V},
+    "aliases": {**_COMMON, "previous_id": V},
+    "users": {"id": V, "received_at": T, "uuid_ts": T},
+    "accounts": {"id": V, "received_at": T, "uuid_ts": T},
+}
+# Columns created on demand whose type is fixed whatever value comes first.
+_FIXED_LATE: dict[str, ColumnType] = {"channel": V, "_type_conflicts": J}
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    ColumnType.VARCHAR: pa.string(), ColumnType.JSON: pa.string(), ColumnType.BIGINT: pa.int64(),
+    ColumnType.DOUBLE: pa.float64(), ColumnType.BOOLEAN: pa.bool_(),
+    ColumnType.TIMESTAMP: pa.timestamp("us"),
+}
+INTERNAL_SCHEMAS = ("_trackd", "information_schema", "pg_catalog")
+
+
+def base_columns(kind: str) -> dict[str, ColumnType]:
+    """The columns a table of this kind is created with (event tables: kind "tracks")."""
+    return _BASE.get(kind, _BASE["tracks"])
+
+
+@dataclass
+class Fitted:
+    """A table's rows typed for loading, and the DDL to run before inserting them."""
+
+    schema: str
+    table: str
+    rows: list[dict[str, Any]]
+    ddl: list[str] = field(default_factory=list)
+    conflicts: int = 0
+
+
+class Catalog:
+    """Tables per (schema, table) with their column types, as the loader last saw them."""
+
+    def __init__(self) -> None:
+        self.schemas: set[str] = set()
+        self.tables: dict[tuple[str, str], dict[str, str]] = {}
+
+    def load(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Read every user schema, table and column from the database."""
+        self.schemas = {r[0] for r in con.execute(
+            "SELECT schema_name FROM information_schema.schemata WHERE catalog_name = "
+            "current_database()").fetchall() if r[0] not in INTERNAL_SCHEMAS}
+        self.tables = {}
+        rows = con.execute(
+            "SELECT table_schema, table_name, column_name, data_type "
+            "FROM information_schema.columns WHERE table_catalog = current_database() "
+            "ORDER BY table_schema, table_name, ordinal_position").fetchall()
+        for schema, table, column, data_type in rows:
+            if schema not in INTERNAL_SCHEMAS:
+                self.tables.setdefault((schema, table), {})[column] = data_type
+
+    def columns(self, schema: str, table: str) -> dict[str, str]:
+        return self.tables.get((schema, table), {})
+
+    def fit(self, schema: str, table: str, kind: str, rows: Iterable[dict[str, Any]],
+            *, keep_nulls: bool = False) -> Fitted:
+        """Type `rows` for `schema.table`, creating what they need in the catalog.
+
+        Null values are left out (a column appears with its first non-null value), unless
+        `keep_nulls`, which keeps a null for a column that exists (users/accounts upserts,
+        where an explicit null clears a trait). A value that does not fit its column is left
+        out and its text goes into that row's `_type_conflicts` object.
+        """
+        out = Fitted(schema, table, [])
+        if schema not in self.schemas:
+            out.ddl.append(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+            self.schemas.add(schema)
+        key = (schema, table)
+        created = key not in self.tables
+        columns = self.tables.setdefault(key, {})
+        if created:
+            columns.update(base_columns(kind))
+        new: list[str] = []
+        for raw in rows:
+            typed: dict[str, Any] = {}
+            conflicts: dict[str, str] = {}
+            for name, value in raw.items():
+                if value is None:
+                    if keep_nulls and name in columns:
+                        typed[name] = None
+                    continue
+                column_type = columns.get(name)
+                if column_type is None:
+                    column_type = _FIXED_LATE.get(name) or infer(value)
+                    columns[name] = column_type
+                    new.append(name)
+                converted = convert(value, column_type)
+                if converted is CONFLICT:
+                    conflicts[name] = text(value)
+                    if keep_nulls:
+                        typed[name] = None
+                else:
+                    typed[name] = converted
+            if conflicts:
+                if "_type_conflicts" not in columns:
+                    columns["_type_conflicts"] = ColumnType.JSON
+                    new.append("_type_conflicts")
+                typed["_type_conflicts"] = conflicts
+                out.conflicts += 1
+            out.rows.append(typed)
+        target = f"{quote(schema)}.{quote(table)}"
+        if created:
+            body = ", ".join(f"{quote(c)} {t}" for c, t in columns.items())
+            out.ddl.append(f"CREATE TABLE {target} ({body})")
+        else:
+            out.ddl.extend(f"ALTER TABLE {target} ADD COLUMN {quote(c)} {columns[c]}"
+                           for c in new)
+        return out
+
+    def arrow(self, schema: str, table: str, rows: list[dict[str, Any]]) -> pa.Table:
+        """Rows (typed by `fit`) as an Arrow table with the columns' own types.
+
+        `_type_conflicts` values may be dicts (encoded here as JSON text).
+        """
+        columns = self.columns(schema, table)
+        names: list[str] = []
+        for row in rows:
+            for name in row:
+                if name not in names:
+                    names.append(name)
+        arrays: dict[str, pa.Array] = {}
+        for name in names:
+            values = [row.get(name) for row in rows]
+            if name == "_type_conflicts":
+                values = [v if v is None or isinstance(v, str)
+                          else msgspec.json.encode(v).decode() for v in values]
+            arrow_type = ARROW_TYPES.get(columns.get(name, ""))
+            arrays[name] = pa.array(values, type=arrow_type)
+        return pa.table(arrays)

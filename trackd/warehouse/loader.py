@@ -1,0 +1,252 @@
+"""log -> warehouse: the `warehouse` consumer loads micro-batches into DuckDB, exactly once.
+
+One thread (the loader's) does every write. Each round it reads up to `batch_rows` records
+after the position stored in DuckDB, and in ONE DuckDB transaction:
+
+1. drops messages already loaded for their source (the ledger, `dedup.is_duplicate`),
+2. creates the schemas, tables and columns the rows need (`catalog`),
+3. inserts each table's rows in bulk from Arrow, and upserts users/accounts (`upsert`),
+4. writes the ledger, duplicates, profile events and the new log position (`ledger`),
+
+then COMMITs, and only then mirrors the position to the log (`LogReader.commit`, which drives
+lag metrics and trimming). A kill -9 before the COMMIT loses the whole transaction and the next
+start reads the same records again; after it, the position in DuckDB already covers them. So
+no record is lost and none is loaded twice, whatever the moment of the crash.
+
+A batch that fails is retried; if it keeps failing it is split in halves down to single
+records, and a record that cannot be loaded even alone is written to `_trackd.load_errors`
+(with the position, in one transaction) so one bad message never stops the warehouse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from trackd.log.reader import LogReader
+from trackd.log.records import Position, Record
+from trackd.observability import Registry, get_logger
+from trackd.settings import WarehouseSettings
+from trackd.warehouse import ledger
+from trackd.warehouse.batch import Batch
+from trackd.warehouse.catalog import Catalog
+from trackd.warehouse.db import Database
+
+CONSUMER = "warehouse"
+PRUNE_INTERVAL = 3600.0
+RETRIES = 3
+log = get_logger("warehouse")
+_FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class Stopping(Exception):
+    """Raised inside the loader thread to abandon a retry when the stage is stopping."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class WarehouseLoader:
+    """The warehouse stage. `start` opens the database and starts the loader thread.
+
+    `load_available()` runs rounds in the calling thread until the log is drained; tests use it
+    instead of `start` (the calling thread then is the one writer).
+    """
+
+    name = "warehouse"
+
+    def __init__(self, settings: WarehouseSettings, database: Database, reader: LogReader,
+                 metrics: Registry, *, clock: Callable[[], datetime] = utcnow,
+                 retry_delay: float = 0.2) -> None:
+        self.settings = settings
+        self.database = database
+        self.reader = reader
+        self.clock = clock
+        self.retry_delay = retry_delay
+        self.catalog = Catalog()
+        self.position: Position = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
+        self._window = timedelta(days=max(0.0, settings.dedup_window_days))
+        self._batch_rows = max(1, settings.batch_rows)
+        self._loaded = metrics.counter("trackd_warehouse_messages_loaded_total",
+                                       "Messages loaded into the warehouse.", ("source",))
+        self._duplicates = metrics.counter("trackd_warehouse_duplicates_total",
+                                           "Messages not loaded: a repeat of a loaded messageId.",
+                                           ("source",))
+        self._conflicts = metrics.counter("trackd_warehouse_type_conflicts_total",
+                                          "Rows with a value kept in _type_conflicts.")
+        self._errors = metrics.counter("trackd_warehouse_load_errors_total",
+                                       "Messages that could not be loaded (see load_errors).")
+        self._failures = metrics.counter("trackd_warehouse_batch_failures_total",
+                                         "Load transactions that failed and were retried.")
+        self._seconds = metrics.histogram("trackd_warehouse_batch_seconds",
+                                          "Time of one load transaction.")
+        self._freshness = metrics.histogram(
+            "trackd_warehouse_freshness_seconds",
+            "From receivedAt to the row being queryable (commit).", _FRESHNESS_BUCKETS)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the database and resume from the position committed in it."""
+        if not self.database.is_open:
+            self.database.open()
+        con = self.database.writer()
+        self.catalog.load(con)
+        self.position = ledger.position(con)
+        self.reader.register(CONSUMER)
+        self.reader.commit(CONSUMER, self.position)  # a crash may have left the log behind
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.open)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="warehouse-loader", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, then close the database."""
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        await asyncio.to_thread(self.database.close)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                loaded = self.load_once()
+                backoff = 0.5
+            except Stopping:
+                return
+            except Exception:
+                log.exception("warehouse load failed; retrying", extra={"in": backoff})
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if loaded < self._batch_rows:
+                self._stop.wait(self.settings.poll_interval)
+
+    # -- loading ------------------------------------------------------------------------
+    def load_available(self) -> int:
+        """Load until the log has nothing more; returns how many records were consumed."""
+        total = 0
+        while True:
+            count = self.load_once()
+            total += count
+            if count == 0:
+                return total
+
+    def load_once(self) -> int:
+        """One round: read a batch, load it (splitting it on failure), mirror the position."""
+        self._maybe_prune()
+        records = self.reader.read(CONSUMER, limit=self._batch_rows, position=self.position)
+        if not records:
+            return 0
+        self._load_resilient(records)
+        try:
+            self.reader.commit(CONSUMER, self.position)
+        except Exception:  # only lag metrics and trimming wait for it; DuckDB has the truth
+            log.exception("could not mirror the warehouse position to the log")
+        return len(records)
+
+    def _load_resilient(self, records: list[Record]) -> None:
+        error: Exception | None = None
+        for attempt in range(RETRIES):
+            if attempt:
+                self._stop.wait(self.retry_delay * attempt)
+            if self._stop.is_set():
+                raise Stopping("the loader is stopping")
+            try:
+                self._load(records)
+                return
+            except Exception as exc:
+                error = exc
+                self._failures.inc()
+                log.warning("warehouse batch failed", extra={
+                    "records": len(records), "attempt": attempt + 1, "error": str(exc)})
+        if len(records) > 1:
+            middle = len(records) // 2
+            self._load_resilient(records[:middle])
+            self._load_resilient(records[middle:])
+            return
+        assert error is not None
+        self._record_failure(records[0], error)
+
+    def _load(self, records: list[Record]) -> None:
+        started = time.perf_counter()
+        con = self.database.writer()
+        now = self.clock()
+        batch = Batch(self.catalog, self._window, now)
+        messages: list[tuple[Record, dict[str, Any]]] = [
+            (record, msgspec.json.decode(record.body)) for record in records]
+        batch.judge(ledger.find(con, (ledger.message_key(r.source, r.message_id)
+                                      for r, _ in messages)), messages)
+        position = _advanced(self.position, records)
+        con.begin()
+        try:
+            conflicts = batch.write(con)
+            ledger.save_position(con, position)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            self.catalog.load(con)
+            raise
+        self.position = position
+        committed = self.clock()
+        for source, count in batch.loaded.items():
+            self._loaded.inc((source,), count)
+        for source, count in batch.duplicates.items():
+            self._duplicates.inc((source,), count)
+        self._conflicts.inc((), conflicts)
+        for received in batch.received:
+            self._freshness.observe(max(0.0, (committed - received).total_seconds()))
+        self._seconds.observe(time.perf_counter() - started)
+
+    def _record_failure(self, record: Record, exc: Exception) -> None:
+        log.error("message could not be loaded; recorded in _trackd.load_errors",
+                  extra={"message_id": record.message_id, "error": str(exc)})
+        con = self.database.writer()
+        position = _advanced(self.position, [record])
+        con.begin()
+        try:
+            ledger.insert(con, "load_errors", ledger.LOAD_ERRORS, [(
+                record.source, record.message_id, record.type, record.received_at,
+                self.clock(), f"{type(exc).__name__}: {exc}"[:2000], record.shard,
+                record.offset)])
+            ledger.save_position(con, position)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        self.position = position
+        self._errors.inc()
+
+    def _maybe_prune(self) -> None:
+        if time.monotonic() - self._last_prune < PRUNE_INTERVAL:
+            return
+        self._last_prune = time.monotonic()
+        con = self.database.writer()
+        con.begin()
+        try:
+            ledger.prune(con, self.clock())
+            con.commit()
+        except Exception:
+            con.rollback()
+            log.exception("pruning profile events failed")
+
+
+def _advanced(position: Position, records: list[Record]) -> Position:
+    out = dict(position)
+    for record in records:
+        if record.offset > out.get(record.shard, 0):
+            out[record.shard] = record.offset
+    return out

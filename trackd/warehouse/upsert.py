@@ -1,0 +1,97 @@
+"""`users` and `accounts`: one row per id, traits merged call after call.
+
+A trait the call omits keeps its value; a trait sent as null becomes null; a trait whose value
+does not fit its column becomes null in the column and keeps its text in `_type_conflicts`
+(a later value that fits removes it from there). `received_at` is that of the last call
+merged. Calls merge in log order (within a batch, in the order the loader read them).
+
+Runs inside the loader's transaction: the rows of the batch's ids are read, merged in Python,
+deleted and inserted again in bulk from Arrow, so each id keeps exactly one row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import msgspec
+import pyarrow as pa
+
+from trackd.warehouse.catalog import Catalog
+from trackd.warehouse.naming import quote
+
+_IDS = "__trackd_ids"
+_ROWS = "__trackd_rows"
+
+
+@dataclass
+class Merge:
+    """Everything one batch says about one id, merged in order.
+
+    `first` keeps each trait's first non-null value: a trait set then cleared within one batch
+    still gets its column (with the type of that value), as it would across two batches.
+    """
+
+    received_at: str
+    values: dict[str, Any] = field(default_factory=dict)
+    first: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, received_at: str, values: dict[str, Any]) -> None:
+        self.received_at = received_at
+        self.values.update(values)
+        for name, value in values.items():
+            if value is not None:
+                self.first.setdefault(name, value)
+
+
+def upsert(con: duckdb.DuckDBPyConnection, catalog: Catalog, schema: str, table: str,
+           merges: dict[str, Merge], now: datetime) -> int:
+    """Apply `merges` to `schema.table` (users or accounts). Returns rows with type conflicts."""
+    raw = [{"id": id_, "received_at": m.received_at, "uuid_ts": now, **m.values}
+           for id_, m in merges.items()]
+    columns = catalog.fit(schema, table, table, [m.first for m in merges.values()])
+    fitted = catalog.fit(schema, table, table, raw, keep_nulls=True)
+    for statement in [*columns.ddl, *fitted.ddl]:
+        con.execute(statement)
+    target = f"{quote(schema)}.{quote(table)}"
+    con.register(_IDS, pa.table({"id": pa.array(list(merges), pa.string())}))
+    try:
+        result = con.execute(f"SELECT * FROM {target} WHERE id IN (SELECT id FROM {_IDS})")
+        names = [d[0] for d in result.description or ()]
+        found = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+        existing = {row["id"]: row for row in found}
+        rows = [_merged(existing.get(patch["id"], {}), patch) for patch in fitted.rows]
+        con.execute(f"DELETE FROM {target} WHERE id IN (SELECT id FROM {_IDS})")
+    finally:
+        con.unregister(_IDS)
+    con.register(_ROWS, catalog.arrow(schema, table, rows))
+    try:
+        con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {_ROWS}")
+    finally:
+        con.unregister(_ROWS)
+    return fitted.conflicts
+
+
+def _merged(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    row = dict(old)
+    conflicts = _conflicts(old.get("_type_conflicts"))
+    for name, value in patch.items():
+        if name == "_type_conflicts":
+            continue
+        row[name] = value
+        conflicts.pop(name, None)
+    conflicts.update(patch.get("_type_conflicts") or {})
+    if conflicts:
+        row["_type_conflicts"] = msgspec.json.encode(conflicts).decode()
+    elif "_type_conflicts" in row:
+        row["_type_conflicts"] = None
+    return row
+
+
+def _conflicts(value: Any) -> dict[str, Any]:
+    if not value:
+        return {}
+    decoded = msgspec.json.decode(value) if isinstance(value, str | bytes) else value
+    return dict(decoded) if isinstance(decoded, dict) else {}
