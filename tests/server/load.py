@@ -27,6 +27,7 @@ class Load:
     acked_quarantined: list[str] = field(default_factory=list)
     sequences: dict[int, list[str]] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
+    retry_after: set[str | None] = field(default_factory=set)  # of the 503 answers
     errors: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,6 +87,9 @@ class Load:
                 with self._lock:
                     self.statuses[response.status_code] = self.statuses.get(
                         response.status_code, 0) + 1
+                    if response.status_code == 503:
+                        assert response.json()["error"]["type"] == "unavailable"
+                        self.retry_after.add(response.headers.get("retry-after"))
                     if response.status_code == 200:
                         self.acked.extend(ids)
                         self.acked_quarantined.extend(bad)
