@@ -54,6 +54,13 @@ def test_a_signal_stops_cleanly_and_keeps_everything_acknowledged(
         load.wait_for(1000)
         assert server.proc is not None
         os.killpg(server.proc.pid, signum)  # as a terminal's Ctrl-C or a service manager
+        readiness = []
+        for _ in range(5):
+            try:
+                readiness.append(httpx.get(server.url + "/readyz", timeout=5).status_code)
+            except httpx.HTTPError:
+                break
+        assert 503 in readiness  # draining: a load balancer stops sending here
         code = server.proc.wait(30)
         server.proc = None
     finally:
