@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, eventually
 from tests.reliability.helpers import ADMIN, basic, log_counts, message_id, track
 
 TRACK_PATHS = ["/v1/track", "/v1/identify", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias",
@@ -124,3 +124,37 @@ def test_admin_token_opens_profile_api(server: Server) -> None:
             for headers in (bearer, basic(ADMIN)):
                 assert client.get(path, headers=headers).status_code in (200, 404), path
         assert client.get(PROFILE_PATHS[0], headers=basic(ADMIN + "x")).status_code == 401
+
+
+WRITES = [
+    "DELETE FROM web.tracks",
+    "DROP TABLE web.tracks",
+    "INSERT INTO web.tracks (id) VALUES ('x')",
+    "CREATE TABLE web.evil AS SELECT 1",
+    "UPDATE web.tracks SET event = 'x'",
+    "COPY (SELECT 1) TO '/tmp/trackd-reliability-copy.csv'",
+    "ATTACH '/tmp/trackd-reliability-attach.duckdb' AS evil",
+    "SELECT 1; DELETE FROM web.tracks",
+    "PRAGMA enable_profiling",
+    "INSTALL httpfs",
+]
+
+
+def test_admin_query_is_read_only(server: Server) -> None:
+    bearer = {"Authorization": f"Bearer {ADMIN}"}
+    with server.client() as client:
+        if client.post("/api/v1/query", json={"sql": "SELECT 1"},
+                       headers=bearer).status_code != 200:
+            pytest.skip("the warehouse is not wired in")
+        mid = message_id("readonly")
+        assert client.post("/v1/track", json=track(mid), headers=basic("wk_web")).status_code == 200
+
+        def count() -> int:
+            response = client.post("/api/v1/query", headers=bearer, json={
+                "sql": f"SELECT count(*) AS n FROM web.tracks WHERE id = '{mid}'"})
+            return int(response.json()["rows"][0]["n"]) if response.status_code == 200 else 0
+        eventually(count)
+        for sql in WRITES:
+            response = client.post("/api/v1/query", json={"sql": sql}, headers=bearer)
+            assert response.status_code == 400, (sql, response.status_code, response.text[:300])
+        assert count() == 1
