@@ -111,6 +111,11 @@ write_keys = ["wk_backend", "wk_backend_2"]
 name = "limited"
 write_keys = ["wk_limited"]
 rate_limit_per_second = 5
+
+[[sources]]
+name = "bulk"
+write_keys = ["wk_bulk"]
+rate_limit_per_second = 5
 """ + QUIET
 
 
