@@ -1,0 +1,14 @@
+"""log -> warehouse: the `warehouse` stage loads the log into DuckDB in Segment's schema.
+
+- `loader`: the stage (log consumer `warehouse`, one writer thread, exactly-once batches);
+- `batch`: one load transaction (dedup decisions, rows, bookkeeping);
+- `shape`: a message -> its rows (pure); `naming`: go-snakecase; `values`: column types;
+- `catalog`: the tables and columns that exist, and the DDL a batch needs;
+- `upsert`: users/accounts trait merging; `ledger`: the `_trackd` bookkeeping tables;
+- `db`: the file and its connections (one writer, read cursors, read-only offline);
+- `query`: read-only SQL; `lookup`: "where is my event"; `identity` and `profiles`: the
+  Profile API.
+
+Only this package imports duckdb. `trackd.app` wires the stage, the query engine, the lookup
+and the Profile API routes; see docs/warehouse.md.
+"""

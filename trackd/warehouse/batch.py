@@ -54,8 +54,10 @@ class Batch:
 
     def judge(self, known: dict[int, Loaded],
               messages: list[tuple[Record, dict[str, Any]]]) -> None:
-        """Sort each message into loaded or duplicate, in log order."""
-        for record, message in messages:
+        """Sort each message into loaded or duplicate, in order of receipt (then log order):
+        the first received of two copies is the one loaded, and merges apply in that order."""
+        ordered = sorted(messages, key=lambda m: (m[0].received_at, m[0].shard, m[0].offset))
+        for record, message in ordered:
             key = message_key(record.source, record.message_id)
             received = parse_timestamp(record.received_at) or self.now
             home = HOME_TABLE.get(record.type, record.type)
@@ -102,7 +104,8 @@ class Batch:
             message_key(record.source, record.message_id), record.source, record.message_id,
             record.type, received,
             parse_timestamp(timestamp) if isinstance(timestamp, str) else None,
-            message.get("userId"), message.get("anonymousId"), record.body.decode()))
+            message.get("userId"), message.get("anonymousId"), record.body.decode(),
+            record.shard, record.offset))
         return tables
 
     def write(self, con: duckdb.DuckDBPyConnection) -> int:

@@ -150,11 +150,9 @@ class Catalog:
         `_type_conflicts` values may be dicts (encoded here as JSON text).
         """
         columns = self.columns(schema, table)
-        names: list[str] = []
+        names: dict[str, None] = {}  # every column any row has, in first-seen order
         for row in rows:
-            for name in row:
-                if name not in names:
-                    names.append(name)
+            names.update(dict.fromkeys(row))
         arrays: dict[str, pa.Array] = {}
         for name in names:
             values = [row.get(name) for row in rows]

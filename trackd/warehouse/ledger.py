@@ -107,7 +107,8 @@ LOAD_ERRORS = {"source": pa.string(), "message_id": pa.string(), "type": pa.stri
                "shard": pa.string(), "offset": pa.int64()}
 EVENTS = {"key": pa.int64(), "source": pa.string(), "message_id": pa.string(),
           "type": pa.string(), "received_at": TS, "timestamp": TS, "user_id": pa.string(),
-          "anonymous_id": pa.string(), "body": pa.string()}
+          "anonymous_id": pa.string(), "body": pa.string(), "shard": pa.string(),
+          "offset": pa.int64()}
 
 
 def add_tables(con: duckdb.DuckDBPyConnection, key: int, tables: list[str]) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import duckdb
 import msgspec
 
 from trackd.log.reader import LogReader
@@ -197,8 +198,7 @@ class WarehouseLoader:
             ledger.save_position(con, position)
             con.commit()
         except BaseException:
-            con.rollback()
-            self.catalog.load(con)
+            self._rollback(con)
             raise
         self.position = position
         committed = self.clock()
@@ -225,10 +225,18 @@ class WarehouseLoader:
             ledger.save_position(con, position)
             con.commit()
         except BaseException:
-            con.rollback()
+            self._rollback(con)
             raise
         self.position = position
         self._errors.inc()
+
+    def _rollback(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Undo a failed transaction, and forget the DDL it ran (the catalog is re-read)."""
+        try:
+            con.rollback()
+            self.catalog.load(con)
+        except duckdb.Error:  # the next attempt fails too and says why
+            log.exception("could not roll back the warehouse transaction")
 
     def _maybe_prune(self) -> None:
         if time.monotonic() - self._last_prune < PRUNE_INTERVAL:
@@ -239,9 +247,9 @@ class WarehouseLoader:
         try:
             ledger.prune(con, self.clock())
             con.commit()
-        except Exception:
-            con.rollback()
+        except duckdb.Error:
             log.exception("pruning profile events failed")
+            self._rollback(con)
 
 
 def _advanced(position: Position, records: list[Record]) -> Position:

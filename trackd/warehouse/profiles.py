@@ -19,6 +19,8 @@ Errors are `{"error": {"code", "message"}}` with Segment's codes; every response
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import uuid
 from collections.abc import Callable
@@ -31,7 +33,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from trackd.gateway.app import basic_user
 from trackd.warehouse import identity
 from trackd.warehouse.db import Database
 from trackd.warehouse.ledger import EVENT_RETENTION
@@ -40,6 +41,17 @@ from trackd.warehouse.values import parse_timestamp
 
 USERS = "/v1/spaces/{space}/collections/users/profiles/{ident:path}"
 ACCOUNTS = "/v1/spaces/{space}/collections/accounts/profiles/{ident:path}"
+
+
+def _basic_user(header: str) -> str | None:
+    """The user name of an HTTP Basic authorization header (password ignored)."""
+    if header[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.split(":", 1)[0] or None
 
 
 class ProfileError(Exception):
@@ -112,7 +124,7 @@ class ProfileAPI:
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
-        user = basic_user(header.encode("latin-1"))
+        user = _basic_user(header)
         if user is None and header.lower().startswith("bearer "):
             user = header[7:].strip()
         return user is not None and hmac.compare_digest(user.encode(), self.token.encode())
@@ -153,7 +165,8 @@ class ProfileAPI:
         rows = con.execute(
             "SELECT body FROM _trackd.events WHERE type = 'identify' "
             "AND (user_id IN (SELECT unnest(?::VARCHAR[])) "
-            "OR anonymous_id IN (SELECT unnest(?::VARCHAR[]))) ORDER BY received_at, key",
+            "OR anonymous_id IN (SELECT unnest(?::VARCHAR[]))) "
+            "ORDER BY received_at, shard, \"offset\"",
             [profile.values("user_id"), profile.values("anonymous_id")]).fetchall()
         merged: dict[str, Any] = {}
         for (body,) in rows:
@@ -170,7 +183,8 @@ class ProfileAPI:
         _, group_id = _identifier(request, ("group_id",))
         rows = con.execute(
             "SELECT body FROM _trackd.events WHERE type = 'group' "
-            "AND json_extract_string(body, '$.groupId') = ? ORDER BY received_at, key",
+            "AND json_extract_string(body, '$.groupId') = ? "
+            "ORDER BY received_at, shard, \"offset\"",
             [group_id]).fetchall()
         if not rows:
             raise ProfileError(404, "not_found", "Profile was not found.")
@@ -193,7 +207,7 @@ class ProfileAPI:
     def events(self, con: duckdb.DuckDBPyConnection, request: Request) -> dict[str, Any]:
         limit = _limit(request, 10, 100)
         offset = _offset(request)
-        descending = request.query_params.get("sort", "desc") != "asc"
+        order = "ASC" if request.query_params.get("sort", "desc") == "asc" else "DESC"
         include, exclude = _names(request, "include"), _names(request, "exclude")
         start, end = (self._time(request, "start"), self._time(request, "end"))
         profile = self._profile(con, request)
@@ -203,7 +217,8 @@ class ProfileAPI:
             "WHERE received_at >= ? AND (user_id IN (SELECT unnest(?::VARCHAR[])) "
             "OR anonymous_id IN (SELECT unnest(?::VARCHAR[])) OR key IN (SELECT key FROM "
             "_trackd.messages WHERE email IN (SELECT unnest(?::VARCHAR[])))) "
-            f"ORDER BY \"timestamp\" {'DESC' if descending else 'ASC'}, key",
+            f"ORDER BY \"timestamp\" {order}, received_at {order}, shard {order}, "
+            f"\"offset\" {order}",
             [since, profile.values("user_id"), profile.values("anonymous_id"),
              profile.values("email")]).fetchall()
         data: list[dict[str, Any]] = []

@@ -3,7 +3,8 @@
 A trait the call omits keeps its value; a trait sent as null becomes null; a trait whose value
 does not fit its column becomes null in the column and keeps its text in `_type_conflicts`
 (a later value that fits removes it from there). `received_at` is that of the last call
-merged. Calls merge in log order (within a batch, in the order the loader read them).
+merged. Calls merge in the order they were loaded: by receivedAt within a batch, batch after
+batch otherwise (per-trait timestamps would be needed to reorder calls across batches).
 
 Runs inside the loader's transaction: the rows of the batch's ids are read, merged in Python,
 deleted and inserted again in bulk from Arrow, so each id keeps exactly one row.

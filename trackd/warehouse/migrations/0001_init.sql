@@ -50,7 +50,7 @@ CREATE TABLE _trackd.load_errors (
 );
 
 -- Messages as received, for the Profile API: identifies and groups are kept, other calls for
--- the Profile API's 14 days.
+-- the Profile API's 14 days. (shard, offset) is their log order, for ties in received_at.
 CREATE TABLE _trackd.events (
     key BIGINT NOT NULL,
     source VARCHAR NOT NULL,
@@ -60,5 +60,7 @@ CREATE TABLE _trackd.events (
     "timestamp" TIMESTAMP,
     user_id VARCHAR,
     anonymous_id VARCHAR,
-    body JSON NOT NULL
+    body JSON NOT NULL,
+    shard VARCHAR NOT NULL,
+    "offset" BIGINT NOT NULL
 );
