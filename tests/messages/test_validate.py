@@ -79,13 +79,16 @@ def test_other_timestamps_do_not_parse(value: object) -> None:
     assert parse_timestamp(value) is None
 
 
-def test_array_elements_count_one_level_deeper_than_their_array() -> None:
-    # The rule documented in trackd/messages/validate.py.
-    assert problem({"userId": "u", "event": "E", "properties": {"a": [{"b": 1}]}}, "track") is None
-    assert problem({"userId": "u", "event": "E", "properties": {"a": [[{"b": 1}]]}},
-                   "track") == "Properties nested deeper than 3 levels"
-    assert problem({"userId": "u", "event": "E", "properties": {"a": {"b": [{"c": 1}]}}},
-                   "track") == "Properties nested deeper than 3 levels"
+def test_arrays_add_no_nesting_level() -> None:
+    # The rule documented in trackd/messages/validate.py: only objects count.
+    def judged(properties: dict[str, Any]) -> str | None:
+        return problem({"userId": "u", "event": "E", "properties": properties}, "track")
+
+    assert judged({"a": [{"b": 1}]}) is None
+    assert judged({"a": [[{"b": {"c": 1}}]]}) is None
+    assert judged({"a": {"b": [{"c": 1}]}}) is None
+    assert judged({"a": {"b": [{"c": {"d": 1}}]}}) == "Properties nested deeper than 3 levels"
+    assert judged({"a": [[{"b": {"c": {"d": 1}}}]]}) == "Properties nested deeper than 3 levels"
 
 
 def test_very_deep_values_are_judged_without_recursion_errors() -> None:

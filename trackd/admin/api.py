@@ -10,7 +10,6 @@ import hmac
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response

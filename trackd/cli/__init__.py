@@ -7,7 +7,7 @@ import sys
 import click
 
 from trackd.cli.common import CONTEXT
-from trackd.cli.data import events, query, quarantine
+from trackd.cli.data import events, quarantine, query
 from trackd.cli.send import send
 from trackd.cli.serve import serve
 

@@ -6,7 +6,8 @@ strings. Everything else in the message is left exactly as sent.
 
 Nesting is counted along the path below `properties`/`traits`: in `{"a": {"b": {"c": 1}}}` the
 object at `a.b` is at level 2 and `c` is a key at level 3, which is fine; an object at level 3
-(`a.b.c = {...}`) is refused. Array elements count one level deeper than their array.
+(`a.b.c = {...}`) is refused. Arrays add no level: `{"products": [{"variant": {...}}]}` is
+read like `{"products": {"variant": {...}}}`.
 """
 
 from __future__ import annotations
@@ -157,7 +158,8 @@ def _walk(payload: dict[str, Any]) -> str | None:
     """Depth-first over every key and value below `payload`, with an explicit stack.
 
     Values can nest as deep as the JSON decoder allows (about 1000 levels of arrays), so the
-    walk must not use Python recursion. Children are one level deeper than their container.
+    walk must not use Python recursion. An object's values are one level deeper than the
+    object; an array's elements are at the array's own level.
     """
     stack: list[tuple[Iterator[Any], int, bool]] = [(iter(payload.items()), 0, True)]
     while stack:
@@ -179,7 +181,7 @@ def _walk(payload: dict[str, Any]) -> str | None:
         elif isinstance(value, list):
             if len(value) > limits.MAX_ARRAY_ELEMENTS:
                 return f"Array exceeds {limits.MAX_ARRAY_ELEMENTS} elements"
-            stack.append((iter(value), level + 1, False))
+            stack.append((iter(value), level, False))  # an array adds no level
     return None
 
 
