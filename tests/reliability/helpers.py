@@ -155,3 +155,15 @@ def warehouse_tracks(server: Server) -> tuple[int, int]:
     row = response.json()["rows"][0]
     values = list(row.values())
     return int(values[0]), int(values[1])
+
+
+def warehouse_load_errors(server: Server) -> str:
+    """What `_trackd.load_errors` says (for failure messages); never raises."""
+    try:
+        response = httpx.post(
+            server.url + "/api/v1/query", timeout=60,
+            json={"sql": "SELECT error, count(*) AS n FROM _trackd.load_errors GROUP BY error"},
+            headers={"Authorization": f"Bearer {ADMIN}"})
+        return response.text[:1000]
+    except httpx.HTTPError as exc:
+        return repr(exc)

@@ -19,6 +19,7 @@ from tests.reliability.helpers import (
     message_id,
     track,
     warehouse_enabled,
+    warehouse_load_errors,
     warehouse_tracks,
 )
 
@@ -115,6 +116,8 @@ def run_crash_cycles(make_server: Callable[..., Server], cycles: int, clients: i
             time.sleep(0.5)
         rows, distinct = warehouse_tracks(server)
         wfig = f"{figures} warehouse_rows={rows} warehouse_distinct={distinct}"
+        if rows != len(acked):
+            wfig += f" load_errors={warehouse_load_errors(server)}"
         print(wfig)  # noqa: T201
         assert rows == distinct == len(acked), wfig
 
