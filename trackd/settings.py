@@ -70,6 +70,7 @@ class ArchiveSettings:
     enabled: bool = _f(True, "Keep every accepted message as Parquet under <data_dir>/archive.")
     retention_days: float = _f(365.0, "Archive partitions older than this are deleted.")
     flush_interval: float = _f(5.0, "Seconds between archive files when traffic is low.")
+    flush_rows: int = _f(50000, "Rows that close an archive file before flush_interval.")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,9 @@ class DestinationSettings:
     backoff_min: float = _f(0.5, "First retry delay in seconds.")
     backoff_max: float = _f(300.0, "Longest retry delay in seconds.")
     consent_categories: list[str] = _f([], "Consent categories a message must grant.")
+    concurrency: int = _f(4, "Requests in flight at once (a user's messages never overlap).")
+    poll_interval: float = _f(0.2, "Seconds between looks at the log when idle.")
+    ledger_retention_days: float = _f(7.0, "Delivered/skipped ledger rows kept this long.")
 
 
 @dataclass(frozen=True)
@@ -286,6 +290,18 @@ def _check(settings: Settings) -> None:
         for wanted in dest.sources:
             if settings.sources and wanted not in {s.name for s in settings.sources}:
                 raise ConfigError(f"{where}.sources: unknown source {wanted!r}")
+        for key in ("batch_size", "max_attempts", "concurrency"):
+            if getattr(dest, key) < 1:
+                raise ConfigError(f"{where}.{key}: must be at least 1")
+        for key in ("timeout", "backoff_min", "backoff_max", "poll_interval"):
+            if getattr(dest, key) <= 0:
+                raise ConfigError(f"{where}.{key}: must be more than 0")
+        if dest.backoff_max < dest.backoff_min:
+            raise ConfigError(f"{where}.backoff_max: must be at least backoff_min")
+    if settings.archive.flush_rows < 1:
+        raise ConfigError("archive.flush_rows: must be at least 1")
+    if settings.archive.flush_interval <= 0:
+        raise ConfigError("archive.flush_interval: must be more than 0")
 
 
 def with_generated(settings: Settings, credentials: dict[str, Any]) -> Settings:
