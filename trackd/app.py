@@ -138,6 +138,18 @@ class Pipeline:
             self.extra_routes.extend(
                 profile_routes(database, self.settings.server.admin_token, utcnow))
 
+        # Imported here too: gateway workers never need the destination or archive code.
+        from trackd.archive import build_archive
+        from trackd.destinations import build_destinations
+
+        destinations, deliveries = build_destinations(self.settings, self.reader, self.metrics,
+                                                      self.settings.data_dir)
+        self.stages.extend(destinations)
+        self.lookups["destinations"] = deliveries
+        archive = build_archive(self.settings, self.reader, self.metrics, self.settings.data_dir)
+        if archive is not None:
+            self.stages.append(archive)
+
     async def start(self) -> None:
         for stage in self.stages:
             await stage.start()
@@ -188,11 +200,13 @@ def offline_query_engine(settings: Settings) -> QueryEngine:
 def offline_where_is(settings: Settings, message_id: str) -> dict[str, Any]:
     """`where_is` from the files, for commands run while no server is running."""
     from trackd.admin.lookup import where_is
+    from trackd.destinations import open_lookup
     from trackd.warehouse.db import Database, warehouse_path
     from trackd.warehouse.lookup import WarehouseLookup
 
     reader = LogReader(log_dir(settings))
-    lookups: dict[str, Lookup] = {}
+    deliveries = open_lookup(settings, reader, settings.data_dir)
+    lookups: dict[str, Lookup] = {"destinations": deliveries}
     database = Database(warehouse_path(settings.data_dir), read_only=True)
     if settings.warehouse.enabled and database.path.exists():
         database.open()
@@ -200,5 +214,6 @@ def offline_where_is(settings: Settings, message_id: str) -> dict[str, Any]:
     try:
         return where_is(message_id, reader, lookups)
     finally:
+        deliveries.close()
         reader.close()
         database.close()

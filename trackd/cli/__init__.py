@@ -8,6 +8,7 @@ import click
 
 from trackd.cli.common import CONTEXT
 from trackd.cli.data import events, quarantine, query
+from trackd.cli.replay import replay
 from trackd.cli.send import send
 from trackd.cli.serve import serve
 
@@ -18,7 +19,7 @@ def cli() -> None:
     """trackd: self-hosted, Segment-compatible event tracking."""
 
 
-for command in (serve, send, query, events, quarantine):
+for command in (serve, send, query, events, quarantine, replay):
     cli.add_command(command)
 
 
