@@ -146,6 +146,13 @@ class Pipeline:
                                                       self.settings.data_dir)
         self.stages.extend(destinations)
         self.lookups["destinations"] = deliveries
+        configured = {f"destination:{d.name}" for d in self.settings.destinations}
+        for consumer in self.reader.consumers():
+            if consumer.startswith("destination:") and consumer not in configured:
+                # Removed from the config: stop holding back trimming for it.
+                log.warning("forgetting the log position of a removed destination",
+                            extra={"consumer": consumer})
+                self.reader.unregister(consumer)
         archive = build_archive(self.settings, self.reader, self.metrics, self.settings.data_dir)
         if archive is not None:
             self.stages.append(archive)

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from trackd.log import shard
 from trackd.log.records import Position, Record
@@ -58,6 +59,18 @@ class LogReader:
             self._conns[name] = conn
         return conn
 
+    def _query(self, name: str, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """Rows of `sql` on one shard; none while a new shard's writer has not made its tables.
+
+        Call with the lock held.
+        """
+        try:
+            return self._conn(name).execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+
     def shards(self) -> list[str]:
         return shard.list_shards(self.log_dir)
 
@@ -66,6 +79,14 @@ class LogReader:
         """Declare a consumer, so trimming waits for it from now on."""
         with self._lock:
             self._offsets.execute("INSERT OR IGNORE INTO consumers VALUES (?)", (consumer,))
+
+    def unregister(self, consumer: str) -> None:
+        """Forget a consumer and its position, so trimming no longer waits for it."""
+        with self._lock:
+            self._offsets.execute("BEGIN")
+            self._offsets.execute("DELETE FROM consumers WHERE name = ?", (consumer,))
+            self._offsets.execute("DELETE FROM offsets WHERE consumer = ?", (consumer,))
+            self._offsets.execute("COMMIT")
 
     def consumers(self) -> list[str]:
         with self._lock:
@@ -112,7 +133,7 @@ class LogReader:
 
     def read_shard(self, name: str, after: int, limit: int) -> list[Record]:
         with self._lock:
-            rows = self._conn(name).execute(_SELECT, (after, limit)).fetchall()
+            rows = self._query(name, _SELECT, (after, limit))
         return [Record(name, o, src, mid, typ, rec, bytes(body))
                 for o, src, mid, typ, rec, body in rows]
 
@@ -121,8 +142,8 @@ class LogReader:
         heads: Position = {}
         with self._lock:
             for name in shard.list_shards(self.log_dir):
-                row = self._conn(name).execute('SELECT max("offset") FROM events').fetchone()
-                heads[name] = row[0] or 0
+                rows = self._query(name, 'SELECT max("offset") FROM events')
+                heads[name] = (rows[0][0] if rows else 0) or 0
         return heads
 
     def lag(self, consumer: str) -> int:
@@ -135,10 +156,11 @@ class LogReader:
         out: list[Record] = []
         for name in self.shards():
             with self._lock:
-                rows = self._conn(name).execute(
+                rows = self._query(
+                    name,
                     'SELECT "offset", source, message_id, type, received_at, body FROM events '
                     "WHERE message_id = ? AND (? IS NULL OR source = ?)",
-                    (message_id, source, source)).fetchall()
+                    (message_id, source, source))
             out.extend(Record(name, o, s, m, t, r, bytes(b)) for o, s, m, t, r, b in rows)
         return out
 
@@ -148,11 +170,11 @@ class LogReader:
         out: list[dict[str, object]] = []
         for name in self.shards():
             with self._lock:
-                rows = self._conn(name).execute(
-                    "SELECT id, received_at, source, message_id, batch_index, reason, body "
+                rows = self._query(
+                    name, "SELECT id, received_at, source, message_id, batch_index, reason, body "
                     "FROM quarantine WHERE (? IS NULL OR source = ?) "
                     "AND (? IS NULL OR message_id = ?) ORDER BY id DESC LIMIT ?",
-                    (source, source, message_id, message_id, limit)).fetchall()
+                    (source, source, message_id, message_id, limit))
             out.extend({"shard": name, "id": i, "receivedAt": rec, "source": src,
                         "messageId": mid, "batchIndex": idx, "reason": reason,
                         "body": bytes(body).decode("utf-8", "replace")}
