@@ -23,12 +23,6 @@ from tests.reliability.helpers import (
     warehouse_tracks,
 )
 
-# Remove once destinations are routed (trackd/destinations + Pipeline wiring): the test then
-# XPASSes, which strict xfail turns into a failure that says so.
-DESTINATIONS_NOT_WIRED = pytest.mark.xfail(
-    strict=True, reason="destinations are not wired into the pipeline yet (issue: destinations); "
-    "no webhook request is ever made")
-
 
 class Receiver:
     """A webhook endpoint: mode 'ok' (200), 'down' (503) or 'slow' (sleeps, then 200)."""
@@ -143,13 +137,11 @@ def run_outage(make_server: Callable[..., Server], receivers: dict[str, Receiver
         time.sleep(0.2)
 
 
-@DESTINATIONS_NOT_WIRED
 def test_down_and_slow_destination_lose_nothing_and_hold_back_nothing(
         make_server: Callable[..., Server], receivers: dict[str, Receiver]) -> None:
     run_outage(make_server, receivers, messages=100)
 
 
-@DESTINATIONS_NOT_WIRED
 @pytest.mark.slow
 def test_long_outage_with_restart_loses_nothing(
         make_server: Callable[..., Server], receivers: dict[str, Receiver]) -> None:
