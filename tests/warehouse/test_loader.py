@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import subprocess
@@ -11,11 +12,19 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import eventually
 from tests.warehouse.conftest import Log, Warehouse, enriched
+from trackd.errors import ConfigError
 from trackd.log.reader import LogReader
 from trackd.log.records import Entry
+from trackd.observability import Registry
+from trackd.settings import WarehouseSettings
+from trackd.warehouse.db import Database
+from trackd.warehouse.loader import WarehouseLoader
 from trackd.warehouse.lookup import WarehouseLookup
+from trackd.warehouse.query import WarehouseQueryEngine
 
 MakeWarehouse = Callable[..., Warehouse]
 
@@ -318,3 +327,40 @@ def test_kill_9_in_the_middle_of_loading_loses_nothing_and_loads_nothing_twice(
     assert w.rows("SELECT count(*) FROM _trackd.messages") == [(total,)]
     assert w.rows("SELECT count(*) FROM _trackd.duplicates") == [(0,)]
     assert dict(w.rows('SELECT shard, "offset" FROM _trackd.offsets')) == {"gw0": total}
+
+
+def test_the_stage_loads_in_its_own_thread_and_closes_on_stop(tmp_path: Path, log: Log) -> None:
+    reader = LogReader(tmp_path / "log")
+    database = Database(tmp_path / "warehouse.duckdb")
+    loader = WarehouseLoader(WarehouseSettings(poll_interval=0.02), database, reader, Registry())
+    engine = WarehouseQueryEngine(database)
+
+    async def scenario() -> None:
+        await loader.start()
+        try:
+            await asyncio.to_thread(
+                log.write, [enriched("track", userId="u", event="Live") for _ in range(3)])
+            await asyncio.to_thread(eventually, lambda: engine.query(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'live'"
+            )[1] == [(1,)] and engine.query("SELECT count(*) FROM web.live")[1] == [(3,)])
+        finally:
+            await loader.stop()
+
+    try:
+        asyncio.run(scenario())
+        assert not database.is_open
+        assert reader.position("warehouse") == {"gw0": 3}
+    finally:
+        reader.close()
+
+
+def test_the_stage_refuses_to_start_on_a_file_it_cannot_open(tmp_path: Path) -> None:
+    (tmp_path / "warehouse.duckdb").mkdir()
+    reader = LogReader(tmp_path / "log")
+    loader = WarehouseLoader(WarehouseSettings(), Database(tmp_path / "warehouse.duckdb"),
+                             reader, Registry())
+    try:
+        with pytest.raises(ConfigError, match="cannot open the warehouse"):
+            asyncio.run(loader.start())
+    finally:
+        reader.close()

@@ -1,9 +1,9 @@
 """log -> warehouse: the `warehouse` consumer loads micro-batches into DuckDB, exactly once.
 
-One thread (the loader's) does every write. Each round it reads up to `batch_rows` records
-after the position stored in DuckDB, and in ONE DuckDB transaction:
+One thread (the loader's) opens the file, does every write, and closes it. Each round it reads
+up to `batch_rows` records after the position stored in DuckDB, and in ONE DuckDB transaction:
 
-1. drops messages already loaded for their source (the ledger, `dedup.is_duplicate`),
+1. drops messages already loaded for their source (the ledger, `batch.is_duplicate`),
 2. creates the schemas, tables and columns the rows need (`catalog`),
 3. inserts each table's rows in bulk from Arrow, and upserts users/accounts (`upsert`),
 4. writes the ledger, duplicates, profile events and the new log position (`ledger`),
@@ -21,6 +21,7 @@ records, and a record that cannot be loaded even alone is written to `_trackd.lo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
@@ -107,20 +108,36 @@ class WarehouseLoader:
         self.reader.commit(CONSUMER, self.position)  # a crash may have left the log behind
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.open)
+        """Start the loader thread; returns once it has opened the database (or raises why it
+        could not)."""
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="warehouse-loader", daemon=True)
+        opened: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(opened,),
+                                        name="warehouse-loader", daemon=True)
         self._thread.start()
+        await asyncio.wrap_future(opened)
 
     async def stop(self) -> None:
-        """Finish the batch in flight, then close the database."""
+        """Finish the batch in flight; the thread then closes the database."""
         self._stop.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
-        await asyncio.to_thread(self.database.close)
 
-    def _run(self) -> None:
+    def _run(self, opened: concurrent.futures.Future[None]) -> None:
+        try:
+            self.open()
+        except BaseException as exc:
+            self.database.close()
+            opened.set_exception(exc)
+            return
+        opened.set_result(None)
+        try:
+            self._loop()
+        finally:
+            self.database.close()
+
+    def _loop(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
             try:
