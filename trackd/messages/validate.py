@@ -12,6 +12,7 @@ read like `{"products": {"variant": {...}}}`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +68,13 @@ def parse_timestamp(value: object) -> datetime | None:
     """An ISO-8601 string with a time zone, as an aware datetime; None when it is not one."""
     if not isinstance(value, str) or len(value) > 64 or len(value) < 16:
         return None
+    return _parse_cached(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(value: str) -> datetime | None:
+    """Cached because validation and enrichment parse the same strings, and all the items of a
+    batch share its sentAt; the datetimes returned are immutable, so sharing them is safe."""
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -160,29 +168,31 @@ def _walk(payload: dict[str, Any]) -> str | None:
     Values can nest as deep as the JSON decoder allows (about 1000 levels of arrays), so the
     walk must not use Python recursion. An object's values are one level deeper than the
     object; an array's elements are at the array's own level.
+
+    Each container's items are read by a plain `for` loop, left only to descend into a nested
+    dict or list (the `else` pops a finished container): most values are scalars, and this
+    is about 10 % faster per event than one `next()` call per value.
     """
     stack: list[tuple[Iterator[Any], int, bool]] = [(iter(payload.items()), 0, True)]
     while stack:
         children, level, is_object = stack[-1]
-        child: Any = next(children, _END)
-        if child is _END:
-            stack.pop()
-            continue
-        if is_object:
-            key, value = child
-            if len(key) > limits.MAX_PROPERTY_NAME:
-                return f"Property name exceeds {limits.MAX_PROPERTY_NAME} characters"
+        for child in children:
+            if is_object:
+                key, value = child
+                if len(key) > limits.MAX_PROPERTY_NAME:
+                    return f"Property name exceeds {limits.MAX_PROPERTY_NAME} characters"
+            else:
+                value = child
+            if isinstance(value, dict):
+                if level + 1 >= limits.MAX_NESTING:
+                    return f"Properties nested deeper than {limits.MAX_NESTING} levels"
+                stack.append((iter(value.items()), level + 1, True))
+                break
+            if isinstance(value, list):
+                if len(value) > limits.MAX_ARRAY_ELEMENTS:
+                    return f"Array exceeds {limits.MAX_ARRAY_ELEMENTS} elements"
+                stack.append((iter(value), level, False))  # an array adds no level
+                break
         else:
-            value = child
-        if isinstance(value, dict):
-            if level + 1 >= limits.MAX_NESTING:
-                return f"Properties nested deeper than {limits.MAX_NESTING} levels"
-            stack.append((iter(value.items()), level + 1, True))
-        elif isinstance(value, list):
-            if len(value) > limits.MAX_ARRAY_ELEMENTS:
-                return f"Array exceeds {limits.MAX_ARRAY_ELEMENTS} elements"
-            stack.append((iter(value), level, False))  # an array adds no level
+            stack.pop()
     return None
-
-
-_END = object()
