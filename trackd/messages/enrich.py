@@ -22,8 +22,11 @@ API_VERSION = 2
 
 
 def iso(moment: datetime) -> str:
-    """UTC ISO-8601 with milliseconds and `Z`, the format every timestamp is stored in."""
-    m = moment.astimezone(UTC)
+    """UTC ISO-8601 with milliseconds and `Z`, the format every timestamp is stored in.
+
+    A moment already in UTC (the server clock, a client's `Z` stamp) skips `astimezone`.
+    """
+    m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
     # not strftime: its %Y gives "1" rather than "0001" for years before 1000 on glibc
     return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:"
             f"{m.second:02d}.{m.microsecond // 1000:03d}Z")
@@ -53,9 +56,12 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 class Envelope:
-    """What one request shares across its messages."""
+    """What one request shares across its messages.
 
-    __slots__ = ("received", "received_at", "sent_at", "context", "integrations", "ip")
+    `sent` is `sent_at` parsed once here, for every item of a batch without its own sentAt.
+    """
+
+    __slots__ = ("received", "received_at", "sent_at", "sent", "context", "integrations", "ip")
 
     def __init__(self, received: datetime, *, sent_at: str | None = None,
                  context: dict[str, Any] | None = None,
@@ -63,6 +69,7 @@ class Envelope:
         self.received = received
         self.received_at = iso(received)
         self.sent_at = sent_at
+        self.sent = parse_timestamp(sent_at) if sent_at is not None else None
         self.context = context
         self.integrations = integrations
         self.ip = ip
@@ -88,13 +95,14 @@ def enrich(message: dict[str, Any], envelope: Envelope, new_id: MessageIds) -> s
         elif not context.get("ip"):
             context["ip"] = envelope.ip
     message["receivedAt"] = envelope.received_at
-    sent_at = message.get("sentAt") or envelope.sent_at
+    own_sent_at = message.get("sentAt")
+    sent_at = own_sent_at or envelope.sent_at
     if sent_at is not None:
         message["sentAt"] = sent_at
     client_ts = message.get("timestamp")
     if client_ts is not None:
         message["originalTimestamp"] = client_ts
-        sent = parse_timestamp(sent_at) if sent_at is not None else None
+        sent = parse_timestamp(own_sent_at) if own_sent_at else envelope.sent
         original = parse_timestamp(client_ts)
         if sent is not None and original is not None:
             try:
