@@ -41,9 +41,35 @@ _encode = msgspec.json.Encoder().encode
 log = get_logger("gateway")
 
 
+_BASIC_USERS: dict[bytes, str | None] = {}
+_BASIC_USERS_MAX = 1024
+_BASIC_HEADER_MAX = 256  # longer headers are decoded every time, so the memo stays small
+
+
 def basic_user(header: bytes | None) -> str | None:
-    """The user name of an HTTP Basic header, with or without the trailing colon."""
-    if not header or header[:6].lower() != b"basic ":
+    """The user name of an HTTP Basic header, with or without the trailing colon.
+
+    Memoised per header value: a source sends the same few headers on every request, and the
+    base64 decode is ~0.7 us of a ~20 us request. Bounded: at most 1,024 headers of at most
+    256 bytes, cleared whenever it is full.
+    """
+    if not header:
+        return None
+    if len(header) > _BASIC_HEADER_MAX:
+        return _decode_basic(header)
+    try:
+        return _BASIC_USERS[header]
+    except KeyError:
+        pass
+    user = _decode_basic(header)
+    if len(_BASIC_USERS) >= _BASIC_USERS_MAX:
+        _BASIC_USERS.clear()
+    _BASIC_USERS[header] = user
+    return user
+
+
+def _decode_basic(header: bytes) -> str | None:
+    if header[:6].lower() != b"basic ":
         return None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")

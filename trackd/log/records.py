@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
-    """An accepted message, enriched, as JSON bytes."""
+    """An accepted message, enriched, as JSON bytes.
+
+    Not frozen, unlike the others: one is built per accepted event on the hot path, and a
+    frozen dataclass's `__init__` sets each field through `object.__setattr__` (about 4x
+    slower). Nothing mutates or hashes an Entry once built.
+    """
 
     source: str
     message_id: str
