@@ -68,6 +68,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--gateway-only", action="store_true",
                         help="run trackd without its pipeline (warehouse, archive) to measure "
                              "the tracking API alone; implies --skip-freshness")
+    parser.add_argument("--keep-data", action="store_true",
+                        help="keep each server's stored data under servers/ (several GB)")
     parser.add_argument("--port-base", type=int, default=18600)
     parser.add_argument("--out", type=Path, help="results directory")
     parser.add_argument("--report", type=Path, metavar="RESULTS_JSON",
@@ -149,6 +151,8 @@ def measure_target(target: targets.Target, round_no: int, args: argparse.Namespa
                 f"(wrk {summary['wrk_cores']:.2f}){check}")
     finally:
         server.stop()
+        if not args.keep_data:
+            server.discard_data()
     return results
 
 
@@ -211,6 +215,8 @@ def run_freshness(args: argparse.Namespace, out: Path, templates: dict[str, dict
         return result
     finally:
         server.stop()
+        if not args.keep_data:
+            server.discard_data()
 
 
 def main(argv: list[str]) -> int:

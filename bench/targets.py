@@ -13,6 +13,7 @@ import base64
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -116,6 +117,15 @@ class Running:
             assert self.db_path is not None
             return _count(self.db_path, "events") if self.db_path.exists() else 0
         return None
+
+    def discard_data(self) -> None:
+        """Delete what the server stored (trackd's data dir, the baseline's database) after it
+        stopped; its log and config stay. A full run would otherwise leave gigabytes."""
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.db_path is not None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
 
     def role(self, pid: int, cmd: str) -> str:
         """A short name for one process of this server."""
