@@ -59,14 +59,16 @@ def _poll(url: str, seen: dict[str, float], stop: threading.Event) -> None:
     last = "1970-01-01"
     with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as client:
         while not stop.is_set():
+            # One row whatever the count (the query API returns at most 10,000 rows).
             response = client.post("/api/v1/query", json={
-                "sql": "SELECT id, CAST(uuid_ts AS VARCHAR) AS ts FROM web.fresh_probe "
-                       f"WHERE uuid_ts >= TIMESTAMP '{last}'"})
+                "sql": "SELECT list(id) AS ids, CAST(max(uuid_ts) AS VARCHAR) AS ts "
+                       f"FROM web.fresh_probe WHERE uuid_ts >= TIMESTAMP '{last}'"})
             now = time.monotonic()
             if response.status_code == 200:
-                for row in response.json()["rows"]:
-                    seen.setdefault(row["id"], now)
-                    last = max(last, row["ts"])
+                row = response.json()["rows"][0]
+                for message_id in row["ids"] or ():
+                    seen.setdefault(message_id, now)
+                last = row["ts"] or last
             time.sleep(0.02)
 
 

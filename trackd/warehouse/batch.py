@@ -1,9 +1,16 @@
-"""One load transaction's content: which messages load, their rows, and the bookkeeping.
+"""One load transaction: which messages load, and writing them, their upserts and bookkeeping.
 
-`Batch.judge` walks the records in log order and decides, against the ledger and the earlier
-records of the same batch, whether each message is a duplicate (`is_duplicate`). `Batch.write`
-then runs inside the loader's transaction: DDL, bulk inserts per table, users/accounts
-upserts, and the ledger rows.
+`Batch.judge` walks the records in order of receipt and decides, against the ledger and the
+earlier records of the same batch, whether each message is a duplicate (`is_duplicate`); it
+reads only the records' metadata, except identify and group bodies (for users/accounts).
+`Batch.write` runs inside the loader's transaction:
+
+1. the messages to load go into a temp table (`__trackd_stage`, bodies parsed as JSON once);
+2. one query gets the JSON structure of each (source, call, event) group, from which `plan`
+   derives every table's columns; the first value of each new column fixes its type;
+3. per table, the DDL it needs, then one `INSERT ... SELECT` that extracts and types every
+   column in DuckDB (`sql` macros) and keeps misfits in `_type_conflicts`;
+4. users/accounts upserts (`upsert`), then the ledger, duplicates and profile events.
 
 Dedup is per source and by messageId: a message repeats a loaded one when it was received
 within the dedup window of it, or, at any distance in time, when it would go to the same table
@@ -17,18 +24,36 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
+import msgspec
+import pyarrow as pa
 
 from trackd.log.records import Record
 from trackd.warehouse import ledger
-from trackd.warehouse.catalog import Catalog
-from trackd.warehouse.identity import identifiers
+from trackd.warehouse.catalog import Catalog, base_columns
+from trackd.warehouse.db import registered
 from trackd.warehouse.ledger import Loaded, message_key
-from trackd.warehouse.naming import HOME_TABLE, STANDARD_TABLES, quote
-from trackd.warehouse.shape import shape
+from trackd.warehouse.naming import HOME_TABLE, event_table
+from trackd.warehouse.plan import STAGE, TablePlan, merge, walk
+from trackd.warehouse.shape import patch
+from trackd.warehouse.sql import IDENTIFIER_EXTRACT, IDENTIFIERS, literal, pointer
 from trackd.warehouse.upsert import Merge, upsert
-from trackd.warehouse.values import parse_timestamp
+from trackd.warehouse.values import infer, parse_timestamp
 
-_ROWS = "__trackd_batch"
+_ARROW = "__trackd_arrow"
+_EVENTS = "__trackd_event_tables"
+_STAGE_TYPES = {"seq": pa.int64(), "key": pa.int64(), "source": pa.string(),
+                "message_id": pa.string(), "type": pa.string(), "received_at": ledger.TS,
+                "shard": pa.string(), "offset": pa.int64(), "is_new": pa.bool_(),
+                "body": pa.string()}
+_TABLES = (
+    "CASE s.type WHEN 'track' THEN CASE WHEN coalesce(s.event_table, '') <> '' "
+    "THEN ['tracks', s.event_table] ELSE ['tracks'] END "
+    "WHEN 'identify' THEN CASE WHEN coalesce(json_extract_string(s.body, '/userId'), '') <> '' "
+    "THEN ['identifies', 'users'] ELSE ['identifies'] END "
+    "WHEN 'group' THEN CASE WHEN coalesce(json_extract_string(s.body, '/groupId'), '') <> '' "
+    "THEN ['groups', 'accounts'] ELSE ['groups'] END "
+    "WHEN 'page' THEN ['pages'] WHEN 'screen' THEN ['screens'] WHEN 'alias' THEN ['aliases'] "
+    "ELSE []::VARCHAR[] END")
 
 
 def is_duplicate(earlier: Loaded, received_at: datetime, home_table: str,
@@ -42,92 +67,162 @@ class Batch:
         self.catalog = catalog
         self.window = window
         self.now = now
-        self.rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.stage: list[tuple[Any, ...]] = []
         self.merges: dict[tuple[str, str], dict[str, Merge]] = {}
-        self.new: dict[int, tuple[Any, ...]] = {}
-        self.more_tables: dict[int, list[str]] = {}
         self.duplicate_rows: list[tuple[Any, ...]] = []
-        self.event_rows: list[tuple[Any, ...]] = []
         self.loaded: Counter[str] = Counter()
         self.duplicates: Counter[str] = Counter()
         self.received: list[datetime] = []
+        self.reloaded = 0  # messages loaded again after the window (their ledger row grows)
 
-    def judge(self, known: dict[int, Loaded],
-              messages: list[tuple[Record, dict[str, Any]]]) -> None:
-        """Sort each message into loaded or duplicate, in order of receipt (then log order):
+    def judge(self, known: dict[int, Loaded], records: list[Record]) -> None:
+        """Sort each record into loaded or duplicate, in order of receipt (then log order):
         the first received of two copies is the one loaded, and merges apply in that order."""
-        ordered = sorted(messages, key=lambda m: (m[0].received_at, m[0].shard, m[0].offset))
-        for record, message in ordered:
+        ordered = sorted(records, key=lambda r: (r.received_at, r.shard, r.offset))
+        for record in ordered:
             key = message_key(record.source, record.message_id)
             received = parse_timestamp(record.received_at) or self.now
             home = HOME_TABLE.get(record.type, record.type)
             earlier = known.get(key)
-            if earlier is not None and (earlier.source, earlier.message_id) == (
-                    record.source, record.message_id) and is_duplicate(
-                    earlier, received, home, self.window):
+            # A key of another message (a 63-bit hash collision) is not this message: its
+            # ledger insert then fails and the message ends in load_errors, never dropped.
+            same = earlier is not None and (earlier.source, earlier.message_id) == (
+                record.source, record.message_id)
+            if earlier is not None and same and is_duplicate(earlier, received, home,
+                                                             self.window):
                 self.duplicate_rows.append((
                     record.source, record.message_id, record.type, received, self.now,
                     earlier.received_at, earlier.loaded_at, record.shard, record.offset))
                 self.duplicates[record.source] += 1
                 continue
-            tables = self._add(record, message, received)
-            if earlier is None:
-                known[key] = Loaded(key, record.source, record.message_id, record.type,
-                                    tables, received, self.now)
-                self.new[key] = (key, record.source, record.message_id, record.type, tables,
-                                 received, self.now, *identifiers(message))
-            else:  # loaded again after the window, into other tables
-                earlier.tables = sorted(set(earlier.tables) | set(tables))
-                if key in self.new:
-                    self.new[key] = (*self.new[key][:4], earlier.tables, *self.new[key][5:])
-                else:
-                    self.more_tables[key] = earlier.tables
+            if earlier is not None and same:  # loaded again after the window, other tables
+                earlier.tables = sorted({*earlier.tables, home})
+                self.reloaded += 1
+            else:
+                known[key] = Loaded(key, record.source, record.message_id, record.type, [home],
+                                    received, self.now)
+            if record.type in ("identify", "group"):
+                self._merge(record)
+            self.stage.append((len(self.stage), key, record.source, record.message_id,
+                               record.type, received, record.shard, record.offset,
+                               not same, record.body.decode()))
             self.loaded[record.source] += 1
             self.received.append(received)
 
-    def _add(self, record: Record, message: dict[str, Any], received: datetime) -> list[str]:
-        shaped = shape(message)
-        tables: list[str] = []
-        for row in shaped.rows:
-            row.values["uuid_ts"] = self.now
-            self.rows.setdefault((record.source, row.table), []).append(row.values)
-            tables.append(row.table)
-        for patch in shaped.patches:
-            merges = self.merges.setdefault((record.source, patch.table), {})
-            merge = merges.get(patch.id)
-            if merge is None:
-                merge = merges[patch.id] = Merge(patch.received_at)
-            merge.add(patch.received_at, patch.values)
-            tables.append(patch.table)
-        timestamp = message.get("timestamp")
-        self.event_rows.append((
-            message_key(record.source, record.message_id), record.source, record.message_id,
-            record.type, received,
-            parse_timestamp(timestamp) if isinstance(timestamp, str) else None,
-            message.get("userId"), message.get("anonymousId"), record.body.decode(),
-            record.shard, record.offset))
-        return tables
+    def _merge(self, record: Record) -> None:
+        found = patch(msgspec.json.decode(record.body))
+        if found is None:
+            return
+        merges = self.merges.setdefault((record.source, found.table), {})
+        merge_ = merges.get(found.id)
+        if merge_ is None:
+            merge_ = merges[found.id] = Merge(found.received_at)
+        merge_.add(found.received_at, found.values)
 
+    # -- writing (inside the loader's transaction) --------------------------------------------
     def write(self, con: duckdb.DuckDBPyConnection) -> int:
         """Write everything in the caller's transaction. Returns rows with type conflicts."""
         conflicts = 0
-        for (schema, table), rows in self.rows.items():
-            kind = table if table in STANDARD_TABLES else "tracks"
-            fitted = self.catalog.fit(schema, table, kind, rows)
-            for statement in fitted.ddl:
-                con.execute(statement)
-            con.register(_ROWS, self.catalog.arrow(schema, table, fitted.rows))
-            try:
-                con.execute(f"INSERT INTO {quote(schema)}.{quote(table)} BY NAME "
-                            f"SELECT * FROM {_ROWS}")
-            finally:
-                con.unregister(_ROWS)
-            conflicts += fitted.conflicts
-        for (schema, table), merges in self.merges.items():
-            conflicts += upsert(con, self.catalog, schema, table, merges, self.now)
-        ledger.insert(con, "messages", ledger.MESSAGES, list(self.new.values()))
-        for key, tables in self.more_tables.items():
-            ledger.add_tables(con, key, tables)
+        if self.stage:
+            self._create_stage(con)  # in the transaction: a rollback removes it too
+            for plan in self._plans(con):
+                conflicts += self._load_table(con, plan)
+            for (schema, table), merges in self.merges.items():
+                conflicts += upsert(con, self.catalog, schema, table, merges, self.now)
+            self._bookkeeping(con)
+            con.execute(f"DROP TABLE {STAGE}")
         ledger.insert(con, "duplicates", ledger.DUPLICATES, self.duplicate_rows)
-        ledger.insert(con, "events", ledger.EVENTS, self.event_rows)
         return conflicts
+
+    def _create_stage(self, con: duckdb.DuckDBPyConnection) -> None:
+        columns = list(_STAGE_TYPES)
+        arrow = pa.table({name: pa.array([row[i] for row in self.stage], type=_STAGE_TYPES[name])
+                          for i, name in enumerate(columns)})
+        with registered(con, _ARROW, arrow):
+            con.execute(
+                f"CREATE TEMP TABLE {STAGE} AS SELECT *, CASE WHEN type = 'track' "
+                f"THEN json_extract_string(body, {pointer('event')}) END AS event_text, "
+                "NULL::VARCHAR AS event_table "
+                f"FROM (SELECT * REPLACE (body::JSON AS body) FROM {_ARROW})")
+
+    def _plans(self, con: duckdb.DuckDBPyConnection) -> list[TablePlan]:
+        """One plan per table the batch writes, with its columns discovered."""
+        groups = con.execute(
+            "SELECT source, type, event_text, "
+            f"json_group_structure(json_extract(body, {pointer('context')})), "
+            f"json_group_structure(json_extract(body, {pointer('properties')})), "
+            f"json_group_structure(json_extract(body, {pointer('traits')})) "
+            f"FROM {STAGE} GROUP BY ALL ORDER BY ALL").fetchall()
+        plans: dict[tuple[str, str], TablePlan] = {}
+        mapping: list[tuple[str, str, str]] = []
+        for source, call, event, context, properties, traits in groups:
+            context = _decode(context)
+            payload = _decode(traits if call in ("identify", "group") else properties)
+            home = HOME_TABLE[call]
+            for table, kind, is_event in ((home, home, False),) + (
+                    ((event_table(event), "tracks", True),) if call == "track" else ()):
+                if is_event:
+                    mapping.append((source, event, table))
+                    if not table:
+                        continue
+                plan = plans.setdefault((source, table), TablePlan(source, table, kind, call,
+                                                                   event_tables=is_event))
+                plan.context = merge(plan.context, context)
+                if is_event or call not in ("track", "alias"):
+                    plan.payload = merge(plan.payload, payload)
+        if mapping:
+            tables = pa.table({"source": [m[0] for m in mapping],
+                               "event_text": [m[1] for m in mapping],
+                               "event_table": [m[2] for m in mapping]})
+            with registered(con, _EVENTS, tables):
+                con.execute(f"UPDATE {STAGE} s SET event_table = m.event_table FROM {_EVENTS} m "
+                            "WHERE s.type = 'track' AND s.source = m.source "
+                            "AND s.event_text = m.event_text")
+        for plan in plans.values():
+            plan.discover()
+            while plan.mixed:
+                pending, plan.mixed = plan.mixed, []
+                found = con.execute(plan.mixed_query(pending)).fetchall()[0]
+                for item, structure in zip(pending, found, strict=True):
+                    walk(_decode(structure), item.keys, item.name, item.depth + 1,
+                         plan.leaves, plan.mixed)
+        return list(plans.values())
+
+    def _load_table(self, con: duckdb.DuckDBPyConnection, plan: TablePlan) -> int:
+        columns = plan.columns(self.now.isoformat(sep=" "))
+        types = {**base_columns(plan.kind), **self.catalog.columns(plan.schema, plan.table)}
+        new = [c for c in columns if c.name not in types]
+        if new:
+            firsts = con.execute(plan.first_values_query(new)).fetchall()[0]
+            for column, first in zip(new, firsts, strict=True):
+                if first is not None:
+                    types[column.name] = infer(msgspec.json.decode(first))
+        kept = [c for c in columns if c.name in types]
+        for statement in self.catalog.ensure(plan.schema, plan.table, plan.kind,
+                                             {c.name: types[c.name] for c in kept}):
+            con.execute(statement)
+        flags = con.execute(plan.insert_statement(kept, types)).fetchall()
+        return sum(1 for (flag,) in flags if flag)
+
+    def _bookkeeping(self, con: duckdb.DuckDBPyConnection) -> None:
+        loaded_at = f"TIMESTAMP {literal(self.now.isoformat(sep=' '))}"
+        con.execute(
+            "INSERT INTO _trackd.messages SELECT s.key, s.source, s.message_id, s.type, "
+            f"{_TABLES}, s.received_at, {loaded_at}, {IDENTIFIERS} "
+            f"FROM (SELECT *, {IDENTIFIER_EXTRACT} AS __ids FROM {STAGE} s WHERE s.is_new) s")
+        if self.reloaded:
+            con.execute(
+                "UPDATE _trackd.messages m SET tables = list_distinct(m.tables || t.tables) "
+                f"FROM (SELECT s.key, {_TABLES} AS tables FROM {STAGE} s WHERE NOT s.is_new) t "
+                "WHERE m.key = t.key")
+        con.execute(
+            "INSERT INTO _trackd.events SELECT s.key, s.source, s.message_id, s.type, "
+            f"s.received_at, trk_timestamp(json_type(s.ts), s.ts ->> '$'), "
+            f"json_extract_string(s.body, {pointer('userId')}), "
+            f"json_extract_string(s.body, {pointer('anonymousId')}), s.body, s.shard, "
+            f"s.\"offset\" FROM (SELECT *, json_extract(body, {pointer('timestamp')}) AS ts "
+            f"FROM {STAGE}) s")
+
+
+def _decode(structure: str | None) -> Any:
+    return None if structure is None else msgspec.json.decode(structure)

@@ -1,12 +1,13 @@
 """What tables and columns exist, with their types; how a batch's rows fit them.
 
-The catalog is the loader's in-memory copy of the warehouse's `information_schema`. `fit`
-gives each raw row its typed values and says which DDL the batch needs first (CREATE SCHEMA,
-CREATE TABLE, ALTER TABLE ADD COLUMN). The catalog changes as `fit` runs; if the transaction
-that runs the DDL fails, the loader `load`s the catalog again from the database.
+The catalog is the loader's in-memory copy of the warehouse's `information_schema`. `ensure`
+says which DDL a load needs first (CREATE SCHEMA, CREATE TABLE, ALTER TABLE ADD COLUMN); `fit`
+types Python rows (the users/accounts upserts) and ensures their columns. The catalog changes
+as they run; if the transaction that runs the DDL fails, the loader `load`s it again.
 
-Base columns exist from a table's creation on (so SQL over `user_id`, `event`, ... works before
-the first value arrives); every other column is created when its first non-null value comes.
+Base columns exist from a table's creation on (so SQL over `user_id`, `event`, `channel` or
+`_type_conflicts` works before the first value arrives); every other column is created when its
+first non-null value comes (`ensure`, with the type of that value).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import pyarrow as pa
 from trackd.warehouse.naming import quote
 from trackd.warehouse.values import CONFLICT, ColumnType, convert, infer, text
 
-V, T, B, J = ColumnType.VARCHAR, ColumnType.TIMESTAMP, ColumnType.BIGINT, ColumnType.JSON
+V, T, J = ColumnType.VARCHAR, ColumnType.TIMESTAMP, ColumnType.JSON
 
 _COMMON: dict[str, ColumnType] = {
     "id": V, "received_at": T, "uuid_ts": T, "anonymous_id": V, "user_id": V, "sent_at": T,
-    "timestamp": T, "original_timestamp": T,
+    "timestamp": T, "original_timestamp": T, "channel": V, "_type_conflicts": J,
 }
+_PROFILE: dict[str, ColumnType] = {"id": V, "received_at": T, "uuid_ts": T, "_type_conflicts": J}
 _BASE: dict[str, dict[str, ColumnType]] = {
     "tracks": {**_COMMON, "event": V, "event_text": V},
     "identifies": _COMMON,
@@ -35,11 +37,9 @@ _BASE: dict[str, dict[str, ColumnType]] = {
     "screens": {**_COMMON, "name": V, "category": V},
     "groups": {**_COMMON, "group_id": V},
     "aliases": {**_COMMON, "previous_id": V},
-    "users": {"id": V, "received_at": T, "uuid_ts": T},
-    "accounts": {"id": V, "received_at": T, "uuid_ts": T},
+    "users": _PROFILE,
+    "accounts": _PROFILE,
 }
-# Columns created on demand whose type is fixed whatever value comes first.
-_FIXED_LATE: dict[str, ColumnType] = {"channel": V, "_type_conflicts": J}
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     ColumnType.VARCHAR: pa.string(), ColumnType.JSON: pa.string(), ColumnType.BIGINT: pa.int64(),
@@ -89,25 +89,41 @@ class Catalog:
     def columns(self, schema: str, table: str) -> dict[str, str]:
         return self.tables.get((schema, table), {})
 
+    def ensure(self, schema: str, table: str, kind: str, wanted: dict[str, str]) -> list[str]:
+        """DDL creating what is missing for `wanted` columns (name -> type) and the base
+        columns of `kind`; the catalog records it. Existing columns keep their type."""
+        ddl: list[str] = []
+        if schema not in self.schemas:
+            ddl.append(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+            self.schemas.add(schema)
+        target = f"{quote(schema)}.{quote(table)}"
+        columns = self.tables.get((schema, table))
+        if columns is None:
+            columns = self.tables[(schema, table)] = {**base_columns(kind)}
+            for name, column_type in wanted.items():
+                columns.setdefault(name, column_type)
+            body = ", ".join(f"{quote(c)} {t}" for c, t in columns.items())
+            ddl.append(f"CREATE TABLE {target} ({body})")
+            return ddl
+        for name, column_type in {**base_columns(kind), **wanted}.items():
+            if name not in columns:
+                columns[name] = column_type
+                ddl.append(f"ALTER TABLE {target} ADD COLUMN {quote(name)} {column_type}")
+        return ddl
+
     def fit(self, schema: str, table: str, kind: str, rows: Iterable[dict[str, Any]],
             *, keep_nulls: bool = False) -> Fitted:
-        """Type `rows` for `schema.table`, creating what they need in the catalog.
+        """Type Python `rows` for `schema.table` (users/accounts upserts), creating what they
+        need in the catalog.
 
         Null values are left out (a column appears with its first non-null value), unless
-        `keep_nulls`, which keeps a null for a column that exists (users/accounts upserts,
-        where an explicit null clears a trait). A value that does not fit its column is left
-        out and its text goes into that row's `_type_conflicts` object.
+        `keep_nulls`, which keeps a null for a column that exists (an explicit null clears a
+        trait). A value that does not fit its column is left out (null with `keep_nulls`) and
+        its text goes into that row's `_type_conflicts` object.
         """
         out = Fitted(schema, table, [])
-        if schema not in self.schemas:
-            out.ddl.append(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-            self.schemas.add(schema)
-        key = (schema, table)
-        created = key not in self.tables
-        columns = self.tables.setdefault(key, {})
-        if created:
-            columns.update(base_columns(kind))
-        new: list[str] = []
+        columns: dict[str, str] = {**base_columns(kind), **self.columns(schema, table)}
+        new: dict[str, str] = {}
         for raw in rows:
             typed: dict[str, Any] = {}
             conflicts: dict[str, str] = {}
@@ -118,9 +134,7 @@ class Catalog:
                     continue
                 column_type = columns.get(name)
                 if column_type is None:
-                    column_type = _FIXED_LATE.get(name) or infer(value)
-                    columns[name] = column_type
-                    new.append(name)
+                    column_type = columns[name] = new[name] = infer(value)
                 converted = convert(value, column_type)
                 if converted is CONFLICT:
                     conflicts[name] = text(value)
@@ -129,19 +143,10 @@ class Catalog:
                 else:
                     typed[name] = converted
             if conflicts:
-                if "_type_conflicts" not in columns:
-                    columns["_type_conflicts"] = ColumnType.JSON
-                    new.append("_type_conflicts")
                 typed["_type_conflicts"] = conflicts
                 out.conflicts += 1
             out.rows.append(typed)
-        target = f"{quote(schema)}.{quote(table)}"
-        if created:
-            body = ", ".join(f"{quote(c)} {t}" for c, t in columns.items())
-            out.ddl.append(f"CREATE TABLE {target} ({body})")
-        else:
-            out.ddl.extend(f"ALTER TABLE {target} ADD COLUMN {quote(c)} {columns[c]}"
-                           for c in new)
+        out.ddl = self.ensure(schema, table, kind, new)
         return out
 
     def arrow(self, schema: str, table: str, rows: list[dict[str, Any]]) -> pa.Table:

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from trackd.errors import ConfigError
 from trackd.observability import get_logger
@@ -36,6 +37,28 @@ _CONFIG: dict[str, str | bool | int | float | list[str]] = {
 
 def warehouse_path(data_dir: Path) -> Path:
     return data_dir / FILE_NAME
+
+
+@contextlib.contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[str]:
+    """`table` (Arrow) visible to SQL on `con` as `name` for the duration of the block.
+
+    If the block fails, the transaction is aborted and cannot unregister; the rollback drops
+    the view anyway, so that error is not allowed to hide the first one.
+    """
+    con.register(name, table)
+    failed = False
+    try:
+        yield name
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        try:
+            con.unregister(name)
+        except duckdb.Error:
+            if not failed:
+                raise
 
 
 def _migrations() -> list[tuple[int, str, str]]:

@@ -29,7 +29,8 @@ ID_TYPES = ("user_id", "anonymous_id", "email")
 PRIORITY = {"user_id": 0, "email": 1, "anonymous_id": 2}
 MAX_IDENTIFIERS = 1000
 MAX_ROUNDS = 20
-_BLOCKED = re.compile(r"[0-]*|-1|null|undefined|anonymous", re.IGNORECASE)
+BLOCKED_PATTERN = r"[0-]*|-1|null|undefined|anonymous"  # also used by the loader's SQL
+_BLOCKED = re.compile(BLOCKED_PATTERN, re.IGNORECASE)
 
 Identifier = tuple[str, str]  # (type, value)
 

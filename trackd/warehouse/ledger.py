@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from trackd.log.records import Position
+from trackd.warehouse.db import registered
 
 EVENT_RETENTION = timedelta(days=14)
 DUPLICATE_RETENTION = timedelta(days=30)
@@ -68,13 +69,10 @@ def find(con: duckdb.DuckDBPyConnection, keys: Iterable[int]) -> dict[int, Loade
     wanted = pa.table({"key": pa.array(sorted(set(keys)), pa.int64())})
     if wanted.num_rows == 0:
         return {}
-    con.register(_KEYS, wanted)
-    try:
+    with registered(con, _KEYS, wanted):
         rows = con.execute(
             "SELECT key, source, message_id, type, tables, received_at, loaded_at "
             f"FROM _trackd.messages WHERE key IN (SELECT key FROM {_KEYS})").fetchall()
-    finally:
-        con.unregister(_KEYS)
     return {r[0]: Loaded(*r) for r in rows}
 
 
@@ -86,11 +84,8 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, pa.Dat
     names = list(columns)
     data = pa.table({name: pa.array([r[i] for r in rows], type=columns[name])
                      for i, name in enumerate(names)})
-    con.register(_KEYS, data)
-    try:
+    with registered(con, _KEYS, data):
         con.execute(f"INSERT INTO _trackd.{table} BY NAME SELECT * FROM {_KEYS}")
-    finally:
-        con.unregister(_KEYS)
 
 
 TS = pa.timestamp("us")

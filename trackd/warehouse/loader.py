@@ -26,16 +26,14 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import duckdb
-import msgspec
 
 from trackd.log.reader import LogReader
 from trackd.log.records import Position, Record
 from trackd.observability import Registry, get_logger
 from trackd.settings import WarehouseSettings
-from trackd.warehouse import ledger
+from trackd.warehouse import ledger, sql
 from trackd.warehouse.batch import Batch
 from trackd.warehouse.catalog import Catalog
 from trackd.warehouse.db import Database
@@ -102,6 +100,7 @@ class WarehouseLoader:
         if not self.database.is_open:
             self.database.open()
         con = self.database.writer()
+        sql.install(con)
         self.catalog.load(con)
         self.position = ledger.position(con)
         self.reader.register(CONSUMER)
@@ -204,10 +203,8 @@ class WarehouseLoader:
         con = self.database.writer()
         now = self.clock()
         batch = Batch(self.catalog, self._window, now)
-        messages: list[tuple[Record, dict[str, Any]]] = [
-            (record, msgspec.json.decode(record.body)) for record in records]
         batch.judge(ledger.find(con, (ledger.message_key(r.source, r.message_id)
-                                      for r, _ in messages)), messages)
+                                      for r in records)), records)
         position = _advanced(self.position, records)
         con.begin()
         try:

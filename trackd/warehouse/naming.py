@@ -122,6 +122,14 @@ def reserved_columns(table_kind: str) -> frozenset[str]:
     return COMMON_COLUMNS | CALL_COLUMNS.get(table_kind, frozenset())
 
 
+def payload_column(name: str, kind: str) -> str:
+    """The column of a property or trait named `name` (snake_cased, flattened) in a table of
+    this kind: its own name, or `_name` when that is reserved or looks like a context column."""
+    if name in reserved_columns(kind) or name.startswith("context_"):
+        return "_" + name
+    return name
+
+
 def quote(name: str) -> str:
     """A double-quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'

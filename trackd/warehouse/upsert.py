@@ -21,6 +21,7 @@ import msgspec
 import pyarrow as pa
 
 from trackd.warehouse.catalog import Catalog
+from trackd.warehouse.db import registered
 from trackd.warehouse.naming import quote
 
 _IDS = "__trackd_ids"
@@ -57,21 +58,15 @@ def upsert(con: duckdb.DuckDBPyConnection, catalog: Catalog, schema: str, table:
     for statement in [*columns.ddl, *fitted.ddl]:
         con.execute(statement)
     target = f"{quote(schema)}.{quote(table)}"
-    con.register(_IDS, pa.table({"id": pa.array(list(merges), pa.string())}))
-    try:
+    with registered(con, _IDS, pa.table({"id": pa.array(list(merges), pa.string())})):
         result = con.execute(f"SELECT * FROM {target} WHERE id IN (SELECT id FROM {_IDS})")
         names = [d[0] for d in result.description or ()]
         found = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
         existing = {row["id"]: row for row in found}
         rows = [_merged(existing.get(patch["id"], {}), patch) for patch in fitted.rows]
         con.execute(f"DELETE FROM {target} WHERE id IN (SELECT id FROM {_IDS})")
-    finally:
-        con.unregister(_IDS)
-    con.register(_ROWS, catalog.arrow(schema, table, rows))
-    try:
+    with registered(con, _ROWS, catalog.arrow(schema, table, rows)):
         con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {_ROWS}")
-    finally:
-        con.unregister(_ROWS)
     return fitted.conflicts
 
 

@@ -53,11 +53,14 @@ CONFLICT: Final = _Conflict()
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-_ISO = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.(\d+))?)?"
-    r"(?:Z|z|[+-]\d{2}(?::?\d{2})?)?)?")
-_INTEGER = re.compile(r"[+-]?\d{1,19}")
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# The patterns are shared with the SQL the loader generates (`sql.py`): RE2 accepts them too.
+ISO_PATTERN = (r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.(\d+))?)?"
+               r"(?:Z|z|[+-]\d{2}(?::?\d{2})?)?)?")
+INTEGER_PATTERN = r"[+-]?\d{1,19}"
+NUMBER_PATTERN = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_ISO = re.compile(ISO_PATTERN)
+_INTEGER = re.compile(INTEGER_PATTERN)
+_NUMBER = re.compile(NUMBER_PATTERN)
 _encode = msgspec.json.encode
 
 

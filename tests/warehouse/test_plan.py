@@ -1,0 +1,107 @@
+"""Columns from JSON structures (pure), and the rules they carry, checked on a real load."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from tests.warehouse.conftest import Log, Warehouse, enriched
+from trackd.warehouse.identity import identifiers
+from trackd.warehouse.plan import MAX_DEPTH, Leaf, Mixed, merge, walk
+
+MakeWarehouse = Callable[..., Warehouse]
+
+
+def test_structures_merge_by_key_and_objects_clash_with_scalars() -> None:
+    assert merge(None, {"a": "VARCHAR"}) == {"a": "VARCHAR"}
+    assert merge({"a": "VARCHAR"}, {"b": "BIGINT"}) == {"a": "VARCHAR", "b": "BIGINT"}
+    assert merge({"a": {"x": "BIGINT"}}, {"a": {"y": "DOUBLE"}}) == {
+        "a": {"x": "BIGINT", "y": "DOUBLE"}}
+    assert merge({"a": "VARCHAR"}, {"a": {"x": "BIGINT"}}) == {"a": "JSON"}
+    assert merge({"a": "VARCHAR"}, {"a": "BIGINT"}) == {"a": "SCALAR"}
+    assert merge({"a": "NULL"}, {"a": "BIGINT"}) == {"a": "BIGINT"}
+
+
+def test_walk_flattens_names_and_stops_at_the_depth_limit() -> None:
+    leaves: list[Leaf] = []
+    mixed: list[Mixed] = []
+    deep: Any = "BIGINT"
+    for _ in range(MAX_DEPTH + 2):
+        deep = {"k": deep}
+    walk({"productInfo": {"SKU": "VARCHAR"}, "tags": ["VARCHAR"], "gone": "NULL",
+          "$$": "VARCHAR", "either": "JSON", "deep": deep}, ("properties",), "", 1,
+         leaves, mixed)
+    names = {leaf.name: leaf for leaf in leaves}
+    assert names["product_info_sku"].keys == ("properties", "productInfo", "SKU")
+    assert "tags" in names and "gone" not in names
+    assert names["either"].objects is False
+    assert [m.name for m in mixed] == ["either"]
+    capped = names["deep" + "_k" * (MAX_DEPTH - 1)]
+    assert capped.objects is True
+
+
+def test_reserved_names_and_the_call_columns_on_a_real_load(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    log.write([
+        enriched("track", messageId="t1", userId="u", event="Order Completed",
+                 properties={"id": "p1", "event": "x", "user_id": "spoof",
+                             "context": {"ip": "6.6.6.6"}, "2fa": True, "$$$": 1,
+                             "nested": {"deep": {"er": [1, 2]}}}),
+        enriched("track", messageId="t2", userId="u", event="Users"),
+        enriched("page", messageId="p1", anonymousId="a", name="Home", category="Docs",
+                 properties={"name": "Home", "category": "Other", "title": "T"}),
+        enriched("screen", messageId="s1", anonymousId="a", properties={"name": "Main"}),
+        enriched("identify", messageId="i1", userId="u", traits={"id": 7, "email": "a@b.c"}),
+    ])
+    w = make_warehouse()
+    w.loader.load_available()
+    (row,) = w.dicts("SELECT * FROM web.order_completed")
+    assert (row["id"], row["_id"]) == ("t1", "p1")
+    assert (row["event"], row["_event"]) == ("order_completed", "x")
+    assert (row["user_id"], row["_user_id"]) == ("u", "spoof")
+    assert (row["context_ip"], row["_context_ip"]) == ("10.0.0.1", "6.6.6.6")
+    assert row["_2fa"] is True and row["nested_deep_er"] == "[1,2]"
+    assert w.rows("SELECT id, event, event_text FROM web._users") == [("t2", "_users", "Users")]
+    assert w.rows("SELECT name, category, _category, title FROM web.pages") == [
+        ("Home", "Docs", "Other", "T")]
+    assert "_name" not in w.columns("web", "pages")
+    assert w.rows("SELECT name FROM web.screens") == [("Main",)]
+    assert w.rows("SELECT id, _id, email FROM web.identifies") == [("i1", 7, "a@b.c")]
+    assert w.rows("SELECT id, _id FROM web.users") == [("u", 7)]
+
+
+def test_a_key_that_is_an_object_here_and_a_scalar_there_fills_both(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    log.write([
+        enriched("track", userId="u", event="Mixed", properties={"size": "large", "n": 1}),
+        enriched("track", userId="u", event="Mixed",
+                 properties={"size": {"w": 2, "h": {"v": 3}}, "n": "two"}),
+    ])
+    w = make_warehouse()
+    w.loader.load_available()
+    assert w.rows("SELECT size, size_w, size_h_v, n, _type_conflicts FROM web.mixed "
+                  "ORDER BY size NULLS LAST") == [
+        ("large", None, None, 1, None), (None, 2, 3, None, '{"n":"two"}')]
+
+
+def test_the_ledger_identifiers_match_the_python_rules(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    cases: list[dict[str, Any]] = [
+        {"userId": "ann", "anonymousId": "a-1", "traits": {"email": " Ann@X.test "}},
+        {"userId": "null", "anonymousId": "0000-0", "traits": {"email": "nope"}},
+        {"anonymousId": "a-2", "context": {"traits": {"email": "ctx@x.test"}}},
+        {"userId": "u", "traits": {"email": 5}, "context": {"traits": {"email": "b@x"}}},
+        {"userId": "Anonymous", "anonymousId": "-1"},
+    ]
+    messages = [enriched("identify", **case) for case in cases]
+    messages.append(enriched("track", userId="t", event="E",
+                             properties={"email": "P@x.test"}))
+    log.write(messages)
+    w = make_warehouse()
+    w.loader.load_available()
+    ledger = {r[0]: r[1:] for r in w.rows(
+        "SELECT message_id, user_id, anonymous_id, email FROM _trackd.messages")}
+    for message in messages:
+        body = json.loads(json.dumps(message))
+        assert ledger[message["messageId"]] == identifiers(body), message

@@ -1,0 +1,269 @@
+"""Which columns a batch fills in one table, from which JSON paths, and the SQL that loads them.
+
+| call     | table           | payload (unprefixed columns) | call's own columns    |
+|----------|-----------------|------------------------------|-----------------------|
+| track    | `tracks`        | none                         | `event`, `event_text` |
+| track    | `<event table>` | `properties`                 | `event`, `event_text` |
+| identify | `identifies`    | `traits`                     |                       |
+| page     | `pages`         | `properties`                 | `name`, `category`    |
+| screen   | `screens`       | `properties`                 | `name`, `category`    |
+| group    | `groups`        | `traits`                     | `group_id`            |
+| alias    | `aliases`       | none                         | `previous_id`         |
+
+Every table also has the common columns (`id` = messageId, `anonymous_id`, `user_id`, the four
+timestamps, `uuid_ts`, `channel` when sent, `context_*`). `users`/`accounts` are upserts, done
+in Python (`upsert`).
+
+The columns come from the JSON *structure* of the batch (DuckDB's `json_group_structure`), not
+from walking every row: nested objects flatten with `_` below their parent's snake_cased name
+(`naming`), arrays and objects deeper than `MAX_DEPTH` levels are one column of JSON text, keys
+with no usable character have no column. A property or trait whose column is reserved keeps its
+value under a `_`-prefixed name (`naming.payload_column`); on pages and screens a `name` or
+`category` property equal to the call's own is not repeated, and fills the column when the call
+has none. Where a key is an object in some rows and a scalar in others (structure "JSON"), the
+scalar rows fill `<key>` and the objects are discovered by a further query (`Mixed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trackd.warehouse.naming import payload_column, quote, snakecase
+from trackd.warehouse.sql import convert, literal, pointer, present
+from trackd.warehouse.values import ColumnType
+
+MAX_DEPTH = 10  # objects at this depth are kept as JSON text (the same as shape.flatten)
+STAGE = "__trackd_stage"
+Keys = tuple[str, ...]
+Structure = Any  # decoded json_group_structure: dict, list, or a type name
+
+
+@dataclass
+class Leaf:
+    """One column's source: a JSON path, and whether objects there count as values (text)."""
+
+    name: str
+    keys: Keys
+    objects: bool = False
+
+
+@dataclass
+class Mixed:
+    """A key that holds objects in some rows and scalars in others: objects still to discover."""
+
+    name: str
+    keys: Keys
+    depth: int
+
+
+@dataclass
+class Column:
+    """A column of a load: `raw` is SQL for its JSON value (over stage row `s`); `direct` is SQL
+    for an already typed value instead."""
+
+    name: str
+    raw: str | None = None
+    direct: str | None = None
+    objects: bool = False
+
+
+def merge(a: Structure, b: Structure) -> Structure:
+    """Two structures as one: objects merge by key; an object and anything else is "JSON"."""
+    if a is None or a == "NULL":
+        return b
+    if b is None or b == "NULL" or a == b:
+        return a
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for key, value in b.items():
+            out[key] = merge(out.get(key), value)
+        return out
+    if isinstance(a, dict) or isinstance(b, dict) or "JSON" in (a, b):
+        return "JSON"
+    return "SCALAR"
+
+
+def walk(structure: Structure, keys: Keys, name: str, depth: int,
+         leaves: list[Leaf], mixed: list[Mixed]) -> None:
+    """Flatten one object structure into leaves (and mixed keys to look at again)."""
+    if not isinstance(structure, dict):
+        return
+    for key, sub in structure.items():
+        part = snakecase(key)
+        if not part:
+            continue
+        child = f"{name}_{part}" if name else part
+        path = (*keys, key)
+        if isinstance(sub, dict):
+            if depth < MAX_DEPTH:
+                walk(sub, path, child, depth + 1, leaves, mixed)
+            else:
+                leaves.append(Leaf(child, path, objects=True))
+        elif sub == "JSON":
+            leaves.append(Leaf(child, path, objects=depth >= MAX_DEPTH))
+            if depth < MAX_DEPTH:
+                mixed.append(Mixed(child, path, depth))
+        elif sub != "NULL":
+            leaves.append(Leaf(child, path))
+
+
+def digit_safe(name: str) -> str:
+    return "_" + name if name[0].isdigit() else name
+
+
+def _extract(keys: Keys) -> str:
+    return f"json_extract(s.body, {pointer(*keys)})"
+
+
+
+
+@dataclass
+class TablePlan:
+    """The load of one table of one source in one batch."""
+
+    schema: str
+    table: str
+    kind: str  # the standard table it is, or "tracks" for an event table
+    call: str  # the call type whose rows it takes
+    context: Structure = None
+    payload: Structure = None
+    event_tables: bool = False  # an event table: only rows with s.event_table = table
+    leaves: list[Leaf] = field(default_factory=list)
+    mixed: list[Mixed] = field(default_factory=list)
+    paths: dict[Keys, int] = field(default_factory=dict)
+
+    def ref(self, keys: Keys) -> str:
+        """SQL for the JSON value at `keys` of a row of `rows()`: every path of the plan is
+        extracted by one `json_extract` call, so each body is parsed once per table."""
+        index = self.paths.setdefault(keys, len(self.paths) + 1)
+        return f"s.__j[{index}]"
+
+    def rows(self) -> str:
+        """SQL: the table's rows of the stage, with their paths extracted (`ref`)."""
+        pointers = ", ".join(pointer(*keys) for keys in self.paths) or "'/'"
+        return (f"(SELECT s.seq, s.event_table, json_extract(s.body, [{pointers}]) AS __j "
+                f"FROM {STAGE} s WHERE {self.where})")
+
+    def _raw(self, leaves: list[Leaf]) -> str:
+        """SQL for a column fed by one or more paths (names can collide): the last one sent
+        wins."""
+        if len(leaves) == 1:
+            return self.ref(leaves[0].keys)
+        parts = [f"CASE WHEN json_type({self.ref(x.keys)}) <> 'NULL' THEN {self.ref(x.keys)} END"
+                 for x in reversed(leaves)]
+        return f"coalesce({', '.join(parts)})"
+
+    @property
+    def where(self) -> str:
+        clause = f"s.source = {literal(self.schema)} AND s.type = {literal(self.call)}"
+        if self.event_tables:
+            clause += f" AND s.event_table = {literal(self.table)}"
+        return clause
+
+    def discover(self) -> None:
+        """Leaves and mixed keys of the context and payload structures."""
+        walk(self.context, ("context",), "context", 1, self.leaves, self.mixed)
+        payload_key = "traits" if self.call in ("identify", "group") else "properties"
+        if self.kind not in ("tracks", "aliases") or self.event_tables:
+            walk(self.payload, (payload_key,), "", 1, self.leaves, self.mixed)
+
+    def mixed_query(self, items: list[Mixed]) -> str:
+        """SQL: the structure of the objects found at each mixed key (one column each)."""
+        aggregates = ", ".join(
+            f"json_group_structure({_extract(m.keys)}) FILTER "
+            f"(WHERE json_type({_extract(m.keys)}) = 'OBJECT')" for m in items)
+        return f"SELECT {aggregates} FROM {STAGE} s WHERE {self.where}"
+
+    def columns(self, loaded_at: str) -> list[Column]:
+        """Every column of the load, the call's own first, then context, then payload."""
+        out: dict[str, Column] = {}
+        for name, keys in (("id", "messageId"), ("anonymous_id", "anonymousId"),
+                           ("user_id", "userId"), ("received_at", "receivedAt"),
+                           ("sent_at", "sentAt"), ("timestamp", "timestamp"),
+                           ("original_timestamp", "originalTimestamp"), ("channel", "channel")):
+            out[name] = Column(name, raw=self.ref((keys,)))
+        out["uuid_ts"] = Column("uuid_ts", direct=f"TIMESTAMP {literal(loaded_at)}")
+        if self.call == "track":
+            out["event"] = Column("event", direct="__event_table")
+            out["event_text"] = Column("event_text", raw=self.ref(("event",)))
+        elif self.call == "group":
+            out["group_id"] = Column("group_id", raw=self.ref(("groupId",)))
+        elif self.call == "alias":
+            out["previous_id"] = Column("previous_id", raw=self.ref(("previousId",)))
+        pages = self.call in ("page", "screen")
+        grouped: dict[str, list[Leaf]] = {}
+        for leaf in self.leaves:
+            if leaf.keys[0] == "context":
+                name = leaf.name
+            else:
+                name = digit_safe(leaf.name)
+                if pages and name in ("name", "category") and len(leaf.keys) == 2:
+                    self._fill_call_column(out, name, leaf)
+                    continue
+                name = payload_column(name, self.kind)
+            grouped.setdefault(name, []).append(leaf)
+        for call_column in ("name", "category"):
+            if pages and call_column not in out:
+                out[call_column] = Column(call_column, raw=self.ref((call_column,)))
+        for name, leaves in grouped.items():
+            out.setdefault(name, Column(name, raw=self._raw(leaves),
+                                        objects=any(x.objects for x in leaves)))
+        return list(out.values())
+
+    def _fill_call_column(self, out: dict[str, Column], name: str, leaf: Leaf) -> None:
+        """pages/screens: a `name`/`category` property fills the call's column when the call
+        has none, is dropped when equal to it, and is kept as `_name` otherwise."""
+        call, prop = self.ref((name,)), self.ref(leaf.keys)
+        has_call = f"json_type({call}) = 'VARCHAR'"
+        same = f"coalesce(json_type({prop}) = 'VARCHAR' AND {prop} ->> '$' = {call} ->> '$', false)"
+        out[name] = Column(name, raw=f"CASE WHEN {has_call} THEN {call} ELSE {prop} END")
+        out["_" + name] = Column(
+            "_" + name, raw=f"CASE WHEN {has_call} AND NOT {same} THEN {prop} END")
+
+    def _typed_levels(self, raws: list[Column]) -> str:
+        """SQL: the rows with, per raw column i, its JSON `r{i}`, json_type `t{i}`, text `s{i}`
+        (and the direct columns under their own names)."""
+        level1 = ", ".join([f"({c.raw}) AS r{i}" for i, c in enumerate(raws)]
+                           + ["s.seq AS __seq", "s.event_table AS __event_table"])
+        level2 = ", ".join(f"json_type(r{i}) AS t{i}, r{i} ->> '$' AS s{i}"
+                           for i in range(len(raws)))
+        inner = f"SELECT {level1} FROM {self.rows()} s"
+        return f"SELECT *, {level2} FROM ({inner})" if raws else inner
+
+    def first_values_query(self, columns: list[Column]) -> str:
+        """SQL: the first value (JSON text, in log order) of each of `columns`."""
+        picks = ", ".join(f"first(r{i}::VARCHAR ORDER BY __seq) FILTER "
+                          f"(WHERE {present(f't{i}', objects=c.objects)})"
+                          for i, c in enumerate(columns))
+        return f"SELECT {picks} FROM ({self._typed_levels(columns)})"
+
+    def insert_statement(self, columns: list[Column], types: dict[str, str]) -> str:
+        """SQL: INSERT the rows, typed; values that do not fit go to `_type_conflicts`.
+
+        Returns one row per inserted row: whether it has type conflicts.
+        """
+        raws = [c for c in columns if c.raw is not None]
+        directs = [c for c in columns if c.direct is not None]
+        values = ", ".join(
+            f"{convert(f'r{i}', f't{i}', f's{i}', types[c.name], objects=c.objects)} AS v{i}"
+            for i, c in enumerate(raws))
+        typed = f"SELECT *, {values} FROM ({self._typed_levels(raws)})" if raws else (
+            self._typed_levels(raws))
+        checked = [(i, c) for i, c in enumerate(raws)
+                   if types[c.name] not in (ColumnType.VARCHAR, ColumnType.JSON)]
+        if checked:
+            flags = ", ".join(f"CASE WHEN {present(f't{i}', objects=c.objects)} AND v{i} IS NULL "
+                              f"THEN trk_text(r{i}, t{i}, s{i}) END AS c{i}" for i, c in checked)
+            typed = f"SELECT *, {flags} FROM ({typed})"
+            none = " AND ".join(f"c{i} IS NULL" for i, _ in checked)
+            pairs = ", ".join(f"{literal(c.name)}, c{i}" for i, c in checked)
+            conflicts = (f"CASE WHEN {none} THEN NULL "
+                         f"ELSE json_merge_patch('{{}}'::JSON, json_object({pairs})) END")
+        else:
+            conflicts = "NULL::JSON"
+        outer = ", ".join([f"v{i} AS {quote(c.name)}" for i, c in enumerate(raws)]
+                          + [f"{c.direct} AS {quote(c.name)}" for c in directs]
+                          + [f"{conflicts} AS _type_conflicts"])
+        return (f"INSERT INTO {quote(self.schema)}.{quote(self.table)} BY NAME "
+                f"SELECT {outer} FROM ({typed}) RETURNING _type_conflicts IS NOT NULL")
