@@ -7,6 +7,7 @@ decompressor is asked for no more than what is left under the limit, and reading
 from __future__ import annotations
 
 import asyncio
+import weakref
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,14 +30,79 @@ class ClientGone(Exception):
 
 async def read_body(receive: Receive, *, limit: int, too_large: str,
                     encoding: str | None, declared_length: int | None) -> bytes:
-    """The decoded body, or ValidationFailed(413) once more than `limit` bytes decode."""
+    """The decoded body, or ValidationFailed(413) once more than `limit` bytes decode.
+
+    A body not received within BODY_TIMEOUT seconds raises BodyTimeout (408).
+    """
     if declared_length is not None and encoding is None and declared_length > limit:
         raise ValidationFailed(too_large, status=413)
+    task = asyncio.current_task()
+    if task is None:  # not in a task (never under uvicorn): no watchdog can cancel us
+        return await _read(receive, limit, too_large, encoding)
+    watchdog = _Watchdog.of_running_loop()
+    cancelling = task.cancelling()
+    watchdog.watch(task)
     try:
-        async with asyncio.timeout(BODY_TIMEOUT):
-            return await _read(receive, limit, too_large, encoding)
-    except TimeoutError:
-        raise BodyTimeout("Request body not received in time") from None
+        return await _read(receive, limit, too_large, encoding)
+    except asyncio.CancelledError:
+        # As asyncio.timeout does: ours only when no other cancellation is pending.
+        if watchdog.expired(task) and task.uncancel() <= cancelling:
+            raise BodyTimeout("Request body not received in time") from None
+        raise
+    finally:
+        watchdog.forget(task)
+
+
+class _Watchdog:
+    """Cancels the body reads of its event loop that have run longer than BODY_TIMEOUT.
+
+    One per event loop rather than an `asyncio.timeout()` per request: that costs ~4 us a
+    request (a timer handle scheduled and cancelled each time, ~18 % of the gateway's own
+    CPU for single events), while this is two dict operations. A read is cancelled between
+    BODY_TIMEOUT and BODY_TIMEOUT + BODY_TIMEOUT / 30 seconds after it started. The check
+    re-arms itself only while reads are being watched, so an idle loop has no timer.
+    """
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watchdog] = (
+        weakref.WeakKeyDictionary())
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._started: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._armed = False
+
+    @classmethod
+    def of_running_loop(cls) -> _Watchdog:
+        loop = asyncio.get_running_loop()
+        watchdog = cls._by_loop.get(loop)
+        if watchdog is None:
+            watchdog = cls._by_loop[loop] = cls(loop)
+        return watchdog
+
+    def watch(self, task: asyncio.Task[Any]) -> None:
+        self._started[task] = self._loop.time()
+        if not self._armed:
+            self._armed = True
+            self._loop.call_later(BODY_TIMEOUT / 30, self._check)
+
+    def forget(self, task: asyncio.Task[Any]) -> None:
+        self._started.pop(task, None)
+        self._expired.discard(task)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        return task in self._expired
+
+    def _check(self) -> None:
+        deadline = self._loop.time() - BODY_TIMEOUT
+        late = [task for task, started in self._started.items() if started <= deadline]
+        for task in late:
+            del self._started[task]
+            self._expired.add(task)
+            task.cancel()
+        self._armed = bool(self._started)
+        if self._armed:
+            self._loop.call_later(BODY_TIMEOUT / 30, self._check)
 
 
 async def _read(receive: Receive, limit: int, too_large: str, encoding: str | None) -> bytes:
