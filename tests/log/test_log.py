@@ -214,3 +214,19 @@ def test_shards_are_written_in_wal_mode_with_synchronous_full(log_dir: Path) -> 
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     finally:
         conn.close()
+
+
+def test_a_large_group_is_stored_whole_and_in_order(log_dir: Path) -> None:
+    """1,234 rows go in as INSERTs of 512, 512, 128, 64, 16, 2 rows: all of them, in order."""
+    ids = [f"m{i}" for i in range(1234)]
+    write(log_dir, "gw0", [[entry(i) for i in ids], [entry("last")]])
+    reader = LogReader(log_dir)
+    try:
+        records = list(reader.read("c", limit=10_000))
+    finally:
+        reader.close()
+    assert [r.message_id for r in records] == [*ids, "last"]
+    assert [r.offset for r in records] == sorted({r.offset for r in records})
+    assert records[7].body == b'{"messageId":"m7"}'
+    assert (records[7].source, records[7].type) == ("web", "track")
+    assert records[7].received_at == "2024-05-01T12:00:00.000Z"
