@@ -105,3 +105,29 @@ def test_the_ledger_identifiers_match_the_python_rules(
     for message in messages:
         body = json.loads(json.dumps(message))
         assert ledger[message["messageId"]] == identifiers(body), message
+
+
+def test_hostile_keys_values_and_nesting_load_without_errors(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    deep: dict[str, Any] = {"leaf": 1}
+    for _ in range(300):
+        deep = {"k": deep}
+    weird = {"it's": 1, 'quo"te': 2, "back\\slash": 3, "a/b": 4, "t~ilde": 5, "$dollar": 6,
+             "dot.ted": 7, "emoji😀": 8, "nul\u0000key": 9, "x" * 255: 10, "": 11,
+             "big": 2**64, "huge": 10**30, "neg": -0.0, "s": "nul\u0000in"}
+    log.write([enriched("track", userId="u", event="Weird", properties=weird,
+                        context={"deep": deep, "ip": "1.1.1.1"}),
+               enriched("track", userId="u", event="x'; DROP TABLE web.tracks; --",
+                        properties={"ok": 1}),
+               enriched("identify", userId="it's me", traits=weird)])
+    w = make_warehouse()
+    assert w.loader.load_available() == 3
+    assert w.rows("SELECT count(*) FROM _trackd.load_errors") == [(0,)]
+    (row,) = w.dicts("SELECT * FROM web.weird")
+    assert (row["it_s"], row["quo_te"], row["a_b"], row["t_ilde"], row["dollar"]) == (
+        1, 2, 4, 5, 6)
+    assert (row["big"], row["huge"], row["s"]) == (2.0**64, 1e30, "nul\u0000in")
+    assert row["context_deep" + "_k" * (9)].startswith('{"k":')
+    assert w.rows("SELECT count(*) FROM web.tracks") == [(2,)]
+    assert w.rows("SELECT ok FROM web.x_drop_table_web_tracks") == [(1,)]
+    assert w.rows("SELECT id, it_s FROM web.users") == [("it's me", 1)]

@@ -116,8 +116,6 @@ def _extract(keys: Keys) -> str:
     return f"json_extract(s.body, {pointer(*keys)})"
 
 
-
-
 @dataclass
 class TablePlan:
     """The load of one table of one source in one batch."""
@@ -222,8 +220,8 @@ class TablePlan:
             "_" + name, raw=f"CASE WHEN {has_call} AND NOT {same} THEN {prop} END")
 
     def _typed_levels(self, raws: list[Column]) -> str:
-        """SQL: the rows with, per raw column i, its JSON `r{i}`, json_type `t{i}`, text `s{i}`
-        (and the direct columns under their own names)."""
+        """SQL: the rows with, per raw column i, its JSON `r{i}`, json_type `t{i}` and text
+        `s{i}`, plus `__seq` and `__event_table`."""
         level1 = ", ".join([f"({c.raw}) AS r{i}" for i, c in enumerate(raws)]
                            + ["s.seq AS __seq", "s.event_table AS __event_table"])
         level2 = ", ".join(f"json_type(r{i}) AS t{i}, r{i} ->> '$' AS s{i}"

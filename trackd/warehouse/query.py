@@ -2,7 +2,7 @@
 
 Three layers keep a query from writing:
 
-1. DuckDB's own parser (`duckdb.extract_statements`) must find exactly one statement, of type
+1. DuckDB's own parser (`extract_statements`) must find exactly one statement, of type
    SELECT (which covers FROM-first queries, DESCRIBE, SHOW, SUMMARIZE, VALUES and WITH).
    INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, COPY, ATTACH, DETACH, EXPORT, PRAGMA, SET,
    INSTALL, LOAD, CALL, EXPLAIN (ANALYZE runs its statement) and multi-statement text are
@@ -33,10 +33,14 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def read_only_statement(sql: str) -> str:
-    """`sql` if it is exactly one SELECT statement; raises QueryRefused otherwise."""
+def read_only_statement(sql: str, parser: duckdb.DuckDBPyConnection) -> str:
+    """`sql` if it is exactly one SELECT statement; raises QueryRefused otherwise.
+
+    `parser` is any connection of the caller's own (parsing runs on it; DuckDB connections
+    are not shared between threads).
+    """
     try:
-        statements = duckdb.extract_statements(sql)
+        statements = parser.extract_statements(sql)
     except duckdb.Error as exc:
         raise QueryRefused(f"not valid SQL: {_first_line(exc)}") from None
     if not statements:
@@ -59,10 +63,10 @@ class WarehouseQueryEngine:
     def query(self, sql: str, *, limit: int = 10000) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Columns and up to `limit` rows. Raises QueryRefused (not read-only, not valid SQL,
         fails to run, or the warehouse is not open yet)."""
-        statement = read_only_statement(sql)
         if not self.database.is_open:
             raise QueryRefused("the warehouse is starting; try again in a moment")
         with self.database.reading() as cursor:
+            statement = read_only_statement(sql, cursor)
             timer = threading.Timer(self.timeout, cursor.interrupt)
             timer.start()
             try:
