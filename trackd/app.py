@@ -123,6 +123,7 @@ class Pipeline:
 
         if self.settings.warehouse.enabled:
             # Imported here: gateway workers import this module and never need DuckDB.
+            from trackd.server.priority import lower_thread_priority
             from trackd.warehouse.db import Database, warehouse_path
             from trackd.warehouse.loader import WarehouseLoader, utcnow
             from trackd.warehouse.lookup import WarehouseLookup
@@ -131,7 +132,7 @@ class Pipeline:
 
             database = Database(warehouse_path(self.settings.data_dir))
             self.stages.append(WarehouseLoader(self.settings.warehouse, database, self.reader,
-                                               self.metrics))
+                                               self.metrics, thread_setup=lower_thread_priority))
             self.lookups["warehouse"] = WarehouseLookup(
                 database, [source.name for source in self.settings.sources])
             self.query_engine = WarehouseQueryEngine(database)

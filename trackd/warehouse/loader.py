@@ -57,19 +57,23 @@ class WarehouseLoader:
     """The warehouse stage. `start` opens the database and starts the loader thread.
 
     `load_available()` runs rounds in the calling thread until the log is drained; tests use it
-    instead of `start` (the calling thread then is the one writer).
+    instead of `start` (the calling thread then is the one writer). `thread_setup` runs first
+    in the loader thread, before the database is opened (the composition root lowers the
+    thread's priority there, so ingest keeps the cores under load).
     """
 
     name = "warehouse"
 
     def __init__(self, settings: WarehouseSettings, database: Database, reader: LogReader,
                  metrics: Registry, *, clock: Callable[[], datetime] = utcnow,
-                 retry_delay: float = 0.2) -> None:
+                 retry_delay: float = 0.2,
+                 thread_setup: Callable[[], object] | None = None) -> None:
         self.settings = settings
         self.database = database
         self.reader = reader
         self.clock = clock
         self.retry_delay = retry_delay
+        self.thread_setup = thread_setup
         self.catalog = Catalog()
         self.position: Position = {}
         self._stop = threading.Event()
@@ -124,6 +128,8 @@ class WarehouseLoader:
             self._thread = None
 
     def _run(self, opened: concurrent.futures.Future[None]) -> None:
+        if self.thread_setup is not None:  # e.g. a lower priority; DuckDB's threads inherit it
+            self.thread_setup()
         try:
             self.open()
         except BaseException as exc:
