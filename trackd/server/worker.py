@@ -11,6 +11,7 @@ commits what is queued. A second SIGINT stops at once, as uvicorn does.
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 import socket
 import sys
@@ -25,6 +26,10 @@ from trackd.gateway.app import Gateway
 from trackd.settings import from_json
 
 DRAIN_SECONDS = 0.5
+GC_THRESHOLD = (100_000, 50, 100)
+"""gc thresholds for a worker. A request's objects are short-lived and hold no cycles, so
+they die by reference counting; the default first threshold (700) ran a collection every few
+requests, each one scanning every young object."""
 
 
 class _Worker(uvicorn.Server):
@@ -62,6 +67,8 @@ def main(argv: list[str]) -> None:
                             limit_concurrency=4096, h11_max_incomplete_event_size=64 * 1024)
     server = _Worker(config, parts.gateway,
                      min(DRAIN_SECONDS, settings.server.shutdown_timeout))
+    gc.freeze()  # what start-up built lives as long as the worker: never scan it again
+    gc.set_threshold(*GC_THRESHOLD)
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])
 
