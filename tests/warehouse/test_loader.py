@@ -22,7 +22,7 @@ from trackd.log.records import Entry
 from trackd.observability import Registry
 from trackd.settings import WarehouseSettings
 from trackd.warehouse.db import Database
-from trackd.warehouse.loader import WarehouseLoader
+from trackd.warehouse.loader import WarehouseFailing, WarehouseLoader
 from trackd.warehouse.lookup import WarehouseLookup
 from trackd.warehouse.query import WarehouseQueryEngine
 
@@ -287,7 +287,7 @@ from trackd.log.reader import LogReader
 from trackd.observability import Registry
 from trackd.settings import WarehouseSettings
 from trackd.warehouse.db import Database
-from trackd.warehouse.loader import WarehouseLoader
+from trackd.warehouse.loader import WarehouseFailing, WarehouseLoader
 
 root = Path(sys.argv[1])
 loader = WarehouseLoader(WarehouseSettings(batch_rows=int(sys.argv[2])),
@@ -364,3 +364,19 @@ def test_the_stage_refuses_to_start_on_a_file_it_cannot_open(tmp_path: Path) -> 
             asyncio.run(loader.start())
     finally:
         reader.close()
+
+
+def test_a_failing_warehouse_writes_nothing_off_and_catches_up_when_it_works_again(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    log.write([enriched("track", userId="u", event="Ok") for _ in range(4)])
+    w = make_warehouse()
+    con = w.database.writer()
+    con.execute("ALTER TABLE _trackd.messages RENAME TO messages_away")  # every load fails
+    with pytest.raises(WarehouseFailing, match="cannot load even a plain message"):
+        w.loader.load_once()
+    assert w.rows("SELECT count(*) FROM _trackd.load_errors") == [(0,)]
+    con.execute("ALTER TABLE _trackd.messages_away RENAME TO messages")
+    assert w.loader.load_available() == 4
+    assert w.rows("SELECT count(*) FROM web.ok") == [(4,)]
+    assert w.rows("SELECT count(*) FROM information_schema.tables "
+                  "WHERE table_name = 'trackd_canary'") == [(0,)]  # the canary left nothing

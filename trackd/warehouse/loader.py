@@ -15,7 +15,11 @@ no record is lost and none is loaded twice, whatever the moment of the crash.
 
 A batch that fails is retried; if it keeps failing it is split in halves down to single
 records, and a record that cannot be loaded even alone is written to `_trackd.load_errors`
-(with the position, in one transaction) so one bad message never stops the warehouse.
+(with the position, in one transaction) so one bad message never stops the warehouse. Before
+a message is written off, a canary (a plain track message, loaded in a transaction that is
+rolled back) checks that the warehouse itself works: when the canary fails too, the fault is
+not the message's (a full disk, a bad upgrade), and the loader retries the same records with
+backoff instead of writing them off.
 """
 
 from __future__ import annotations
@@ -41,12 +45,19 @@ from trackd.warehouse.db import Database
 CONSUMER = "warehouse"
 PRUNE_INTERVAL = 3600.0
 RETRIES = 3
+_CANARY = (b'{"type":"track","event":"trackd canary","userId":"trackd-canary",'
+           b'"messageId":"trackd-canary","properties":{"ok":true},'
+           b'"receivedAt":"2024-01-01T00:00:00.000Z","timestamp":"2024-01-01T00:00:00.000Z"}')
 log = get_logger("warehouse")
 _FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class Stopping(Exception):
     """Raised inside the loader thread to abandon a retry when the stage is stopping."""
+
+
+class WarehouseFailing(Exception):
+    """A message failed alone and so did the canary: the warehouse is at fault, not it."""
 
 
 def utcnow() -> datetime:
@@ -232,6 +243,10 @@ class WarehouseLoader:
         self._seconds.observe(time.perf_counter() - started)
 
     def _record_failure(self, record: Record, exc: Exception) -> None:
+        if not self._canary_loads(record.source):
+            raise WarehouseFailing(
+                f"the warehouse cannot load even a plain message ({type(exc).__name__}: "
+                f"{exc}); retrying") from exc
         log.error("message could not be loaded; recorded in _trackd.load_errors",
                   extra={"message_id": record.message_id, "error": str(exc)})
         con = self.database.writer()
@@ -249,6 +264,23 @@ class WarehouseLoader:
             raise
         self.position = position
         self._errors.inc()
+
+    def _canary_loads(self, source: str) -> bool:
+        """Whether a plain track message for `source` loads (rolled back: nothing is kept)."""
+        canary = Record("trackd-canary", 0, source, "trackd-canary", "track",
+                        "2024-01-01T00:00:00.000Z", _CANARY)
+        con = self.database.writer()
+        batch = Batch(self.catalog, self._window, self.clock())
+        try:
+            batch.judge({}, [canary])
+            con.begin()
+            batch.write(con)
+            return True
+        except Exception:
+            log.exception("the warehouse canary failed")
+            return False
+        finally:
+            self._rollback(con)
 
     def _rollback(self, con: duckdb.DuckDBPyConnection) -> None:
         """Undo a failed transaction, and forget the DDL it ran (the catalog is re-read)."""
