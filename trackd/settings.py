@@ -262,6 +262,17 @@ def _check(settings: Settings) -> None:
         raise ConfigError("server.workers: must be at least 1")
     if not 0 <= settings.server.port <= 65535:
         raise ConfigError("server.port: must be between 0 and 65535")
+    if settings.server.max_pending_mb < 0:
+        raise ConfigError("server.max_pending_mb: must not be negative")
+    positive = {"warehouse.batch_rows": settings.warehouse.batch_rows,
+                "warehouse.poll_interval": settings.warehouse.poll_interval,
+                "log.trim_interval": settings.log.trim_interval,
+                "archive.flush_interval": settings.archive.flush_interval}
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be greater than 0, got {value}")
+    if settings.warehouse.dedup_window_days < 0:
+        raise ConfigError("warehouse.dedup_window_days: must not be negative")
     seen: dict[str, str] = {}
     for src in settings.sources:
         if not _SLUG.match(src.name):

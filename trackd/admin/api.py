@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from trackd.admin import openapi
 from trackd.admin.lookup import where_is
@@ -48,22 +49,35 @@ def _basic_ok(request: Request, token: str) -> bool:
     return user is not None and hmac.compare_digest(user.encode(), token.encode())
 
 
-def build_admin(pipeline: Pipeline) -> Starlette:
-    token = pipeline.settings.server.admin_token
+class AdminGuard:
+    """Every admin route needs the admin token, whoever added it; /openapi.json is public.
 
-    def guard(request: Request) -> JSONResponse | None:
-        if request.url.path.startswith("/v1/spaces/"):
-            ok = _basic_ok(request, token) or _bearer_ok(request, token)
-        else:
-            ok = _bearer_ok(request, token)
-        if not ok:
-            return _error(401, "authentication_error",
-                          "Admin token required: Authorization: Bearer <admin_token>")
-        return None
+    `/api/*` takes `Authorization: Bearer <token>`; the Profile API (`/v1/spaces/*`) also takes
+    HTTP Basic with the token as user name, as Segment's does. A write key never passes.
+    """
+
+    PUBLIC = ("/openapi.json",)
+
+    def __init__(self, app: Starlette, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.PUBLIC:
+            request = Request(scope)
+            ok = _bearer_ok(request, self.token) or (
+                scope["path"].startswith("/v1/spaces/") and _basic_ok(request, self.token))
+            if not ok:
+                denied = _error(401, "authentication_error",
+                                "Admin token required: Authorization: Bearer <admin_token>")
+                await denied(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_admin(pipeline: Pipeline) -> AdminGuard:
 
     async def query(request: Request) -> Response:
-        if (denied := guard(request)) is not None:
-            return denied
         try:
             doc: Any = await request.json()
         except ValueError:
@@ -82,16 +96,12 @@ def build_admin(pipeline: Pipeline) -> Starlette:
                              "rows": [dict(zip(columns, row, strict=True)) for row in rows]})
 
     async def event(request: Request) -> Response:
-        if (denied := guard(request)) is not None:
-            return denied
         message_id = request.path_params["message_id"]
         answer = await asyncio.to_thread(where_is, message_id, pipeline.reader,
                                          pipeline.lookups)
         return JSONResponse(answer, status_code=200 if answer["found"] else 404)
 
     async def quarantine(request: Request) -> Response:
-        if (denied := guard(request)) is not None:
-            return denied
         try:
             limit = min(1000, max(1, int(request.query_params.get("limit", "100"))))
         except ValueError:
@@ -110,4 +120,4 @@ def build_admin(pipeline: Pipeline) -> Starlette:
         Route("/api/v1/quarantine", quarantine, methods=["GET"]),
         *pipeline.extra_routes,
     ]
-    return Starlette(routes=routes)
+    return AdminGuard(Starlette(routes=routes), pipeline.settings.server.admin_token)
