@@ -76,3 +76,15 @@ def test_sigterm_stops_cleanly(server: Server) -> None:
                            auth=("wk_web", "")).status_code == 200
     assert server.stop() == 0
     assert not (server.data_dir / "run" / "server.json").exists()
+
+
+def test_reading_commands_never_create_a_data_dir(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing-here"
+    for args in (["query", "SELECT 1"], ["events", "show", "m1"], ["quarantine"]):
+        result = subprocess.run([sys.executable, "-m", "trackd", *args, "--data-dir",
+                                 str(missing)], capture_output=True, text=True, cwd=tmp_path,
+                                timeout=60)
+        assert result.returncode == 1, result
+        assert result.stderr.startswith("Error: no "), result.stderr
+        assert "Traceback" not in result.stderr
+    assert not missing.exists()

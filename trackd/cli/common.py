@@ -41,7 +41,12 @@ def one_line_errors(fn: F) -> F:
 
 
 def load_settings(config_path: str | None, data_dir: str | None,
-                  overrides: dict[str, Any] | None = None) -> Settings:
+                  overrides: dict[str, Any] | None = None, *, persist: bool = False) -> Settings:
+    """Settings from the file, environment and flags, completed from credentials.json.
+
+    Only `serve` (persist=True) creates the data dir and stores generated credentials; the
+    commands that read never write anything.
+    """
     path = Path(config_path) if config_path else None
     if path is None and Path("trackd.toml").is_file():
         path = Path("trackd.toml")
@@ -51,8 +56,15 @@ def load_settings(config_path: str | None, data_dir: str | None,
     if credentials_path.is_file():
         credentials = json.loads(credentials_path.read_text())
     completed = settings_mod.with_generated(loaded, credentials)
-    if completed.generated:
+    if completed.generated and persist:
         loaded.data_dir.mkdir(parents=True, exist_ok=True)
         credentials_path.write_text(json.dumps(credentials, indent=2))
         credentials_path.chmod(0o600)
     return completed
+
+
+def require_data(settings: Settings) -> None:
+    """Commands that read data stop with one line when there is no data dir at all."""
+    if not (settings.data_dir / "log").is_dir():
+        raise click.ClickException(f"no trackd data in {settings.data_dir} (start the server "
+                                   "with `trackd serve`, or pass --data-dir)")

@@ -14,7 +14,7 @@ from typing import Any
 import click
 import httpx
 
-from trackd.cli.common import config_options, load_settings, one_line_errors
+from trackd.cli.common import config_options, load_settings, one_line_errors, require_data
 from trackd.server.supervisor import read_server_info
 from trackd.settings import Settings
 
@@ -102,6 +102,7 @@ def show(message_id: str, config_path: str | None, data_dir: str | None) -> None
     else:
         from trackd.app import offline_where_is
 
+        require_data(settings)
         answer = offline_where_is(settings, message_id)
     click.echo(json.dumps(answer, indent=2, default=str))
     if not answer.get("found"):
@@ -117,6 +118,7 @@ def quarantine(config_path: str | None, data_dir: str | None, source: str | None
                limit: int) -> None:
     """List refused messages with their reasons (newest first)."""
     settings = load_settings(config_path, data_dir)
+    require_data(settings)
     from trackd.log.reader import LogReader
 
     reader = LogReader(settings.data_dir / "log")

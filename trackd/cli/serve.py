@@ -26,7 +26,7 @@ def serve(config_path: str | None, data_dir: str | None, host: str | None, port:
     overrides: dict[str, Any] = {k: v for k, v in
                                  {"host": host, "port": port, "workers": workers}.items()
                                  if v is not None}
-    settings = load_settings(config_path, data_dir, overrides)
+    settings = load_settings(config_path, data_dir, overrides, persist=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
