@@ -30,7 +30,7 @@ from pathlib import Path
 
 from trackd.archive import files, retention
 from trackd.log.reader import LogReader
-from trackd.log.records import Position, Record
+from trackd.log.records import Position, Record, advanced
 from trackd.observability import Registry, get_logger
 from trackd.settings import ArchiveSettings
 
@@ -40,15 +40,6 @@ INTENT = "_flush.json"
 READ_CHUNK = 5000
 MAX_BUFFER_BYTES = 64 * 1024 * 1024
 RETENTION_INTERVAL = 3600.0
-
-
-def advance(position: Position, records: list[Record]) -> Position:
-    """`position` moved past `records`."""
-    out = dict(position)
-    for record in records:
-        if record.offset > out.get(record.shard, 0):
-            out[record.shard] = record.offset
-    return out
 
 
 class ArchiveStage:
@@ -162,7 +153,7 @@ class ArchiveStage:
                         first_at = time.monotonic()
                     buffer.extend(records)
                     size += sum(len(r.body) for r in records)
-                    position = advance(position, records)
+                    position = advanced(position, records)
             now = self._clock()
             due = bool(buffer) and (stopping or len(buffer) >= self.settings.flush_rows
                                     or size >= MAX_BUFFER_BYTES

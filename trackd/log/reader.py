@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trackd.log import shard
-from trackd.log.records import Position, Record
+from trackd.log.records import Position, Record, advanced
 
 _OFFSETS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS offsets (
@@ -100,13 +100,7 @@ class LogReader:
 
     def commit(self, consumer: str, records: Iterable[Record] | Position) -> None:
         """Advance `consumer` past `records` (or to an explicit position). Durable on return."""
-        if isinstance(records, dict):
-            position = dict(records)
-        else:
-            position = {}
-            for record in records:
-                if record.offset > position.get(record.shard, 0):
-                    position[record.shard] = record.offset
+        position = dict(records) if isinstance(records, dict) else advanced({}, records)
         if not position:
             return
         with self._lock:

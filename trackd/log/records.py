@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -47,3 +48,12 @@ class Record:
 
 
 Position = dict[str, int]
+
+
+def advanced(position: Position, records: Iterable[Record]) -> Position:
+    """A copy of `position` moved past `records` (per shard, the highest offset wins)."""
+    out = dict(position)
+    for record in records:
+        if record.offset > out.get(record.shard, 0):
+            out[record.shard] = record.offset
+    return out

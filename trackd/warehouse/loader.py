@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from trackd.log.reader import LogReader
-from trackd.log.records import Position, Record
+from trackd.log.records import Position, Record, advanced
 from trackd.observability import Registry, get_logger
 from trackd.settings import WarehouseSettings
 from trackd.warehouse import ledger, sql
@@ -222,7 +222,7 @@ class WarehouseLoader:
         batch = Batch(self.catalog, self._window, now)
         batch.judge(ledger.find(con, (ledger.message_key(r.source, r.message_id)
                                       for r in records)), records)
-        position = _advanced(self.position, records)
+        position = advanced(self.position, records)
         con.begin()
         try:
             conflicts = batch.write(con)
@@ -250,7 +250,7 @@ class WarehouseLoader:
         log.error("message could not be loaded; recorded in _trackd.load_errors",
                   extra={"message_id": record.message_id, "error": str(exc)})
         con = self.database.writer()
-        position = _advanced(self.position, [record])
+        position = advanced(self.position, [record])
         con.begin()
         try:
             ledger.insert(con, "load_errors", ledger.LOAD_ERRORS, [(
@@ -302,11 +302,3 @@ class WarehouseLoader:
         except duckdb.Error:
             log.exception("pruning profile events failed")
             self._rollback(con)
-
-
-def _advanced(position: Position, records: list[Record]) -> Position:
-    out = dict(position)
-    for record in records:
-        if record.offset > out.get(record.shard, 0):
-            out[record.shard] = record.offset
-    return out
