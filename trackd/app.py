@@ -130,7 +130,9 @@ class Pipeline:
             from trackd.warehouse.profiles import profile_routes
             from trackd.warehouse.query import WarehouseQueryEngine
 
-            database = Database(warehouse_path(self.settings.data_dir))
+            database = Database(warehouse_path(self.settings.data_dir),
+                                memory_limit_mb=self.settings.warehouse.memory_limit_mb,
+                                threads=self.settings.warehouse.threads)
             self.stages.append(WarehouseLoader(self.settings.warehouse, database, self.reader,
                                                self.metrics, thread_setup=lower_thread_priority))
             self.lookups["warehouse"] = WarehouseLookup(

@@ -58,6 +58,9 @@ class WarehouseSettings:
     dedup_window_days: float = _f(7.0, "How long a messageId is remembered for dedup.")
     batch_rows: int = _f(20000, "Most records loaded in one warehouse transaction.")
     poll_interval: float = _f(0.2, "Seconds between looks at the log when idle.")
+    memory_limit_mb: int = _f(512, "Memory DuckDB may use in the server (0: 80 % of RAM).")
+    threads: int = _f(1, "DuckDB threads in the server (0: one per core); 1 leaves the "
+                      "other cores to the gateway.")
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,23 @@ def test_every_call_round_trips_into_the_log(server: Server) -> None:
     assert stored["rt-page"]["name"] == "Home"
 
 
+def test_client_events_land_in_the_warehouse(server: Server) -> None:
+    client = Client("wk_web", host=server.url)
+    client.track("u7", "Product Purchased", {"price": 12.5, "sku": "A-1"}, message_id="wh-track")
+    client.identify("u7", {"plan": "pro"}, message_id="wh-identify")
+    client.shutdown()
+
+    def rows() -> list[dict[str, object]]:
+        with server.client() as http:
+            answer = http.post("/api/v1/query", headers={
+                "Authorization": "Bearer test-admin-token"}, json={"sql": (
+                    "SELECT p.id, p.price, p.sku, u.plan FROM web.product_purchased p "
+                    "JOIN web.users u ON u.id = p.user_id")})
+        return list(answer.json().get("rows", [])) if answer.status_code == 200 else []
+
+    assert eventually(rows) == [{"id": "wh-track", "price": 12.5, "sku": "A-1", "plan": "pro"}]
+
+
 def test_server_refusal_reaches_on_error_not_the_app(server: Server) -> None:
     errors: list[Exception] = []
     client = Client("wk_unknown", host=server.url, max_retries=1,

@@ -104,9 +104,17 @@ class Database:
     ...     cur.execute("SELECT 1").fetchall()
     """
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False, memory_limit_mb: int = 0,
+                 threads: int = 0) -> None:
+        """`memory_limit_mb` and `threads` bound DuckDB in this process (0: DuckDB's default,
+        80 % of RAM and one thread per core), so the warehouse leaves room for the gateway."""
         self.path = path
         self.read_only = read_only
+        self._config = dict(_CONFIG)
+        if memory_limit_mb > 0:
+            self._config["memory_limit"] = f"{memory_limit_mb}MB"
+        if threads > 0:
+            self._config["threads"] = threads
         self._write: duckdb.DuckDBPyConnection | None = None
         self._read_root: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
@@ -123,7 +131,7 @@ class Database:
             raise ConfigError(f"no warehouse at {self.path} yet: it is created when the "
                               "server loads its first events")
         try:
-            con = duckdb.connect(str(self.path), read_only=self.read_only, config=_CONFIG)
+            con = duckdb.connect(str(self.path), read_only=self.read_only, config=self._config)
         except duckdb.IOException as exc:
             raise ConfigError(f"cannot open the warehouse {self.path}: {exc}") from None
         con.execute("SET lock_configuration = true")
