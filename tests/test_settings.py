@@ -53,8 +53,8 @@ def test_sources_and_destinations_from_environment() -> None:
      "must be webhook or segment"),
     ("[[destinations]]\nname = 'd'\nurl = 'ftp://x'\n", {}, "must be an http(s) URL"),
     ("[server\n", {}, "not valid TOML"),
-    ("[warehouse]\nbatch_rows = 0\n", {}, "warehouse.batch_rows: must be greater than 0"),
-    ("[warehouse]\npoll_interval = -1\n", {}, "warehouse.poll_interval: must be greater than 0"),
+    ("[warehouse]\nbatch_rows = 0\n", {}, "warehouse.batch_rows: must be more than 0"),
+    ("[warehouse]\npoll_interval = -1\n", {}, "warehouse.poll_interval: must be more than 0"),
     ("[warehouse]\ndedup_window_days = -1\n", {}, "dedup_window_days: must not be negative"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, env: dict[str, str],
