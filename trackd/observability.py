@@ -26,6 +26,28 @@ def get_logger(stage: str) -> logging.Logger:
     return logging.getLogger(f"trackd.{stage}")
 
 
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class FieldsFormatter(logging.Formatter):
+    """Appends the structured fields given with `extra={...}` as `key=value` pairs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        if fields:
+            text += " " + " ".join(f"{k}={v!r}" if isinstance(v, str) and " " in v
+                                   else f"{k}={v}" for k, v in fields.items())
+        return text
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log lines on stderr: time, level, logger, message and its fields."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(FieldsFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
 class _Metric:
     kind = "counter"
 

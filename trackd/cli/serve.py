@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import shlex
 from typing import Any
 
 import click
 
 from trackd.cli.common import config_options, load_settings, one_line_errors
+from trackd.observability import configure_logging
 from trackd.server.supervisor import ServerInfo
 from trackd.server.supervisor import serve as run_server
 from trackd.settings import Settings
@@ -27,8 +27,7 @@ def serve(config_path: str | None, data_dir: str | None, host: str | None, port:
                                  {"host": host, "port": port, "workers": workers}.items()
                                  if v is not None}
     settings = load_settings(config_path, data_dir, overrides, persist=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")
+    configure_logging()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     run_server(settings, lambda info: _banner(settings, info))
     click.echo("trackd stopped.")
