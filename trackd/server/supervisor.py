@@ -9,6 +9,7 @@ A worker that dies is started again.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -26,6 +27,7 @@ import uvicorn
 from trackd.app import Pipeline
 from trackd.errors import ConfigError
 from trackd.observability import get_logger
+from trackd.server.priority import lower_thread_priority
 from trackd.settings import Settings, to_json
 
 log = get_logger("supervisor")
@@ -98,6 +100,10 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
 async def _main(settings: Settings, run_dir: Path, sock: socket.socket,
                 on_ready: Callable[[ServerInfo], None]) -> None:
     loop = asyncio.get_running_loop()
+    # The stages' blocking work (archive files, ledgers, log reads) runs in the default
+    # executor: at a lower priority, so that under load the gateway workers keep the cores.
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+        max_workers=8, thread_name_prefix="pipeline", initializer=lower_thread_priority))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
