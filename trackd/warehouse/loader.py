@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import duckdb
 
@@ -43,6 +44,7 @@ from trackd.warehouse.catalog import Catalog
 from trackd.warehouse.db import Database
 
 CONSUMER = "warehouse"
+T = TypeVar("T")
 PRUNE_INTERVAL = 3600.0
 RETRIES = 3
 _CANARY = (b'{"type":"track","event":"trackd canary","userId":"trackd-canary",'
@@ -222,16 +224,7 @@ class WarehouseLoader:
         batch = Batch(self.catalog, self._window, now)
         batch.judge(ledger.find(con, (ledger.message_key(r.source, r.message_id)
                                       for r in records)), records)
-        position = advanced(self.position, records)
-        con.begin()
-        try:
-            conflicts = batch.write(con)
-            ledger.save_position(con, position)
-            con.commit()
-        except BaseException:
-            self._rollback(con)
-            raise
-        self.position = position
+        conflicts = self._in_transaction(advanced(self.position, records), batch.write)
         committed = self.clock()
         for source, count in batch.loaded.items():
             self._loaded.inc((source,), count)
@@ -249,21 +242,26 @@ class WarehouseLoader:
                 f"{exc}); retrying") from exc
         log.error("message could not be loaded; recorded in _trackd.load_errors",
                   extra={"message_id": record.message_id, "error": str(exc)})
+        row = (record.source, record.message_id, record.type, record.received_at, self.clock(),
+               f"{type(exc).__name__}: {exc}"[:2000], record.shard, record.offset)
+        self._in_transaction(advanced(self.position, [record]), lambda con: ledger.insert(
+            con, "load_errors", ledger.LOAD_ERRORS, [row]))
+        self._errors.inc()
+
+    def _in_transaction(self, position: Position,
+                        write: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`write` and the new position in ONE transaction; the position is adopted after COMMIT."""
         con = self.database.writer()
-        position = advanced(self.position, [record])
         con.begin()
         try:
-            ledger.insert(con, "load_errors", ledger.LOAD_ERRORS, [(
-                record.source, record.message_id, record.type, record.received_at,
-                self.clock(), f"{type(exc).__name__}: {exc}"[:2000], record.shard,
-                record.offset)])
+            result = write(con)
             ledger.save_position(con, position)
             con.commit()
         except BaseException:
             self._rollback(con)
             raise
         self.position = position
-        self._errors.inc()
+        return result
 
     def _canary_loads(self, source: str) -> bool:
         """Whether a plain track message for `source` loads (rolled back: nothing is kept)."""
