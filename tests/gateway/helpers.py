@@ -95,18 +95,7 @@ enabled = false
 enabled = false
 """
 
-GATEWAY_CONFIG = """
-[server]
-admin_token = "test-admin-token"
-
-[[sources]]
-name = "web"
-write_keys = ["wk_web"]
-
-[[sources]]
-name = "backend"
-write_keys = ["wk_backend", "wk_backend_2"]
-
+GATEWAY_CONFIG = DEFAULT_CONFIG + """
 [[sources]]
 name = "limited"
 write_keys = ["wk_limited"]

@@ -91,6 +91,8 @@ class Ingestor:
 
     async def single(self, kind: str, body: bytes, header_key: str | None,
                      ip: str | None) -> Outcome:
+        if len(body) > limits.MAX_MESSAGE_BYTES:  # the HTTP layer stops reading sooner
+            raise ValidationFailed("Event payload exceeds 32KB limit", status=413)
         try:
             message = _decode_any(body)
         except (msgspec.DecodeError, RecursionError):
@@ -107,8 +109,6 @@ class Ingestor:
             self._refused.inc((reason.split(":")[0],))
             raise ValidationFailed(reason)
         entry = self._entry(source, message, envelope)
-        if len(body) > limits.MAX_MESSAGE_BYTES:  # single bodies are checked before; defensive
-            raise ValidationFailed("Event payload exceeds 32KB limit", status=413)
         await self._store([entry], [])
         self._accepted.inc((source.name, entry.type))
         self._per_request.observe(1)
