@@ -112,7 +112,7 @@ class Running:
         if self.target.kind == "trackd":
             assert self.data_dir is not None
             paths = sorted((self.data_dir / "log").glob("*.log.db"))
-            return sum(_count(path, "events") for path in paths)
+            return sum(_count(path, "frames", "sum(count)") for path in paths)
         if self.target.kind == "baseline":
             assert self.db_path is not None
             return _count(self.db_path, "events") if self.db_path.exists() else 0
@@ -164,10 +164,10 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _count(path: Path, table: str) -> int:
+def _count(path: Path, table: str, what: str = "count(*)") -> int:
     conn = sqlite3.connect(path, timeout=30)
     try:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        return int(conn.execute(f"SELECT coalesce({what}, 0) FROM {table}").fetchone()[0])
     finally:
         conn.close()
 

@@ -173,18 +173,51 @@ def test_commit_never_moves_a_position_backwards(log_dir: Path) -> None:
 
 
 def test_trim_deletes_only_what_every_consumer_has_passed(log_dir: Path) -> None:
-    write(log_dir, "gw0", [[entry(f"a{i}") for i in range(6)]])
+    # three requests of two messages: three frames, offsets 1-2, 3-4, 5-6
+    write(log_dir, "gw0", [[entry(f"a{i}"), entry(f"a{i + 1}")] for i in range(0, 6, 2)])
     reader = LogReader(log_dir)
     reader.register("warehouse")
     reader.register("archive")
     reader.commit("warehouse", {"gw0": 5})
     assert reader.trim() == 0  # archive has read nothing
-    reader.commit("archive", {"gw0": 2})
+    reader.commit("archive", {"gw0": 3})  # inside the second frame: it stays whole
     assert reader.trim() == 2
     assert [r.message_id for r in reader.read("new", limit=100)] == ["a2", "a3", "a4", "a5"]
+    assert [r.message_id for r in reader.read("archive")] == ["a3", "a4", "a5"]
+    assert [r.offset for r in reader.read("archive")] == [4, 5, 6]
     assert [r.message_id for r in reader.read("warehouse")] == ["a5"]
     assert reader.find("a0") == []
     reader.close()
+
+
+def test_reads_stop_inside_a_frame_and_resume_there(log_dir: Path) -> None:
+    write(log_dir, "gw0", [[entry(f"a{i}") for i in range(5)], [entry("b0"), entry("b1")]])
+    reader = LogReader(log_dir)
+    try:
+        first = reader.read("c", limit=3)
+        assert [(r.offset, r.message_id) for r in first] == [(1, "a0"), (2, "a1"), (3, "a2")]
+        reader.commit("c", first)
+        rest = reader.read("c", limit=3)
+        assert [(r.offset, r.message_id) for r in rest] == [(4, "a3"), (5, "a4"), (6, "b0")]
+        assert [r.body for r in rest] == [b'{"messageId":"a3"}', b'{"messageId":"a4"}',
+                                          b'{"messageId":"b0"}']
+        assert reader.heads() == {"gw0": 7}
+        assert reader.lag("c") == 4
+    finally:
+        reader.close()
+
+
+def test_find_matches_the_exact_message_id_only(log_dir: Path) -> None:
+    tricky = 'x"a'  # its JSON text, "x\"a", holds "a" too
+    write(log_dir, "gw0", [[entry("a"), entry(tricky), entry("ab")], [entry("a", source="app")]])
+    reader = LogReader(log_dir)
+    try:
+        assert [(r.offset, r.source) for r in reader.find("a")] == [(1, "web"), (4, "app")]
+        assert [r.offset for r in reader.find("a", source="app")] == [4]
+        assert [r.message_id for r in reader.find(tricky)] == [tricky]
+        assert reader.find("b") == []
+    finally:
+        reader.close()
 
 
 def test_the_quarantine_is_filtered_by_source_and_message_id(log_dir: Path) -> None:
@@ -212,21 +245,34 @@ def test_shards_are_written_in_wal_mode_with_synchronous_full(log_dir: Path) -> 
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == shard.PAGE_SIZE
     finally:
         conn.close()
 
 
-def test_a_large_group_is_stored_whole_and_in_order(log_dir: Path) -> None:
-    """1,234 rows go in as INSERTs of 512, 512, 128, 64, 16, 2 rows: all of them, in order."""
-    ids = [f"m{i}" for i in range(1234)]
-    write(log_dir, "gw0", [[entry(i) for i in ids], [entry("last")]])
+def test_many_frames_and_an_oversized_request_are_stored_whole_and_in_order(
+        log_dir: Path) -> None:
+    """600 concurrent requests go in as multi-row INSERTs (256, 256, 64, ...) of one commit or
+    a few; a request of 5,000 messages is split in frames of at most 4,096."""
+    ids = [f"m{i}" for i in range(600)]
+    big = [f"big{i}" for i in range(5000)]
+
+    async def run() -> None:
+        writer = await open_writer(shard.shard_path(log_dir, "gw0"), max_pending_bytes=1 << 30)
+        await asyncio.gather(*(writer.append([entry(i)]) for i in ids))
+        await writer.append([entry(i) for i in big])
+        await asyncio.to_thread(writer.close)
+
+    asyncio.run(run())
     reader = LogReader(log_dir)
     try:
         records = list(reader.read("c", limit=10_000))
+        frames = reader._conn("gw0").execute("SELECT count FROM frames WHERE count > 1")
+        assert [n for (n,) in frames] == [4096, 904]
     finally:
         reader.close()
-    assert [r.message_id for r in records] == [*ids, "last"]
-    assert [r.offset for r in records] == sorted({r.offset for r in records})
+    assert [r.message_id for r in records] == [*ids, *big]
+    assert [r.offset for r in records] == list(range(1, 5601))
     assert records[7].body == b'{"messageId":"m7"}'
     assert (records[7].source, records[7].type) == ("web", "track")
     assert records[7].received_at == "2024-05-01T12:00:00.000Z"

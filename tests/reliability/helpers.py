@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import os
 import sqlite3
 import threading
@@ -67,13 +68,13 @@ def log_counts(data_dir: Path, source: str | None = None) -> Counter[str]:
     for path in sorted((data_dir / "log").glob("gw*.log.db")):
         conn = sqlite3.connect(path, timeout=30)
         try:
-            sql = "SELECT message_id, count(*) FROM events"
+            sql = "SELECT message_ids FROM frames"
             args: tuple[str, ...] = ()
             if source is not None:
                 sql += " WHERE source = ?"
                 args = (source,)
-            for mid, n in conn.execute(sql + " GROUP BY message_id", args):
-                counts[mid] += n
+            for (ids,) in conn.execute(sql, args):
+                counts.update(json.loads(ids))
         finally:
             conn.close()
     return counts

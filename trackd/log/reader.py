@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from trackd.log import shard
 from trackd.log.records import Position, Record, advanced
 
@@ -25,10 +27,11 @@ CREATE TABLE IF NOT EXISTS offsets (
 );
 CREATE TABLE IF NOT EXISTS consumers (name TEXT PRIMARY KEY);
 """
-_SELECT = (
-    'SELECT "offset", source, message_id, type, received_at, body FROM events '
-    'WHERE "offset" > ? ORDER BY "offset" LIMIT ?'
-)
+_COLUMNS = "seq, count, source, received_at, message_ids, types, sizes, body"
+_SELECT = f"SELECT {_COLUMNS} FROM frames WHERE seq > ? ORDER BY seq"
+_decode_ids = msgspec.json.Decoder(list[str]).decode
+_decode_sizes = msgspec.json.Decoder(list[int]).decode
+_encode = msgspec.json.Encoder().encode
 
 
 class LogReader:
@@ -126,17 +129,32 @@ class LogReader:
         return out
 
     def read_shard(self, name: str, after: int, limit: int) -> list[Record]:
+        """Up to `limit` records of one shard with offsets above `after`, in order."""
+        out: list[Record] = []
+        if limit <= 0:
+            return out
         with self._lock:
-            rows = self._query(name, _SELECT, (after, limit))
-        return [Record(name, o, src, mid, typ, rec, bytes(body))
-                for o, src, mid, typ, rec, body in rows]
+            try:
+                cursor = self._conn(name).execute(_SELECT, (after,))
+            except sqlite3.OperationalError as exc:  # a new shard's writer has not made it yet
+                if "no such table" in str(exc):
+                    return out
+                raise
+            try:
+                for row in cursor:
+                    out.extend(_unpack(name, row, after, limit - len(out)))
+                    if len(out) >= limit:
+                        break
+            finally:
+                cursor.close()
+        return out
 
     def heads(self) -> Position:
         """The last offset written in each shard."""
         heads: Position = {}
         with self._lock:
             for name in shard.list_shards(self.log_dir):
-                rows = self._query(name, 'SELECT max("offset") FROM events')
+                rows = self._query(name, "SELECT max(seq) FROM frames")
                 heads[name] = (rows[0][0] if rows else 0) or 0
         return heads
 
@@ -146,16 +164,20 @@ class LogReader:
         return sum(max(0, head - position.get(name, 0)) for name, head in self.heads().items())
 
     def find(self, message_id: str, source: str | None = None) -> list[Record]:
-        """Records with this messageId still in the log (a scan: for lookups, not hot paths)."""
+        """Records with this messageId still in the log (a scan: for lookups, not hot paths).
+
+        SQLite picks the frames whose id list holds the id's JSON text; the exact match is
+        made on the decoded list (an id can also appear inside another, escaped).
+        """
         out: list[Record] = []
         for name in self.shards():
             with self._lock:
                 rows = self._query(
-                    name,
-                    'SELECT "offset", source, message_id, type, received_at, body FROM events '
-                    "WHERE message_id = ? AND (? IS NULL OR source = ?)",
-                    (message_id, source, source))
-            out.extend(Record(name, o, s, m, t, r, bytes(b)) for o, s, m, t, r, b in rows)
+                    name, f"SELECT {_COLUMNS} FROM frames WHERE instr(message_ids, ?) > 0 "
+                    "AND (? IS NULL OR source = ?) ORDER BY seq",
+                    (_encode(message_id), source, source))
+            for row in rows:
+                out.extend(r for r in _unpack(name, row, 0, len(row)) if r.message_id == message_id)
         return out
 
     def quarantined(self, *, source: str | None = None, message_id: str | None = None,
@@ -178,7 +200,7 @@ class LogReader:
 
     # -- trimming --------------------------------------------------------------------------
     def trim(self, consumers: Sequence[str] | None = None) -> int:
-        """Delete records every registered consumer has committed. Returns how many."""
+        """Delete what every registered consumer has committed. Returns how many records."""
         names = list(consumers) if consumers is not None else self.consumers()
         if not names:
             return 0
@@ -190,8 +212,28 @@ class LogReader:
                 continue
             conn = shard.connect(shard.shard_path(self.log_dir, name), write=False)
             try:
-                cur = conn.execute('DELETE FROM events WHERE "offset" <= ?', (passed,))
-                deleted += cur.rowcount
+                # only frames passed whole: a position inside a frame keeps all of it
+                deleted += sum(n for (n,) in conn.execute(
+                    "DELETE FROM frames WHERE seq <= ? RETURNING count", (passed,)))
             finally:
                 conn.close()
         return deleted
+
+
+def _unpack(name: str, row: tuple[Any, ...], after: int, limit: int) -> list[Record]:
+    """The records of one frame row with offsets above `after`, at most `limit` of them."""
+    seq, count, source, received_at, ids, types, sizes, body = row
+    first = seq - count + 1
+    skip = max(0, after + 1 - first)
+    lengths = _decode_sizes(sizes)
+    message_ids = _decode_ids(ids)
+    kinds = _decode_ids(types)
+    data = memoryview(body)
+    at = sum(lengths[:skip])
+    out: list[Record] = []
+    for index in range(skip, min(count, skip + limit)):
+        end = at + lengths[index]
+        out.append(Record(name, first + index, source, message_ids[index], kinds[index],
+                          received_at, bytes(data[at:end])))
+        at = end
+    return out

@@ -1,8 +1,9 @@
 """gateway -> log: one writer thread per shard, group commit, reply only after fsync.
 
-Every `append` call puts its records on a queue. The writer thread takes everything waiting,
-writes it in one transaction and COMMITs (WAL, synchronous=FULL: the commit returns after
-fsync), then wakes all the callers at once. Many concurrent requests thus share one fsync.
+Every `append` call packs its messages into frames (one per request: see `shard`) and puts
+them on a queue. The writer thread takes everything waiting, writes it in one transaction and
+COMMITs (WAL, synchronous=FULL: the commit returns after fsync), then wakes all the callers at
+once. Many concurrent requests thus share one fsync, and a request of 100 messages is one row.
 
 Back-pressure: the bytes waiting for a commit are bounded; past the bound `append` raises
 `LogFull` at once instead of buffering, and the gateway answers 503 with Retry-After.
@@ -20,12 +21,17 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import msgspec
+
 from trackd.errors import LogClosed, LogFull, LogWriteFailed
 from trackd.log import shard
 from trackd.log.records import Entry, Refused
 
-_INSERT_EVENTS = "INSERT INTO events (received_at, source, message_id, type, body) VALUES "
-_MAX_ROWS_PER_INSERT = 512  # 2,560 parameters, well under SQLite's limit of 32,766
+_INSERT_FRAMES = ("INSERT INTO frames (seq, count, received_at, source, message_ids, types, "
+                  "sizes, body) VALUES ")
+_FRAME_COLUMNS = 8
+_MAX_ROWS_PER_INSERT = 256  # 2,048 parameters, well under SQLite's limit of 32,766
+MAX_FRAME_MESSAGES = 4096
 _INSERT_REFUSED = (
     "INSERT INTO quarantine (received_at, source, message_id, batch_index, reason, body) "
     "VALUES (?, ?, ?, ?, ?, ?)"
@@ -35,7 +41,10 @@ _MAX_GROUP_BYTES = 32 * 1024 * 1024
 CommitObserver = Callable[[float, int], None]
 """Called in the writer thread after each commit with (seconds, records committed)."""
 
-_Job = tuple[Sequence[Entry], Sequence[Refused], "asyncio.Future[None]", int]
+_Frame = tuple[int, str, str, bytes, bytes, bytes, bytes]
+"""(count, received_at, source, message_ids, types, sizes, body): a row of `frames` less seq."""
+_Job = tuple[list[_Frame], Sequence[Refused], "asyncio.Future[None]", int]
+_encode = msgspec.json.Encoder().encode
 
 
 class LogWriter:
@@ -57,11 +66,13 @@ class LogWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._on_commit = on_commit
+        self._seq = 0  # offset of the last message committed
         self.last_error: str | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         conn = shard.connect(self.path, write=True)  # fail here, at start-up, not later
+        self._seq = shard.last_seq(conn)
         self._thread = threading.Thread(target=self._run, args=(conn,), name="log-writer",
                                         daemon=True)
         self._thread.start()
@@ -87,7 +98,7 @@ class LogWriter:
             raise LogFull("too many messages waiting for the disk")
         fut: asyncio.Future[None] = self._loop.create_future()
         self._pending += size
-        self._queue.put((entries, refused, fut, size))
+        self._queue.put((frames(entries), refused, fut, size))
         await asyncio.shield(fut)
 
     def close(self) -> None:
@@ -123,17 +134,24 @@ class LogWriter:
 
     def _commit(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
         started = time.perf_counter()
-        events = [e for job in jobs for e in job[0]]
+        rows: list[tuple[object, ...]] = []
+        seq = self._seq
+        for job in jobs:
+            for frame in job[0]:
+                seq += frame[0]
+                rows.append((seq, *frame))
         refused = [(r.received_at, r.source, r.message_id, r.index, r.reason, r.body)
                    for job in jobs for r in job[1]]
         error: Exception | None = None
+        messages = 0
         try:
             conn.execute("BEGIN")
-            if events:
-                _insert_events(conn, events)
+            if rows:
+                _insert_frames(conn, rows)
             if refused:
                 conn.executemany(_INSERT_REFUSED, refused)
             conn.execute("COMMIT")
+            messages, self._seq = seq - self._seq, seq
             self.last_error = None
         except sqlite3.Error as exc:
             error = LogWriteFailed(f"could not store messages: {exc}")
@@ -141,7 +159,7 @@ class LogWriter:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         if self._on_commit is not None and error is None:
-            self._on_commit(time.perf_counter() - started, len(events) + len(refused))
+            self._on_commit(time.perf_counter() - started, messages + len(refused))
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             self._loop.call_soon_threadsafe(self._resolve, jobs, error)
@@ -157,24 +175,44 @@ class LogWriter:
                 fut.set_exception(error)
 
 
-def _insert_events(conn: sqlite3.Connection, events: Sequence[Entry]) -> None:
-    """Insert `events` in order, in multi-row INSERTs of power-of-two sizes up to 512 rows.
+def frames(entries: Sequence[Entry]) -> list[_Frame]:
+    """Pack entries into frames: one per run of entries sharing source and receipt time (one
+    request's messages share both), at most MAX_FRAME_MESSAGES messages each."""
+    out: list[_Frame] = []
+    start = 0
+    while start < len(entries):
+        first = entries[start]
+        end = start + 1
+        limit = min(len(entries), start + MAX_FRAME_MESSAGES)
+        while (end < limit and entries[end].source == first.source
+               and entries[end].received_at == first.received_at):
+            end += 1
+        run = entries[start:end]
+        out.append((len(run), first.received_at, first.source,
+                    _encode([e.message_id for e in run]), _encode([e.type for e in run]),
+                    _encode([len(e.body) for e in run]), b"".join([e.body for e in run])))
+        start = end
+    return out
+
+
+def _insert_frames(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert `rows` in order, in multi-row INSERTs of power-of-two sizes up to 256 rows.
 
     `executemany` releases and re-takes the GIL around every row, and under load the event
     loop holds it for up to the switch interval each time: one statement per chunk makes
-    that one round trip per chunk (writer CPU for batches -10 %). Power-of-two sizes keep
-    at most 10 distinct statements in the connection's statement cache.
+    that one round trip per chunk. Power-of-two sizes keep at most 9 distinct statements in
+    the connection's statement cache.
     """
     start = 0
-    while start < len(events):
-        size = 1 << (min(len(events) - start, _MAX_ROWS_PER_INSERT).bit_length() - 1)
+    while start < len(rows):
+        size = 1 << (min(len(rows) - start, _MAX_ROWS_PER_INSERT).bit_length() - 1)
         params: list[object] = []
-        for e in events[start:start + size]:
-            params += (e.received_at, e.source, e.message_id, e.type, e.body)
+        for row in rows[start:start + size]:
+            params += row
         conn.execute(_insert_sql(size), params)
         start += size
 
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
-    return _INSERT_EVENTS + ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    return _INSERT_FRAMES + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
