@@ -152,7 +152,9 @@ def test_a_forked_child_sends_its_own_events_and_never_the_parents() -> None:
     assert result.returncode == 0, result.stderr
     assert statuses.count(0) == 1  # the hung request was retried, and counted once below
     events = sorted(m["event"] for m in delivered)
-    assert events == ["After Fork", "Before 1", "Before 2", "Before 3", "In Child"]
+    seen = [(r.status, [m["event"] for m in r.batch]) for r in server.requests]
+    assert events == ["After Fork", "Before 1", "Before 2", "Before 3", "In Child"], (
+        f"requests (status, events): {seen}; child stderr: {result.stderr[-2000:]}")
     pids = {m["event"]: m["context"]["pid"] for m in delivered}
     assert pids["In Child"] != pids["Before 2"] == pids["After Fork"]
 

@@ -99,7 +99,9 @@ class LogWriter:
         fut: asyncio.Future[None] = self._loop.create_future()
         self._pending += size
         self._queue.put((frames(entries), refused, fut, size))
-        await asyncio.shield(fut)
+        # Not shielded: a request cancelled meanwhile cancels only its wait; the writer still
+        # commits its messages, and `_resolve` skips a future already done.
+        await fut
 
     def close(self) -> None:
         """Commit everything already queued, then stop the thread."""
