@@ -19,20 +19,41 @@ def record(offset: int, body: dict[str, object], *, source: str = "web",
                   json.dumps(body).encode())
 
 
-@pytest.mark.parametrize(("body", "expected"), [
+ROWS = [
     ({"messageId": "a", "userId": "u", "event": "E", "timestamp": "2026-03-01T09:59:59.000Z"},
      {"event": "E", "user_id": "u", "anonymous_id": None,
       "timestamp": datetime(2026, 3, 1, 9, 59, 59, tzinfo=UTC)}),
-    ({"messageId": "b", "anonymousId": "x", "userId": 42},
-     {"event": None, "user_id": "42", "anonymous_id": "x", "timestamp": None}),
+    ({"messageId": "b", "anonymousId": "x", "userId": 42,
+      "timestamp": "2026-03-01T11:59:59.123456+02:00"},
+     {"event": None, "user_id": "42", "anonymous_id": "x",
+      "timestamp": datetime(2026, 3, 1, 9, 59, 59, 123000, tzinfo=UTC)}),
     ({"messageId": "c", "event": {"not": "a name"}, "timestamp": "yesterday"},
      {"event": None, "user_id": None, "anonymous_id": None, "timestamp": None}),
-])
-def test_row_of(body: dict[str, object], expected: dict[str, object]) -> None:
-    row = files.row_of(record(1, body))
-    assert {k: row[k] for k in expected} == expected
-    assert row["received_at"] == datetime(2026, 3, 1, 10, 0, 0, 123000, tzinfo=UTC)
-    assert json.loads(row["body"]) == body
+    ({"messageId": "d", "userId": ["u"], "timestamp": "2026-03-01T09:59:59"},  # no zone
+     {"event": None, "user_id": None, "anonymous_id": None, "timestamp": None}),
+]
+
+
+@pytest.mark.parametrize("rows", [ROWS[:2], ROWS], ids=["all-parsed-at-once", "with-misfits"])
+def test_table_of(rows: list[tuple[dict[str, object], dict[str, object]]]) -> None:
+    table = files.table_of([record(i, body) for i, (body, _) in enumerate(rows)]).to_pylist()
+    for row, (body, expected) in zip(table, rows, strict=True):
+        assert {k: row[k] for k in expected} == expected
+        assert row["received_at"] == datetime(2026, 3, 1, 10, 0, 0, 123000, tzinfo=UTC)
+        assert json.loads(row["body"]) == body
+        assert row["message_id"] == body["messageId"]
+
+
+def test_table_of_a_body_that_is_not_an_object_or_not_utf8() -> None:
+    records = [Record("gw0", 1, "web", "m1", "track", "2026-03-01T10:00:00.123Z", b"[1, 2]"),
+               Record("gw0", 2, "web", "m2", "track", "not a time", b'{"event": "E"}'),
+               Record("gw0", 3, "web", "m3", "track", "2026-03-01T10:00:00Z",
+                      b'{"event": "bad \xff byte"}')]
+    rows = files.table_of(records).to_pylist()
+    assert [r["event"] for r in rows] == [None, "E", None]
+    assert [r["received_at"] is None for r in rows] == [False, True, False]
+    assert rows[0]["body"] == "[1, 2]"
+    assert rows[2]["body"] == '{"event": "bad \ufffd byte"}'  # kept, the bad byte replaced
 
 
 @pytest.mark.parametrize(("received_at", "partition"), [
