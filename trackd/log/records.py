@@ -34,9 +34,13 @@ class Refused:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """An entry read back from the log, with its position."""
+    """An entry read back from the log, with its position.
+
+    Not frozen, like `Entry` and for the same reason: consumers read tens of thousands a
+    second, and nothing mutates or hashes one.
+    """
 
     shard: str
     offset: int
