@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 import duckdb
@@ -40,6 +41,7 @@ from trackd.warehouse.upsert import Merge, upsert
 from trackd.warehouse.values import infer, parse_timestamp
 
 _ARROW = "__trackd_arrow"
+_ORDER = attrgetter("received_at", "shard", "offset")
 _EVENTS = "__trackd_event_tables"
 _STAGE_TYPES = {"seq": pa.int64(), "key": pa.int64(), "source": pa.string(),
                 "message_id": pa.string(), "type": pa.string(), "received_at": ledger.TS,
@@ -67,23 +69,41 @@ class Batch:
         self.catalog = catalog
         self.window = window
         self.now = now
-        self.stage: list[tuple[Any, ...]] = []
+        self.stage: list[tuple[Any, ...]] = []  # rows of _STAGE_TYPES
         self.merges: dict[tuple[str, str], dict[str, Merge]] = {}
         self.duplicate_rows: list[tuple[Any, ...]] = []
         self.loaded: Counter[str] = Counter()
         self.duplicates: Counter[str] = Counter()
-        self.received: list[datetime] = []
+        self.received: Counter[datetime] = Counter()  # loaded messages per receivedAt
         self.reloaded = 0  # messages loaded again after the window (their ledger row grows)
 
-    def judge(self, known: dict[int, Loaded], records: list[Record]) -> None:
+    def judge(self, known: dict[int, Loaded], records: list[Record],
+              keys: list[int] | None = None) -> None:
         """Sort each record into loaded or duplicate, in order of receipt (then log order):
-        the first received of two copies is the one loaded, and merges apply in that order."""
-        ordered = sorted(records, key=lambda r: (r.received_at, r.shard, r.offset))
-        for record in ordered:
-            key = message_key(record.source, record.message_id)
-            received = parse_timestamp(record.received_at) or self.now
+        the first received of two copies is the one loaded, and merges apply in that order.
+
+        `keys` are the records' `message_key`s, in the same order, when the caller has them.
+        """
+        if keys is None:
+            keys = [message_key(r.source, r.message_id) for r in records]
+        times: dict[str, datetime] = {}  # a request's messages share their receivedAt
+        # Messages first seen in this batch, as (record, receivedAt, home table): made a
+        # `Loaded` in `known` only when the batch has the key again (rare).
+        firsts: dict[int, tuple[Record, datetime, str]] = {}
+        stage = self.stage
+        for _, i in sorted(zip(map(_ORDER, records), range(len(records)), strict=True)):
+            record = records[i]
+            key = keys[i]
+            received = times.get(record.received_at)
+            if received is None:
+                received = times[record.received_at] = (
+                    parse_timestamp(record.received_at) or self.now)
             home = HOME_TABLE.get(record.type, record.type)
             earlier = known.get(key)
+            if earlier is None and key in firsts:
+                first, first_received, first_home = firsts.pop(key)
+                earlier = known[key] = Loaded(key, first.source, first.message_id, first.type,
+                                              [first_home], first_received, self.now)
             # A key of another message (a 63-bit hash collision) is not this message: its
             # ledger insert then fails and the message ends in load_errors, never dropped.
             same = earlier is not None and (earlier.source, earlier.message_id) == (
@@ -98,16 +118,18 @@ class Batch:
             if earlier is not None and same:  # loaded again after the window, other tables
                 earlier.tables = sorted({*earlier.tables, home})
                 self.reloaded += 1
-            else:
+            elif earlier is not None:
                 known[key] = Loaded(key, record.source, record.message_id, record.type, [home],
                                     received, self.now)
+            else:
+                firsts[key] = (record, received, home)
             if record.type in ("identify", "group"):
                 self._merge(record)
-            self.stage.append((len(self.stage), key, record.source, record.message_id,
-                               record.type, received, record.shard, record.offset,
-                               not same, record.body.decode()))
+            stage.append((len(stage), key, record.source, record.message_id, record.type,
+                          received, record.shard, record.offset, not same,
+                          record.body.decode()))
             self.loaded[record.source] += 1
-            self.received.append(received)
+            self.received[received] += 1
 
     def _merge(self, record: Record) -> None:
         found = patch(msgspec.json.decode(record.body))
@@ -135,9 +157,9 @@ class Batch:
         return conflicts
 
     def _create_stage(self, con: duckdb.DuckDBPyConnection) -> None:
-        columns = list(_STAGE_TYPES)
-        arrow = pa.table({name: pa.array([row[i] for row in self.stage], type=_STAGE_TYPES[name])
-                          for i, name in enumerate(columns)})
+        columns = zip(*self.stage, strict=True)  # the rows, column by column
+        arrow = pa.table({name: pa.array(values, type=_STAGE_TYPES[name])
+                          for name, values in zip(_STAGE_TYPES, columns, strict=True)})
         with registered(con, _ARROW, arrow):
             con.execute(
                 f"CREATE TEMP TABLE {STAGE} AS SELECT *, CASE WHEN type = 'track' "

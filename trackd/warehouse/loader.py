@@ -222,8 +222,8 @@ class WarehouseLoader:
         con = self.database.writer()
         now = self.clock()
         batch = Batch(self.catalog, self._window, now)
-        batch.judge(ledger.find(con, (ledger.message_key(r.source, r.message_id)
-                                      for r in records)), records)
+        keys = [ledger.message_key(r.source, r.message_id) for r in records]
+        batch.judge(ledger.find(con, keys), records, keys)
         conflicts = self._in_transaction(advanced(self.position, records), batch.write)
         committed = self.clock()
         for source, count in batch.loaded.items():
@@ -231,8 +231,10 @@ class WarehouseLoader:
         for source, count in batch.duplicates.items():
             self._duplicates.inc((source,), count)
         self._conflicts.inc((), conflicts)
-        for received in batch.received:
-            self._freshness.observe(max(0.0, (committed - received).total_seconds()))
+        for received, count in batch.received.items():
+            seconds = max(0.0, (committed - received).total_seconds())
+            for _ in range(count):
+                self._freshness.observe(seconds)
         self._seconds.observe(time.perf_counter() - started)
 
     def _record_failure(self, record: Record, exc: Exception) -> None:

@@ -113,6 +113,7 @@ def event_table(event: str) -> str:
     return slug
 
 
+@functools.cache
 def reserved_columns(table_kind: str) -> frozenset[str]:
     """Columns a property or trait may not overwrite in a table of this kind.
 
