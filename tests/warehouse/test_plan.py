@@ -83,6 +83,8 @@ def test_a_key_that_is_an_object_here_and_a_scalar_there_fills_both(
     assert w.rows("SELECT size, size_w, size_h_v, n, _type_conflicts FROM web.mixed "
                   "ORDER BY size NULLS LAST") == [
         ("large", None, None, 1, None), (None, 2, 3, None, '{"n":"two"}')]
+    # in one transaction, not by splitting a failing batch down to single messages
+    assert w.metric("trackd_warehouse_batch_failures_total") == 0
 
 
 def test_the_ledger_identifiers_match_the_python_rules(

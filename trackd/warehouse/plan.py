@@ -167,10 +167,13 @@ class TablePlan:
             walk(self.payload, (payload_key,), "", 1, self.leaves, self.mixed)
 
     def mixed_query(self, items: list[Mixed]) -> str:
-        """SQL: the structure of the objects found at each mixed key (one column each)."""
+        """SQL: the structure of the objects found at each mixed key (one column each).
+
+        (`json_group_structure` is a macro in DuckDB 2, which takes no FILTER: its definition
+        is written out, over the objects only.)"""
         aggregates = ", ".join(
-            f"json_group_structure({_extract(m.keys)}) FILTER "
-            f"(WHERE json_type({_extract(m.keys)}) = 'OBJECT')" for m in items)
+            f"json_structure('[' || string_agg({_extract(m.keys)}::VARCHAR, ',') FILTER "
+            f"(WHERE json_type({_extract(m.keys)}) = 'OBJECT') || ']') -> 0" for m in items)
         return f"SELECT {aggregates} FROM {STAGE} s WHERE {self.where}"
 
     def columns(self, loaded_at: str) -> list[Column]:
