@@ -16,46 +16,101 @@ from typing import Any
 from trackd.messages import limits
 from trackd.messages.payload import payload_problem
 
-_OBJECT_FIELDS = ("context", "integrations")
-
 
 def problem(message: dict[str, Any], kind: str | None) -> str | None:
-    """Return why `message` is refused, or None. `kind` is the path's type, None in a batch."""
+    """Return why `message` is refused, or None. `kind` is the path's type, None in a batch.
+
+    The rules are checked in a fixed order (the first broken one is the answer). Each field is
+    read once with a local `get`, and the ids are normalised only when one is not already a
+    string: this runs once per event, so its dict lookups and calls are a good part of the cost
+    of a request.
+    """
+    get = message.get
     if kind is None:
-        kind = message.get("type")
+        kind = get("type")
         if kind is None or kind == "":
             return "Missing required field: type"
         if kind not in limits.TYPES:
             return f"Invalid type: {_short(kind)}"
     else:
         message["type"] = kind
-    reason = _ids(message, kind)
-    if reason is not None:
-        return reason
-    reason = _required(message, kind)
-    if reason is not None:
-        return reason
-    for name in _OBJECT_FIELDS:
-        value = message.get(name)
-        if value is not None and not isinstance(value, dict):
-            return f"{name} must be an object"
+    user_id = get("userId")
+    anonymous_id = get("anonymousId")
+    group_id = get("groupId")
+    previous_id = get("previousId")
+    if not ((user_id is None or type(user_id) is str)
+            and (anonymous_id is None or type(anonymous_id) is str)
+            and (group_id is None or type(group_id) is str)
+            and (previous_id is None or type(previous_id) is str)):
+        reason = _normalise_ids(message)
+        if reason is not None:
+            return reason
+        user_id = get("userId")
+        anonymous_id = get("anonymousId")
+        group_id = get("groupId")
+        previous_id = get("previousId")
+    # userId or anonymousId
+    if kind == "alias":
+        if not user_id:
+            return "Missing required field: userId"
+    elif not user_id and not anonymous_id:
+        return "Missing required field: userId or anonymousId"
+    if user_id and len(user_id) > limits.MAX_ID_CHARS:
+        return f"userId exceeds {limits.MAX_ID_CHARS} characters"
+    if anonymous_id and len(anonymous_id) > limits.MAX_ID_CHARS:
+        return f"anonymousId exceeds {limits.MAX_ID_CHARS} characters"
+    # the fields each type requires
+    if kind == "track":
+        event = get("event")
+        if event is None or event == "":
+            return "Missing required field: event"
+        if not isinstance(event, str):
+            return "event must be a string"
+        if len(event) > limits.MAX_EVENT_NAME:
+            return f"Event name exceeds {limits.MAX_EVENT_NAME} characters"
+        if event.startswith("$"):
+            return "Event name cannot start with '$'"
+    elif kind == "group":
+        if not group_id:
+            return "Missing required field: groupId"
+        if len(group_id) > limits.MAX_ID_CHARS:
+            return f"groupId exceeds {limits.MAX_ID_CHARS} characters"
+    elif kind == "alias":
+        if not previous_id:
+            return "Missing required field: previousId"
+        if len(previous_id) > limits.MAX_ID_CHARS:
+            return f"previousId exceeds {limits.MAX_ID_CHARS} characters"
+    value = get("name")
+    if value is not None and not isinstance(value, str):
+        return "name must be a string"
+    value = get("category")
+    if value is not None and not isinstance(value, str):
+        return "category must be a string"
+    # objects
+    value = get("context")
+    if value is not None and not isinstance(value, dict):
+        return "context must be an object"
+    value = get("integrations")
+    if value is not None and not isinstance(value, dict):
+        return "integrations must be an object"
     payload = limits.PAYLOAD_FIELD.get(kind)
     if payload is not None:
-        value = message.get(payload)
+        value = get(payload)
         if value is not None:
             if not isinstance(value, dict):
                 return f"{payload} must be an object"
             reason = payload_problem(value)
             if reason is not None:
                 return reason
-    message_id = message.get("messageId")
+    # messageId and timestamps
+    message_id = get("messageId")
     if message_id is not None:
         if not isinstance(message_id, str):
             return "messageId must be a string"
         if len(message_id) > limits.MAX_MESSAGE_ID_CHARS:
             return f"messageId exceeds {limits.MAX_MESSAGE_ID_CHARS} characters"
     for name in limits.TIMESTAMP_FIELDS:
-        value = message.get(name)
+        value = get(name)
         if value is not None and parse_timestamp(value) is None:
             return f"Invalid timestamp: {name}"
     return None
@@ -76,6 +131,8 @@ def _parse_cached(value: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
+    if parsed.tzinfo is UTC:  # `Z` or `+00:00`, nearly every stamp: nothing more to check
+        return parsed
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         return None
     try:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC: not representable
@@ -88,6 +145,15 @@ def _parse_cached(value: str) -> datetime | None:
 def _short(value: object) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= 50 else text[:50] + "..."
+
+
+def _normalise_ids(message: dict[str, Any]) -> str | None:
+    """Numeric ids become strings, in place; the reason when an id has another type."""
+    for name in ("userId", "anonymousId", "groupId", "previousId"):
+        reason = _as_id(message, name)
+        if reason is not None:
+            return reason
+    return None
 
 
 def _as_id(message: dict[str, Any], name: str) -> str | None:
@@ -103,51 +169,4 @@ def _as_id(message: dict[str, Any], name: str) -> str | None:
         message[name] = str(int(value)) if value.is_integer() else repr(value)
     else:
         message[name] = str(value)
-    return None
-
-
-def _ids(message: dict[str, Any], kind: str) -> str | None:
-    for name in ("userId", "anonymousId", "groupId", "previousId"):
-        reason = _as_id(message, name)
-        if reason is not None:
-            return reason
-    user_id = message.get("userId")
-    anonymous_id = message.get("anonymousId")
-    if kind == "alias":
-        if not user_id:
-            return "Missing required field: userId"
-    elif not user_id and not anonymous_id:
-        return "Missing required field: userId or anonymousId"
-    if user_id and len(user_id) > limits.MAX_ID_CHARS:
-        return f"userId exceeds {limits.MAX_ID_CHARS} characters"
-    if anonymous_id and len(anonymous_id) > limits.MAX_ID_CHARS:
-        return f"anonymousId exceeds {limits.MAX_ID_CHARS} characters"
-    return None
-
-
-def _required(message: dict[str, Any], kind: str) -> str | None:
-    if kind == "track":
-        event = message.get("event")
-        if event is None or event == "":
-            return "Missing required field: event"
-        if not isinstance(event, str):
-            return "event must be a string"
-        if len(event) > limits.MAX_EVENT_NAME:
-            return f"Event name exceeds {limits.MAX_EVENT_NAME} characters"
-        if event.startswith("$"):
-            return "Event name cannot start with '$'"
-    elif kind == "group":
-        if not message.get("groupId"):
-            return "Missing required field: groupId"
-        if len(message["groupId"]) > limits.MAX_ID_CHARS:
-            return f"groupId exceeds {limits.MAX_ID_CHARS} characters"
-    elif kind == "alias":
-        if not message.get("previousId"):
-            return "Missing required field: previousId"
-        if len(message["previousId"]) > limits.MAX_ID_CHARS:
-            return f"previousId exceeds {limits.MAX_ID_CHARS} characters"
-    for name in ("name", "category"):
-        value = message.get(name)
-        if value is not None and not isinstance(value, str):
-            return f"{name} must be a string"
     return None
