@@ -169,17 +169,21 @@ class Batch:
 
     def _plans(self, con: duckdb.DuckDBPyConnection) -> list[TablePlan]:
         """One plan per table the batch writes, with its columns discovered."""
+        # The structure of each group's messages: what json_group_structure computes (a macro
+        # in DuckDB 2: the structure of one JSON array of the values), on the bodies as they
+        # are, so each body is parsed once here rather than once per object extracted.
         groups = con.execute(
             "SELECT source, type, event_text, "
-            f"json_group_structure(json_extract(body, {pointer('context')})), "
-            f"json_group_structure(json_extract(body, {pointer('properties')})), "
-            f"json_group_structure(json_extract(body, {pointer('traits')})) "
+            "json_structure('[' || string_agg(body::VARCHAR, ',') || ']') -> 0 "
             f"FROM {STAGE} GROUP BY ALL ORDER BY ALL").fetchall()
         plans: dict[tuple[str, str], TablePlan] = {}
         mapping: list[tuple[str, str, str]] = []
-        for source, call, event, context, properties, traits in groups:
-            context = _decode(context)
-            payload = _decode(traits if call in ("identify", "group") else properties)
+        for source, call, event, structure in groups:
+            found = _decode(structure)
+            if not isinstance(found, dict):
+                found = {}
+            context = found.get("context")
+            payload = found.get("traits" if call in ("identify", "group") else "properties")
             home = HOME_TABLE[call]
             for table, kind, is_event in ((home, home, False),) + (
                     ((event_table(event), "tracks", True),) if call == "track" else ()):
