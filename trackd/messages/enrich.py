@@ -25,11 +25,13 @@ def iso(moment: datetime) -> str:
     """UTC ISO-8601 with milliseconds and `Z`, the format every timestamp is stored in.
 
     A moment already in UTC (the server clock, a client's `Z` stamp) skips `astimezone`.
+    Not strftime: its %Y gives "1" rather than "0001" for years before 1000 on glibc. And `%`
+    rather than an f-string: one formatting call instead of one `format()` per field, about
+    half the cost (this runs for nearly every event).
     """
     m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
-    # not strftime: its %Y gives "1" rather than "0001" for years before 1000 on glibc
-    return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:"
-            f"{m.second:02d}.{m.microsecond // 1000:03d}Z")
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 - see above
+        m.year, m.month, m.day, m.hour, m.minute, m.second, m.microsecond // 1000)
 
 
 class MessageIds:
