@@ -59,11 +59,13 @@ class Mixed:
 
 @dataclass
 class Column:
-    """A column of a load: `raw` is SQL for its JSON value (over stage row `s`); `direct` is SQL
-    for an already typed value instead."""
+    """A column of a load: `t` and `s` are SQL for its JSON value's json_type and text (over
+    a row `s` of `TablePlan.rows()`: the text of a string is the string, of anything else its
+    JSON); `direct` is SQL for an already typed value instead."""
 
     name: str
-    raw: str | None = None
+    t: str | None = None
+    s: str | None = None
     direct: str | None = None
     objects: bool = False
 
@@ -131,26 +133,30 @@ class TablePlan:
     mixed: list[Mixed] = field(default_factory=list)
     paths: dict[Keys, int] = field(default_factory=dict)
 
-    def ref(self, keys: Keys) -> str:
-        """SQL for the JSON value at `keys` of a row of `rows()`: every path of the plan is
-        extracted by one `json_extract` call, so each body is parsed once per table."""
+    def ref(self, keys: Keys) -> tuple[str, str]:
+        """SQL for the json_type and the text of the JSON value at `keys` of a row of `rows()`:
+        every path of the plan is read by one `json_type` and one `json_extract_string` call,
+        so each body is parsed twice per table and no value is parsed again."""
         index = self.paths.setdefault(keys, len(self.paths) + 1)
-        return f"s.__j[{index}]"
+        return f"s.__t[{index}]", f"s.__s[{index}]"
 
     def rows(self) -> str:
-        """SQL: the table's rows of the stage, with their paths extracted (`ref`)."""
-        pointers = ", ".join(pointer(*keys) for keys in self.paths) or "'/'"
-        return (f"(SELECT s.seq, s.event_table, json_extract(s.body, [{pointers}]) AS __j "
+        """SQL: the table's rows of the stage, with their paths read (`ref`)."""
+        pointers = "[" + (", ".join(pointer(*keys) for keys in self.paths) or "'/'") + "]"
+        return (f"(SELECT s.seq, s.event_table, json_type(s.body, {pointers}) AS __t, "
+                f"json_extract_string(s.body, {pointers}) AS __s "
                 f"FROM {STAGE} s WHERE {self.where})")
 
-    def _raw(self, leaves: list[Leaf]) -> str:
-        """SQL for a column fed by one or more paths (names can collide): the last one sent
-        wins."""
+    def _column(self, name: str, leaves: list[Leaf]) -> Column:
+        """A column fed by one or more paths (names can collide): the last one sent wins."""
+        objects = any(x.objects for x in leaves)
         if len(leaves) == 1:
-            return self.ref(leaves[0].keys)
-        parts = [f"CASE WHEN json_type({self.ref(x.keys)}) <> 'NULL' THEN {self.ref(x.keys)} END"
-                 for x in reversed(leaves)]
-        return f"coalesce({', '.join(parts)})"
+            t, s = self.ref(leaves[0].keys)
+            return Column(name, t, s, objects=objects)
+        refs = [self.ref(x.keys) for x in reversed(leaves)]
+        t = "CASE " + " ".join(f"WHEN {t} <> 'NULL' THEN {t}" for t, _ in refs) + " END"
+        s = "CASE " + " ".join(f"WHEN {t} <> 'NULL' THEN {s}" for t, s in refs) + " END"
+        return Column(name, t, s, objects=objects)
 
     @property
     def where(self) -> str:
@@ -179,19 +185,19 @@ class TablePlan:
     def columns(self, loaded_at: str) -> list[Column]:
         """Every column of the load, the call's own first, then context, then payload."""
         out: dict[str, Column] = {}
-        for name, keys in (("id", "messageId"), ("anonymous_id", "anonymousId"),
-                           ("user_id", "userId"), ("received_at", "receivedAt"),
-                           ("sent_at", "sentAt"), ("timestamp", "timestamp"),
-                           ("original_timestamp", "originalTimestamp"), ("channel", "channel")):
-            out[name] = Column(name, raw=self.ref((keys,)))
+        for name, key in (("id", "messageId"), ("anonymous_id", "anonymousId"),
+                          ("user_id", "userId"), ("received_at", "receivedAt"),
+                          ("sent_at", "sentAt"), ("timestamp", "timestamp"),
+                          ("original_timestamp", "originalTimestamp"), ("channel", "channel")):
+            out[name] = Column(name, *self.ref((key,)))
         out["uuid_ts"] = Column("uuid_ts", direct=f"TIMESTAMP {literal(loaded_at)}")
         if self.call == "track":
             out["event"] = Column("event", direct="__event_table")
-            out["event_text"] = Column("event_text", raw=self.ref(("event",)))
+            out["event_text"] = Column("event_text", *self.ref(("event",)))
         elif self.call == "group":
-            out["group_id"] = Column("group_id", raw=self.ref(("groupId",)))
+            out["group_id"] = Column("group_id", *self.ref(("groupId",)))
         elif self.call == "alias":
-            out["previous_id"] = Column("previous_id", raw=self.ref(("previousId",)))
+            out["previous_id"] = Column("previous_id", *self.ref(("previousId",)))
         pages = self.call in ("page", "screen")
         grouped: dict[str, list[Leaf]] = {}
         for leaf in self.leaves:
@@ -206,56 +212,58 @@ class TablePlan:
             grouped.setdefault(name, []).append(leaf)
         for call_column in ("name", "category"):
             if pages and call_column not in out:
-                out[call_column] = Column(call_column, raw=self.ref((call_column,)))
+                out[call_column] = Column(call_column, *self.ref((call_column,)))
         for name, leaves in grouped.items():
-            out.setdefault(name, Column(name, raw=self._raw(leaves),
-                                        objects=any(x.objects for x in leaves)))
+            if name not in out:
+                out[name] = self._column(name, leaves)
         return list(out.values())
 
     def _fill_call_column(self, out: dict[str, Column], name: str, leaf: Leaf) -> None:
         """pages/screens: a `name`/`category` property fills the call's column when the call
         has none, is dropped when equal to it, and is kept as `_name` otherwise."""
-        call, prop = self.ref((name,)), self.ref(leaf.keys)
-        has_call = f"json_type({call}) = 'VARCHAR'"
-        same = f"coalesce(json_type({prop}) = 'VARCHAR' AND {prop} ->> '$' = {call} ->> '$', false)"
-        out[name] = Column(name, raw=f"CASE WHEN {has_call} THEN {call} ELSE {prop} END")
-        out["_" + name] = Column(
-            "_" + name, raw=f"CASE WHEN {has_call} AND NOT {same} THEN {prop} END")
+        (tc, sc), (tp, sp) = self.ref((name,)), self.ref(leaf.keys)
+        has_call = f"{tc} = 'VARCHAR'"
+        same = f"coalesce({tp} = 'VARCHAR' AND {sp} = {sc}, false)"
+        out[name] = Column(name, f"CASE WHEN {has_call} THEN {tc} ELSE {tp} END",
+                           f"CASE WHEN {has_call} THEN {sc} ELSE {sp} END")
+        kept = f"{has_call} AND NOT {same}"
+        out["_" + name] = Column("_" + name, f"CASE WHEN {kept} THEN {tp} END",
+                                 f"CASE WHEN {kept} THEN {sp} END")
 
-    def _typed_levels(self, raws: list[Column]) -> str:
-        """SQL: the rows with, per raw column i, its JSON `r{i}`, json_type `t{i}` and text
-        `s{i}`, plus `__seq` and `__event_table`."""
-        level1 = ", ".join([f"({c.raw}) AS r{i}" for i, c in enumerate(raws)]
-                           + ["s.seq AS __seq", "s.event_table AS __event_table"])
-        level2 = ", ".join(f"json_type(r{i}) AS t{i}, r{i} ->> '$' AS s{i}"
-                           for i in range(len(raws)))
-        inner = f"SELECT {level1} FROM {self.rows()} s"
-        return f"SELECT *, {level2} FROM ({inner})" if raws else inner
+    def _typed_levels(self, columns: list[Column]) -> str:
+        """SQL: the rows with, per column i, the json_type `t{i}` and the text `s{i}` of its
+        value, plus `__seq` and `__event_table`."""
+        picks = ", ".join([f"{c.t} AS t{i}, {c.s} AS s{i}" for i, c in enumerate(columns)]
+                          + ["s.seq AS __seq", "s.event_table AS __event_table"])
+        return f"SELECT {picks} FROM {self.rows()} s"
 
     def first_values_query(self, columns: list[Column]) -> str:
         """SQL: the first value (JSON text, in log order) of each of `columns`."""
-        picks = ", ".join(f"first(r{i}::VARCHAR ORDER BY __seq) FILTER "
+        picks = ", ".join(f"first(CASE WHEN t{i} = 'VARCHAR' THEN to_json(s{i})::VARCHAR "
+                          f"ELSE s{i} END ORDER BY __seq) FILTER "
                           f"(WHERE {present(f't{i}', objects=c.objects)})"
                           for i, c in enumerate(columns))
         return f"SELECT {picks} FROM ({self._typed_levels(columns)})"
 
     def insert_statement(self, columns: list[Column], types: dict[str, str]) -> str:
-        """SQL: INSERT the rows, typed; values that do not fit go to `_type_conflicts`.
+        """SQL: INSERT the rows, typed; values that do not fit go to `_type_conflicts` (as
+        their text: a string as itself, anything else as its JSON).
 
         Returns one row per inserted row: whether it has type conflicts.
         """
-        raws = [c for c in columns if c.raw is not None]
+        raws = [c for c in columns if c.t is not None]
         directs = [c for c in columns if c.direct is not None]
         values = ", ".join(
-            f"{convert(f'r{i}', f't{i}', f's{i}', types[c.name], objects=c.objects)} AS v{i}"
+            f"{convert(f't{i}', f's{i}', types[c.name], objects=c.objects)} AS v{i}"
             for i, c in enumerate(raws))
-        typed = f"SELECT *, {values} FROM ({self._typed_levels(raws)})" if raws else (
-            self._typed_levels(raws))
+        typed = self._typed_levels(raws)
+        if raws:
+            typed = f"SELECT *, {values} FROM ({typed})"
         checked = [(i, c) for i, c in enumerate(raws)
                    if types[c.name] not in (ColumnType.VARCHAR, ColumnType.JSON)]
         if checked:
             flags = ", ".join(f"CASE WHEN {present(f't{i}', objects=c.objects)} AND v{i} IS NULL "
-                              f"THEN trk_text(r{i}, t{i}, s{i}) END AS c{i}" for i, c in checked)
+                              f"THEN s{i} END AS c{i}" for i, c in checked)
             typed = f"SELECT *, {flags} FROM ({typed})"
             none = " AND ".join(f"c{i} IS NULL" for i, _ in checked)
             pairs = ", ".join(f"{literal(c.name)}, c{i}" for i, c in checked)

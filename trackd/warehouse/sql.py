@@ -3,9 +3,10 @@
 The loader moves rows from JSON to columns inside DuckDB (vectorised, outside the GIL). These
 macros are the SQL twins of `values.convert` and `identity.identifiers`, with the same rules:
 
-- `trk_<type>(j, t, s)`: the JSON value `j` (json_type `t`, text `s`) as that column type, or
-  NULL when it does not fit (`trk_varchar` takes JSON objects as their text only when asked);
-- `trk_text(j, t, s)`: what `_type_conflicts` keeps: a string as itself, else its JSON;
+- `trk_<type>(t, s)`: a JSON value of json_type `t` and text `s` (a string as itself, anything
+  else as its JSON, as `json_extract_string` gives it) as that column type, or NULL when it does
+  not fit (`trk_varchar` takes JSON objects as their text only when asked); `_type_conflicts`
+  keeps `s`;
 - `trk_timestamp_text(s)`: an ISO-8601 string as a naive UTC timestamp, whatever the session's
   time zone;
 - `trk_id(t, s)`, `trk_email_at(t, s)`, `trk_email(e)`: the identifiers of `identity`,
@@ -37,27 +38,25 @@ def pointer(*keys: str) -> str:
     return literal("".join("/" + k.replace("~", "~0").replace("/", "~1") for k in keys))
 
 
-# The conversion macros take a JSON value `j`, its json_type `t` and its text `s` (`j ->> '$'`),
-# computed once per column a level below, which keeps the expressions (and planning) small.
+# The conversion macros take a JSON value's json_type `t` and its text `s` (the string for a
+# string, the JSON for anything else: `json_extract_string`), read once per column a level
+# below, which keeps the expressions (and planning) small and parses no value again.
 MACROS = [
-    "CREATE OR REPLACE TEMP MACRO trk_text(j, t, s) AS "
-    "CASE WHEN t = 'VARCHAR' THEN s ELSE j::VARCHAR END",
-    "CREATE OR REPLACE TEMP MACRO trk_varchar(j, t, s, objects) AS CASE "
-    "WHEN t = 'VARCHAR' THEN s WHEN t = 'OBJECT' AND NOT objects THEN NULL "
-    "WHEN t <> 'NULL' THEN j::VARCHAR END",
-    "CREATE OR REPLACE TEMP MACRO trk_bigint(j, t, s) AS CASE "
-    "WHEN t = 'BIGINT' OR t = 'UBIGINT' THEN TRY_CAST(j AS BIGINT) "
-    "WHEN t = 'DOUBLE' THEN CASE WHEN TRY_CAST(j AS DOUBLE) = trunc(TRY_CAST(j AS DOUBLE)) "
-    "THEN TRY_CAST(TRY_CAST(j AS DOUBLE) AS BIGINT) END "
+    "CREATE OR REPLACE TEMP MACRO trk_varchar(t, s, objects) AS CASE "
+    "WHEN t = 'OBJECT' AND NOT objects THEN NULL WHEN t <> 'NULL' THEN s END",
+    "CREATE OR REPLACE TEMP MACRO trk_bigint(t, s) AS CASE "
+    "WHEN t = 'BIGINT' OR t = 'UBIGINT' THEN TRY_CAST(s AS BIGINT) "
+    "WHEN t = 'DOUBLE' THEN CASE WHEN TRY_CAST(s AS DOUBLE) = trunc(TRY_CAST(s AS DOUBLE)) "
+    "THEN TRY_CAST(TRY_CAST(s AS DOUBLE) AS BIGINT) END "
     f"WHEN t = 'VARCHAR' AND regexp_full_match(s, {literal(INTEGER_PATTERN)}) "
     "THEN TRY_CAST(s AS BIGINT) END",
     "CREATE OR REPLACE TEMP MACRO trk_finite(x) AS CASE WHEN isfinite(x) THEN x END",
-    "CREATE OR REPLACE TEMP MACRO trk_double(j, t, s) AS CASE "
-    "WHEN t = 'BIGINT' OR t = 'UBIGINT' OR t = 'DOUBLE' THEN trk_finite(TRY_CAST(j AS DOUBLE)) "
+    "CREATE OR REPLACE TEMP MACRO trk_double(t, s) AS CASE "
+    "WHEN t = 'BIGINT' OR t = 'UBIGINT' OR t = 'DOUBLE' THEN trk_finite(TRY_CAST(s AS DOUBLE)) "
     f"WHEN t = 'VARCHAR' AND regexp_full_match(s, {literal(NUMBER_PATTERN)}) "
     "THEN trk_finite(TRY_CAST(s AS DOUBLE)) END",
-    "CREATE OR REPLACE TEMP MACRO trk_boolean(j, t, s) AS CASE "
-    "WHEN t = 'BOOLEAN' THEN TRY_CAST(j AS BOOLEAN) "
+    "CREATE OR REPLACE TEMP MACRO trk_boolean(t, s) AS CASE "
+    "WHEN t = 'BOOLEAN' THEN TRY_CAST(s AS BOOLEAN) "
     "WHEN t = 'VARCHAR' AND lower(s) IN ('true', 'false') THEN lower(s) = 'true' END",
     "CREATE OR REPLACE TEMP MACRO trk_timestamp(t, s) AS "
     "CASE WHEN t = 'VARCHAR' THEN trk_timestamp_text(s) END",
@@ -115,17 +114,17 @@ def install(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(statement)
 
 
-def convert(j: str, t: str, s: str, column_type: str, *, objects: bool = False) -> str:
-    """SQL: a JSON value (`j`, its json_type `t`, its text `s`) as `column_type`, NULL when it
-    does not fit."""
+def convert(t: str, s: str, column_type: str, *, objects: bool = False) -> str:
+    """SQL: a JSON value (its json_type `t`, its text `s`) as `column_type`, NULL when it does
+    not fit."""
     if column_type in (ColumnType.VARCHAR, ColumnType.JSON):
-        return f"trk_varchar({j}, {t}, {s}, {'true' if objects else 'false'})"
+        return f"trk_varchar({t}, {s}, {'true' if objects else 'false'})"
     if column_type == ColumnType.BIGINT:
-        return f"trk_bigint({j}, {t}, {s})"
+        return f"trk_bigint({t}, {s})"
     if column_type == ColumnType.DOUBLE:
-        return f"trk_double({j}, {t}, {s})"
+        return f"trk_double({t}, {s})"
     if column_type == ColumnType.BOOLEAN:
-        return f"trk_boolean({j}, {t}, {s})"
+        return f"trk_boolean({t}, {s})"
     if column_type == ColumnType.TIMESTAMP:
         return f"trk_timestamp({t}, {s})"
     return "NULL"  # a type trackd does not create (changed by hand): the value conflicts
