@@ -36,7 +36,7 @@ from trackd.warehouse.ledger import Loaded, message_key
 from trackd.warehouse.naming import HOME_TABLE, event_table
 from trackd.warehouse.plan import STAGE, TablePlan, merge, walk
 from trackd.warehouse.shape import patch
-from trackd.warehouse.sql import IDENTIFIER_EXTRACT, IDENTIFIERS, literal, pointer
+from trackd.warehouse.sql import IDENTIFIER_PATHS, identifiers, literal, pointer
 from trackd.warehouse.upsert import Merge, upsert
 from trackd.warehouse.values import infer, parse_timestamp
 
@@ -47,12 +47,28 @@ _STAGE_TYPES = {"seq": pa.int64(), "key": pa.int64(), "source": pa.string(),
                 "message_id": pa.string(), "type": pa.string(), "received_at": ledger.TS,
                 "shard": pa.string(), "offset": pa.int64(), "is_new": pa.bool_(),
                 "body": pa.string()}
+# What the stage reads of each body once, for the bookkeeping and event_text: the json_type
+# (s.__t[i]) of the first `_TYPED` of these paths, the text (s.__s[i]) of all of them.
+_READ = (("timestamp",), *IDENTIFIER_PATHS, ("groupId",), ("event",))
+_TYPED = 1 + len(IDENTIFIER_PATHS)
+
+
+def _text(keys: tuple[str, ...]) -> str:
+    return f"s.__s[{_READ.index(keys) + 1}]"
+
+
+def _typed(keys: tuple[str, ...]) -> tuple[str, str]:
+    index = _READ.index(keys) + 1
+    assert index <= _TYPED
+    return f"s.__t[{index}]", f"s.__s[{index}]"
+
+
 _TABLES = (
     "CASE s.type WHEN 'track' THEN CASE WHEN coalesce(s.event_table, '') <> '' "
     "THEN ['tracks', s.event_table] ELSE ['tracks'] END "
-    "WHEN 'identify' THEN CASE WHEN coalesce(json_extract_string(s.body, '/userId'), '') <> '' "
+    f"WHEN 'identify' THEN CASE WHEN coalesce({_text(('userId',))}, '') <> '' "
     "THEN ['identifies', 'users'] ELSE ['identifies'] END "
-    "WHEN 'group' THEN CASE WHEN coalesce(json_extract_string(s.body, '/groupId'), '') <> '' "
+    f"WHEN 'group' THEN CASE WHEN coalesce({_text(('groupId',))}, '') <> '' "
     "THEN ['groups', 'accounts'] ELSE ['groups'] END "
     "WHEN 'page' THEN ['pages'] WHEN 'screen' THEN ['screens'] WHEN 'alias' THEN ['aliases'] "
     "ELSE []::VARCHAR[] END")
@@ -161,11 +177,15 @@ class Batch:
         arrow = pa.table({name: pa.array(values, type=_STAGE_TYPES[name])
                           for name, values in zip(_STAGE_TYPES, columns, strict=True)})
         with registered(con, _ARROW, arrow):
+            typed = ", ".join(pointer(*keys) for keys in _READ[:_TYPED])
+            pointers = ", ".join(pointer(*keys) for keys in _READ)
             con.execute(
                 f"CREATE TEMP TABLE {STAGE} AS SELECT *, CASE WHEN type = 'track' "
-                f"THEN json_extract_string(body, {pointer('event')}) END AS event_text, "
+                f"THEN {_text(('event',))} END AS event_text, "
                 "NULL::VARCHAR AS event_table "
-                f"FROM (SELECT * REPLACE (body::JSON AS body) FROM {_ARROW})")
+                f"FROM (SELECT * REPLACE (body::JSON AS body), "
+                f"json_type(body, [{typed}]) AS __t, "
+                f"json_extract_string(body, [{pointers}]) AS __s FROM {_ARROW}) s")
 
     def _plans(self, con: duckdb.DuckDBPyConnection) -> list[TablePlan]:
         """One plan per table the batch writes, with its columns discovered."""
@@ -232,10 +252,10 @@ class Batch:
 
     def _bookkeeping(self, con: duckdb.DuckDBPyConnection) -> None:
         loaded_at = f"TIMESTAMP {literal(self.now.isoformat(sep=' '))}"
+        found = identifiers([_typed(keys) for keys in IDENTIFIER_PATHS])
         con.execute(
             "INSERT INTO _trackd.messages SELECT s.key, s.source, s.message_id, s.type, "
-            f"{_TABLES}, s.received_at, {loaded_at}, {IDENTIFIERS} "
-            f"FROM (SELECT *, {IDENTIFIER_EXTRACT} AS __ids FROM {STAGE} s WHERE s.is_new) s")
+            f"{_TABLES}, s.received_at, {loaded_at}, {found} FROM {STAGE} s WHERE s.is_new")
         if self.reloaded:
             con.execute(
                 "UPDATE _trackd.messages m SET tables = list_distinct(m.tables || t.tables) "
@@ -243,11 +263,9 @@ class Batch:
                 "WHERE m.key = t.key")
         con.execute(
             "INSERT INTO _trackd.events SELECT s.key, s.source, s.message_id, s.type, "
-            f"s.received_at, trk_timestamp(json_type(s.ts), s.ts ->> '$'), "
-            f"json_extract_string(s.body, {pointer('userId')}), "
-            f"json_extract_string(s.body, {pointer('anonymousId')}), s.body, s.shard, "
-            f"s.\"offset\" FROM (SELECT *, json_extract(body, {pointer('timestamp')}) AS ts "
-            f"FROM {STAGE}) s")
+            f"s.received_at, trk_timestamp({', '.join(_typed(('timestamp',)))}), "
+            f"{_text(('userId',))}, {_text(('anonymousId',))}, s.body, s.shard, s.\"offset\" "
+            f"FROM {STAGE} s")
 
 
 def _decode(structure: str | None) -> Any:

@@ -10,7 +10,7 @@ macros are the SQL twins of `values.convert` and `identity.identifiers`, with th
 - `trk_timestamp_text(s)`: an ISO-8601 string as a naive UTC timestamp, whatever the session's
   time zone;
 - `trk_id(t, s)`, `trk_email_at(t, s)`, `trk_email(e)`: the identifiers of `identity`,
-  blocked values removed (`IDENTIFIERS` selects them from a stage row).
+  blocked values removed (`identifiers` selects them).
 
 They are TEMP macros of the writer connection, created by `install` when the loader opens the
 database.
@@ -92,16 +92,16 @@ _UTC_CHECK = ("SELECT trk_timestamp_text('2024-01-01T10:00:00+02:00') = TIMESTAM
 
 IDENTIFIER_PATHS = (("userId",), ("anonymousId",), ("traits", "email"),
                     ("context", "traits", "email"), ("properties", "email"))
-IDENTIFIER_EXTRACT = ("json_extract(s.body, ["
-                      + ", ".join(pointer(*p) for p in IDENTIFIER_PATHS) + "])")
-"""SQL: the identifier paths of stage row `s`, parsed once; select it `AS __ids`."""
-_EMAILS = ", ".join(f"trk_email_at(json_type(__ids[{i}]), __ids[{i}] ->> '$')"
-                    for i in (3, 4, 5))
-IDENTIFIERS = (
-    "trk_id(json_type(__ids[1]), __ids[1] ->> '$') AS user_id, "
-    "trk_id(json_type(__ids[2]), __ids[2] ->> '$') AS anonymous_id, "
-    f"trk_email(coalesce({_EMAILS})) AS email")
-"""SQL: (user_id, anonymous_id, email) from `__ids`, with `identity.identifiers`' rules."""
+
+
+def identifiers(refs: list[tuple[str, str]]) -> str:
+    """SQL: (user_id, anonymous_id, email) with `identity.identifiers`' rules, from the SQL of
+    the json_type and text of each of `IDENTIFIER_PATHS` (in that order)."""
+    (t_user, s_user), (t_anonymous, s_anonymous), *emails = refs
+    found = ", ".join(f"trk_email_at({t}, {s})" for t, s in emails)
+    return (f"trk_id({t_user}, {s_user}) AS user_id, "
+            f"trk_id({t_anonymous}, {s_anonymous}) AS anonymous_id, "
+            f"trk_email(coalesce({found})) AS email")
 
 
 def install(con: duckdb.DuckDBPyConnection) -> None:
