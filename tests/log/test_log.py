@@ -220,6 +220,16 @@ def test_find_matches_the_exact_message_id_only(log_dir: Path) -> None:
         reader.close()
 
 
+def test_find_reaches_every_message_of_a_large_frame(log_dir: Path) -> None:
+    write(log_dir, "gw0", [[entry(f"m{i}") for i in range(300)]])
+    reader = LogReader(log_dir)
+    try:
+        assert [(r.offset, r.body) for r in reader.find("m299")] == [
+            (300, b'{"messageId":"m299"}')]
+    finally:
+        reader.close()
+
+
 def test_the_quarantine_is_filtered_by_source_and_message_id(log_dir: Path) -> None:
     async def run() -> None:
         writer = await open_writer(shard.shard_path(log_dir, "gw0"))

@@ -177,7 +177,7 @@ class LogReader:
                     "AND (? IS NULL OR source = ?) ORDER BY seq",
                     (_encode(message_id), source, source))
             for row in rows:
-                out.extend(r for r in _unpack(name, row, 0, len(row)) if r.message_id == message_id)
+                out.extend(r for r in _unpack(name, row, 0, row[1]) if r.message_id == message_id)
         return out
 
     def quarantined(self, *, source: str | None = None, message_id: str | None = None,
