@@ -21,17 +21,24 @@ from trackd.messages.validate import parse_timestamp
 API_VERSION = 2
 
 
+# "00".."99" and "000".."999": iso() looks digits up instead of formatting numbers.
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))
+_THREE_DIGITS = tuple(f"{n:03d}" for n in range(1000))
+
+
 def iso(moment: datetime) -> str:
     """UTC ISO-8601 with milliseconds and `Z`, the format every timestamp is stored in.
 
     A moment already in UTC (the server clock, a client's `Z` stamp) skips `astimezone`.
-    Not strftime: its %Y gives "1" rather than "0001" for years before 1000 on glibc. And `%`
-    rather than an f-string: one formatting call instead of one `format()` per field, about
-    half the cost (this runs for nearly every event).
+    Not strftime: its %Y gives "1" rather than "0001" for years before 1000 on glibc. The
+    fields are looked up in tables of digits and joined by one f-string without format specs:
+    this runs for nearly every event, and formatting seven numbers cost twice as much.
     """
     m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 - see above
-        m.year, m.month, m.day, m.hour, m.minute, m.second, m.microsecond // 1000)
+    year = m.year
+    return (f"{year if year >= 1000 else f'{year:04d}'}-{_TWO_DIGITS[m.month]}-"
+            f"{_TWO_DIGITS[m.day]}T{_TWO_DIGITS[m.hour]}:{_TWO_DIGITS[m.minute]}:"
+            f"{_TWO_DIGITS[m.second]}.{_THREE_DIGITS[m.microsecond // 1000]}Z")
 
 
 class MessageIds:
