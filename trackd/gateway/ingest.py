@@ -74,8 +74,14 @@ def _decoded_each(raws: list[msgspec.Raw]) -> Iterator[Any]:
             raise InvalidRequest("Body is not valid JSON") from None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
+    """The answer to a tracking request.
+
+    Not frozen, like `Entry` and for the same reason: one is built per request, and a frozen
+    dataclass's `__init__` sets each field through `object.__setattr__`. Nothing mutates one.
+    """
+
     status: int
     body: dict[str, Any]
 
