@@ -37,14 +37,16 @@ def payload_problem(payload: dict[str, Any]) -> str | None:
 def _fits(obj: dict[Any, Any], level: int) -> bool:
     """True when no rule can fail at or below `obj`, an object at `level`; False when unsure.
 
-    The key lengths and value types of one object are read by `max(map(len, ...))` and
-    `frozenset.issuperset(map(type, ...))`, loops that run in C: about half the cost of the
-    walk's Python loop over a flat object of a dozen scalars.
+    The keys and value types of one object are read by loops that run in C, about a third of
+    the cost of the walk's Python loop over a flat object of a dozen scalars. No key is too
+    long when all of them joined are short enough, which is cheaper to learn than the longest
+    key's length (`max(map(len, ...))`, asked only when the joined keys are too long).
     """
     try:
-        if max(map(len, obj), default=0) > limits.MAX_PROPERTY_NAME:
+        if (len("".join(obj)) > limits.MAX_PROPERTY_NAME
+                and max(map(len, obj)) > limits.MAX_PROPERTY_NAME):
             return False
-    except TypeError:  # a key without a length: let the walk judge it
+    except TypeError:  # a key that is not a string: let the walk judge it
         return False
     if _SCALARS.issuperset(map(type, obj.values())):
         return True
