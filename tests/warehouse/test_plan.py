@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.warehouse.conftest import Log, Warehouse, enriched
+from trackd.log.reader import LogReader
+from trackd.observability import Registry
+from trackd.settings import WarehouseSettings
+from trackd.warehouse import batch
+from trackd.warehouse.db import Database
 from trackd.warehouse.identity import identifiers
-from trackd.warehouse.plan import MAX_DEPTH, Leaf, Mixed, merge, walk
+from trackd.warehouse.loader import WarehouseLoader
+from trackd.warehouse.plan import MAX_DEPTH, Leaf, Mixed, merge, shared_load, walk
 
 MakeWarehouse = Callable[..., Warehouse]
 
@@ -133,3 +143,54 @@ def test_hostile_keys_values_and_nesting_load_without_errors(
     assert w.rows("SELECT count(*) FROM web.tracks") == [(2,)]
     assert w.rows("SELECT ok FROM web.x_drop_table_web_tracks") == [(1,)]
     assert w.rows("SELECT id, it_s FROM web.users") == [("it's me", 1)]
+
+
+def test_tracks_and_event_tables_load_alike_in_one_shared_pass_or_table_by_table(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    narrow = [enriched("track", userId="u", event=event, properties=properties)
+              for event, properties in [
+                  ("Paid", {"amount": 10, "note": "first", "fooBar": 1, "foo_bar": 2}),
+                  ("Paid", {"amount": "lots", "note": 5, "tags": [1], "at": "2024-05-01"}),
+                  ("Refunded", {"amount": 7.0, "note": None, "nested": {"a": {"b": 1}}}),
+                  ("Refunded", {"amount": 7.5, "at": "soon", "nested": "flat"}),
+                  ("", {"amount": 1})]]
+    wide = [enriched("track", userId="u", event=f"E{i}",
+                     properties={f"p{i}_{k}": k for k in range(6)}) for i in range(4)]
+    wide.append(enriched("track", userId="u", event="Paid", properties={"amount": "x"}))
+    used: list[bool] = []
+
+    def spy(loads: list[Any]) -> list[str] | None:
+        statements = shared_load(loads)
+        used.append(statements is not None)
+        return statements
+
+    def load(name: str) -> dict[str, list[tuple[Any, ...]]]:
+        log = Log(tmp_path / name / "log")
+        log.write(narrow)
+        log.write(wide, "gw1")
+        database = Database(tmp_path / name / "warehouse.duckdb")
+        loader = WarehouseLoader(WarehouseSettings(batch_rows=len(narrow)), database,
+                                 LogReader(tmp_path / name / "log"), Registry(),
+                                 clock=lambda: datetime(2024, 5, 2))
+        loader.open()
+        loader.load_available()
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        with database.reading() as cur:
+            for schema, table in cur.execute(
+                    "SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_schema = 'web' ORDER BY ALL").fetchall():
+                out[table] = cur.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns WHERE "
+                    "table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                    [schema, table]).fetchall()
+                out[table] += sorted(cur.execute(f'SELECT * FROM web."{table}"').fetchall(),
+                                     key=repr)
+        database.close()
+        return out
+
+    monkeypatch.setattr(batch, "shared_load", spy)
+    shared = load("shared")
+    assert used == [True, False]  # the wide batch reads its tables one by one
+    monkeypatch.setattr(batch, "shared_load", lambda loads: None)
+    assert load("apart") == shared
+    assert ("amount", "BIGINT") in shared["paid"] and ("amount", "DOUBLE") in shared["refunded"]

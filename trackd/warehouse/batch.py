@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import duckdb
@@ -34,13 +34,14 @@ from trackd.warehouse.catalog import Catalog, base_columns
 from trackd.warehouse.db import registered
 from trackd.warehouse.ledger import Loaded, message_key
 from trackd.warehouse.naming import HOME_TABLE, event_table
-from trackd.warehouse.plan import STAGE, TablePlan, merge, walk
+from trackd.warehouse.plan import STAGE, Column, TablePlan, merge, shared_load, walk
 from trackd.warehouse.shape import patch
 from trackd.warehouse.sql import IDENTIFIER_PATHS, identifiers, literal, pointer
 from trackd.warehouse.upsert import Merge, upsert
 from trackd.warehouse.values import infer, parse_timestamp
 
 _ARROW = "__trackd_arrow"
+Load = tuple[TablePlan, list[Column], dict[str, str]]  # a table's plan, columns and types
 _ORDER = attrgetter("received_at", "shard", "offset")
 _EVENTS = "__trackd_event_tables"
 _STAGE_TYPES = {"seq": pa.int64(), "key": pa.int64(), "source": pa.string(),
@@ -103,9 +104,9 @@ class Batch:
         if keys is None:
             keys = [message_key(r.source, r.message_id) for r in records]
         times: dict[str, datetime] = {}  # a request's messages share their receivedAt
-        # Messages first seen in this batch, as (record, receivedAt, home table): made a
-        # `Loaded` in `known` only when the batch has the key again (rare).
-        firsts: dict[int, tuple[Record, datetime, str]] = {}
+        # Messages first seen in this batch, with their receivedAt: made a `Loaded` in `known`
+        # only when the batch has the key again (rare).
+        firsts: dict[int, tuple[Record, datetime]] = {}
         stage = self.stage
         for _, i in sorted(zip(map(_ORDER, records), range(len(records)), strict=True)):
             record = records[i]
@@ -114,38 +115,48 @@ class Batch:
             if received is None:
                 received = times[record.received_at] = (
                     parse_timestamp(record.received_at) or self.now)
-            home = HOME_TABLE.get(record.type, record.type)
-            earlier = known.get(key)
-            if earlier is None and key in firsts:
-                first, first_received, first_home = firsts.pop(key)
-                earlier = known[key] = Loaded(key, first.source, first.message_id, first.type,
-                                              [first_home], first_received, self.now)
-            # A key of another message (a 63-bit hash collision) is not this message: its
-            # ledger insert then fails and the message ends in load_errors, never dropped.
-            same = earlier is not None and (earlier.source, earlier.message_id) == (
-                record.source, record.message_id)
-            if earlier is not None and same and is_duplicate(earlier, received, home,
-                                                             self.window):
-                self.duplicate_rows.append((
-                    record.source, record.message_id, record.type, received, self.now,
-                    earlier.received_at, earlier.loaded_at, record.shard, record.offset))
-                self.duplicates[record.source] += 1
-                continue
-            if earlier is not None and same:  # loaded again after the window, other tables
-                earlier.tables = sorted({*earlier.tables, home})
-                self.reloaded += 1
-            elif earlier is not None:
-                known[key] = Loaded(key, record.source, record.message_id, record.type, [home],
-                                    received, self.now)
+            if key not in known and key not in firsts:  # new to the ledger and to the batch
+                firsts[key] = (record, received)
+                is_new = True
             else:
-                firsts[key] = (record, received, home)
+                seen = self._seen_before(known, firsts, key, record, received)
+                if seen is None:
+                    continue
+                is_new = seen
             if record.type in ("identify", "group"):
                 self._merge(record)
             stage.append((len(stage), key, record.source, record.message_id, record.type,
-                          received, record.shard, record.offset, not same,
+                          received, record.shard, record.offset, is_new,
                           record.body.decode()))
-            self.loaded[record.source] += 1
-            self.received[received] += 1
+        self.loaded = Counter(map(itemgetter(2), stage))
+        self.received = Counter(map(itemgetter(5), stage))
+
+    def _seen_before(self, known: dict[int, Loaded], firsts: dict[int, tuple[Record, datetime]],
+                     key: int, record: Record, received: datetime) -> bool | None:
+        """A record whose key the ledger or the batch already has: None when it is a duplicate
+        (recorded as such), else whether it is new to the ledger."""
+        earlier = known.get(key)
+        if earlier is None:
+            first, first_received = firsts.pop(key)
+            earlier = known[key] = Loaded(key, first.source, first.message_id, first.type,
+                                          [HOME_TABLE.get(first.type, first.type)],
+                                          first_received, self.now)
+        home = HOME_TABLE.get(record.type, record.type)
+        # A key of another message (a 63-bit hash collision) is not this message: its
+        # ledger insert then fails and the message ends in load_errors, never dropped.
+        if (earlier.source, earlier.message_id) != (record.source, record.message_id):
+            known[key] = Loaded(key, record.source, record.message_id, record.type, [home],
+                                received, self.now)
+            return True
+        if is_duplicate(earlier, received, home, self.window):
+            self.duplicate_rows.append((
+                record.source, record.message_id, record.type, received, self.now,
+                earlier.received_at, earlier.loaded_at, record.shard, record.offset))
+            self.duplicates[record.source] += 1
+            return None
+        earlier.tables = sorted({*earlier.tables, home})  # loaded again after the window
+        self.reloaded += 1
+        return False
 
     def _merge(self, record: Record) -> None:
         found = patch(msgspec.json.decode(record.body))
@@ -163,8 +174,24 @@ class Batch:
         conflicts = 0
         if self.stage:
             self._create_stage(con)  # in the transaction: a rollback removes it too
+            tracks: dict[str, list[Load]] = {}  # per source: the tracks table, event tables
             for plan in self._plans(con):
-                conflicts += self._load_table(con, plan)
+                load = self._prepare(con, plan)
+                if plan.call == "track":
+                    tracks.setdefault(plan.schema, []).append(load)
+                else:
+                    conflicts += _insert(con, plan.insert_statement(load[1], load[2]))
+            for loads in tracks.values():
+                loads.sort(key=lambda load: load[0].event_tables)  # tracks first (stable)
+                shared = shared_load(loads)
+                if shared is None:
+                    for plan, columns, types in loads:
+                        conflicts += _insert(con, plan.insert_statement(columns, types))
+                    continue
+                con.execute(shared[0])
+                for statement in shared[1:-1]:
+                    conflicts += _insert(con, statement)
+                con.execute(shared[-1])
             for (schema, table), merges in self.merges.items():
                 conflicts += upsert(con, self.catalog, schema, table, merges, self.now)
             self._bookkeeping(con)
@@ -234,7 +261,8 @@ class Batch:
                          plan.leaves, plan.mixed)
         return list(plans.values())
 
-    def _load_table(self, con: duckdb.DuckDBPyConnection, plan: TablePlan) -> int:
+    def _prepare(self, con: duckdb.DuckDBPyConnection, plan: TablePlan) -> Load:
+        """The columns of a table's load with their types; creates what is missing."""
         columns = plan.columns(self.now.isoformat(sep=" "))
         types = {**base_columns(plan.kind), **self.catalog.columns(plan.schema, plan.table)}
         new = [c for c in columns if c.name not in types]
@@ -247,8 +275,7 @@ class Batch:
         for statement in self.catalog.ensure(plan.schema, plan.table, plan.kind,
                                              {c.name: types[c.name] for c in kept}):
             con.execute(statement)
-        flags = con.execute(plan.insert_statement(kept, types)).fetchall()
-        return sum(1 for (flag,) in flags if flag)
+        return plan, kept, types
 
     def _bookkeeping(self, con: duckdb.DuckDBPyConnection) -> None:
         loaded_at = f"TIMESTAMP {literal(self.now.isoformat(sep=' '))}"
@@ -266,6 +293,11 @@ class Batch:
             f"s.received_at, trk_timestamp({', '.join(_typed(('timestamp',)))}), "
             f"{_text(('userId',))}, {_text(('anonymousId',))}, s.body, s.shard, s.\"offset\" "
             f"FROM {STAGE} s")
+
+
+def _insert(con: duckdb.DuckDBPyConnection, statement: str) -> int:
+    """Run an INSERT ... RETURNING whether each row has type conflicts; count those."""
+    return sum(1 for (flag,) in con.execute(statement).fetchall() if flag)
 
 
 def _decode(structure: str | None) -> Any:

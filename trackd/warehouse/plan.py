@@ -26,6 +26,7 @@ scalar rows fill `<key>` and the objects are discovered by a further query (`Mix
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,17 +58,49 @@ class Mixed:
     depth: int
 
 
+Ref = Callable[[Keys], tuple[str, str]]  # SQL for the json_type and the text at a path
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a column's value comes from: `paths` in priority order (names can collide: the
+    last one sent wins), or on pages/screens a `call` column and its `kept` property."""
+
+    role: str  # "value", "call" (name/category) or "kept" (_name/_category)
+    paths: tuple[Keys, ...]
+
+    def sql(self, ref: Ref) -> tuple[str, str]:
+        """SQL for the json_type and the text (the string for a string, the JSON of anything
+        else) of the column's value, from `ref`'s for its paths."""
+        if self.role == "value":
+            refs = [ref(keys) for keys in self.paths]
+            if len(refs) == 1:
+                return refs[0]
+            t = "CASE " + " ".join(f"WHEN {t} <> 'NULL' THEN {t}" for t, _ in refs) + " END"
+            s = "CASE " + " ".join(f"WHEN {t} <> 'NULL' THEN {s}" for t, s in refs) + " END"
+            return t, s
+        (tc, sc), (tp, sp) = ref(self.paths[0]), ref(self.paths[1])
+        has_call = f"{tc} = 'VARCHAR'"
+        if self.role == "call":  # the call's own, else the property
+            return (f"CASE WHEN {has_call} THEN {tc} ELSE {tp} END",
+                    f"CASE WHEN {has_call} THEN {sc} ELSE {sp} END")
+        kept = f"{has_call} AND NOT coalesce({tp} = 'VARCHAR' AND {sp} = {sc}, false)"
+        return f"CASE WHEN {kept} THEN {tp} END", f"CASE WHEN {kept} THEN {sp} END"
+
+
 @dataclass
 class Column:
-    """A column of a load: `t` and `s` are SQL for its JSON value's json_type and text (over
-    a row `s` of `TablePlan.rows()`: the text of a string is the string, of anything else its
-    JSON); `direct` is SQL for an already typed value instead."""
+    """A column of a load: its value's `source` in the body, or `direct` SQL for an already
+    typed value."""
 
     name: str
-    t: str | None = None
-    s: str | None = None
+    source: Source | None = None
     direct: str | None = None
     objects: bool = False
+
+
+def _value(name: str, *paths: Keys, objects: bool = False) -> Column:
+    return Column(name, Source("value", paths), objects=objects)
 
 
 def merge(a: Structure, b: Structure) -> Structure:
@@ -147,17 +180,6 @@ class TablePlan:
                 f"json_extract_string(s.body, {pointers}) AS __s "
                 f"FROM {STAGE} s WHERE {self.where})")
 
-    def _column(self, name: str, leaves: list[Leaf]) -> Column:
-        """A column fed by one or more paths (names can collide): the last one sent wins."""
-        objects = any(x.objects for x in leaves)
-        if len(leaves) == 1:
-            t, s = self.ref(leaves[0].keys)
-            return Column(name, t, s, objects=objects)
-        refs = [self.ref(x.keys) for x in reversed(leaves)]
-        t = "CASE " + " ".join(f"WHEN {t} <> 'NULL' THEN {t}" for t, _ in refs) + " END"
-        s = "CASE " + " ".join(f"WHEN {t} <> 'NULL' THEN {s}" for t, s in refs) + " END"
-        return Column(name, t, s, objects=objects)
-
     @property
     def where(self) -> str:
         clause = f"s.source = {literal(self.schema)} AND s.type = {literal(self.call)}"
@@ -189,15 +211,15 @@ class TablePlan:
                           ("user_id", "userId"), ("received_at", "receivedAt"),
                           ("sent_at", "sentAt"), ("timestamp", "timestamp"),
                           ("original_timestamp", "originalTimestamp"), ("channel", "channel")):
-            out[name] = Column(name, *self.ref((key,)))
+            out[name] = _value(name, (key,))
         out["uuid_ts"] = Column("uuid_ts", direct=f"TIMESTAMP {literal(loaded_at)}")
         if self.call == "track":
             out["event"] = Column("event", direct="__event_table")
-            out["event_text"] = Column("event_text", *self.ref(("event",)))
+            out["event_text"] = _value("event_text", ("event",))
         elif self.call == "group":
-            out["group_id"] = Column("group_id", *self.ref(("groupId",)))
+            out["group_id"] = _value("group_id", ("groupId",))
         elif self.call == "alias":
-            out["previous_id"] = Column("previous_id", *self.ref(("previousId",)))
+            out["previous_id"] = _value("previous_id", ("previousId",))
         pages = self.call in ("page", "screen")
         grouped: dict[str, list[Leaf]] = {}
         for leaf in self.leaves:
@@ -206,34 +228,27 @@ class TablePlan:
             else:
                 name = digit_safe(leaf.name)
                 if pages and name in ("name", "category") and len(leaf.keys) == 2:
-                    self._fill_call_column(out, name, leaf)
+                    # the call's name/category fills the column; a different property is kept
+                    # as _name/_category; an equal one is not repeated
+                    out[name] = Column(name, Source("call", ((name,), leaf.keys)))
+                    out["_" + name] = Column("_" + name, Source("kept", ((name,), leaf.keys)))
                     continue
                 name = payload_column(name, self.kind)
             grouped.setdefault(name, []).append(leaf)
         for call_column in ("name", "category"):
             if pages and call_column not in out:
-                out[call_column] = Column(call_column, *self.ref((call_column,)))
+                out[call_column] = _value(call_column, (call_column,))
         for name, leaves in grouped.items():
             if name not in out:
-                out[name] = self._column(name, leaves)
+                out[name] = _value(name, *(x.keys for x in reversed(leaves)),
+                                   objects=any(x.objects for x in leaves))
         return list(out.values())
-
-    def _fill_call_column(self, out: dict[str, Column], name: str, leaf: Leaf) -> None:
-        """pages/screens: a `name`/`category` property fills the call's column when the call
-        has none, is dropped when equal to it, and is kept as `_name` otherwise."""
-        (tc, sc), (tp, sp) = self.ref((name,)), self.ref(leaf.keys)
-        has_call = f"{tc} = 'VARCHAR'"
-        same = f"coalesce({tp} = 'VARCHAR' AND {sp} = {sc}, false)"
-        out[name] = Column(name, f"CASE WHEN {has_call} THEN {tc} ELSE {tp} END",
-                           f"CASE WHEN {has_call} THEN {sc} ELSE {sp} END")
-        kept = f"{has_call} AND NOT {same}"
-        out["_" + name] = Column("_" + name, f"CASE WHEN {kept} THEN {tp} END",
-                                 f"CASE WHEN {kept} THEN {sp} END")
 
     def _typed_levels(self, columns: list[Column]) -> str:
         """SQL: the rows with, per column i, the json_type `t{i}` and the text `s{i}` of its
         value, plus `__seq` and `__event_table`."""
-        picks = ", ".join([f"{c.t} AS t{i}, {c.s} AS s{i}" for i, c in enumerate(columns)]
+        refs = [c.source.sql(self.ref) for c in columns if c.source is not None]
+        picks = ", ".join([f"{t} AS t{i}, {s} AS s{i}" for i, (t, s) in enumerate(refs)]
                           + ["s.seq AS __seq", "s.event_table AS __event_table"])
         return f"SELECT {picks} FROM {self.rows()} s"
 
@@ -251,7 +266,7 @@ class TablePlan:
 
         Returns one row per inserted row: whether it has type conflicts.
         """
-        raws = [c for c in columns if c.t is not None]
+        raws = [c for c in columns if c.source is not None]
         directs = [c for c in columns if c.direct is not None]
         values = ", ".join(
             f"{convert(f't{i}', f's{i}', types[c.name], objects=c.objects)} AS v{i}"
@@ -276,3 +291,80 @@ class TablePlan:
                           + [f"{conflicts} AS _type_conflicts"])
         return (f"INSERT INTO {quote(self.schema)}.{quote(self.table)} BY NAME "
                 f"SELECT {outer} FROM ({typed}) RETURNING _type_conflicts IS NOT NULL")
+
+
+TYPED = "__trackd_typed"
+
+
+def shared_load(loads: list[tuple[TablePlan, list[Column], dict[str, str]]]) -> list[str] | None:
+    """SQL loading the tracks table and the event tables of one source from ONE pass over
+    their rows, or None when another load should be used.
+
+    The statements: create a temp table (`TYPED`) holding every track row's values, typed
+    once per (source, type) the tables need, with their conflict texts; then per table an
+    INSERT of its columns from it (event tables: their rows), with its own `_type_conflicts`;
+    then drop it. Each body is parsed twice instead of twice per table, a common column is
+    typed once instead of twice, and DuckDB plans one typing statement instead of one per
+    table. When the event tables have many different properties the shared pass would read
+    many paths for rows that lack them: it is used only while it reads at most as many paths
+    per row as the tracks table and the widest event table together.
+    """
+    paths: dict[Keys, int] = {}
+
+    def ref(keys: Keys) -> tuple[str, str]:
+        index = paths.setdefault(keys, len(paths) + 1)
+        return f"s.__t[{index}]", f"s.__s[{index}]"
+
+    values: dict[tuple[Source | None, str, bool], int] = {}  # (source, type, objects) -> v{j}
+    widths = []
+    for _, columns, types in loads:
+        needed: set[Keys] = set()
+        for c in columns:
+            if c.source is not None:
+                values.setdefault((c.source, types[c.name], c.objects), len(values))
+                needed.update(c.source.paths)
+        widths.append(len(needed))
+    refs = [source.sql(ref) for source, _, _ in values if source is not None]
+    if len(loads) < 2 or len(paths) > widths[0] + max(widths[1:]):
+        return None
+    schema = loads[0][0].schema
+    pointers = "[" + ", ".join(pointer(*keys) for keys in paths) + "]"
+    rows = (f"SELECT s.seq, s.event_table, json_type(s.body, {pointers}) AS __t, "
+            f"json_extract_string(s.body, {pointers}) AS __s FROM {STAGE} s "
+            f"WHERE s.source = {literal(schema)} AND s.type = 'track'")
+    picks = ", ".join([f"{t} AS t{j}, {s} AS s{j}" for j, (t, s) in enumerate(refs)]
+                      + ["s.seq AS __seq", "s.event_table AS __event_table"])
+    typed = ", ".join(f"{convert(f't{j}', f's{j}', kind, objects=objects)} AS v{j}"
+                      for j, (_, kind, objects) in enumerate(values))
+    checked = [(j, objects) for j, (_, kind, objects) in enumerate(values)
+               if kind not in (ColumnType.VARCHAR, ColumnType.JSON)]
+    flags = ", ".join(f"CASE WHEN {present(f't{j}', objects=objects)} AND v{j} IS NULL "
+                      f"THEN s{j} END AS c{j}" for j, objects in checked)
+    keep = ", ".join(["__seq", "__event_table"] + [f"v{j}" for j in range(len(values))]
+                     + [f"c{j}" for j, _ in checked])
+    inner = f"SELECT *, {typed} FROM (SELECT {picks} FROM ({rows}) s)"
+    if checked:
+        inner = f"SELECT *, {flags} FROM ({inner})"
+    statements = [f"CREATE TEMP TABLE {TYPED} AS SELECT {keep} FROM ({inner})"]
+    for plan, columns, types in loads:
+        raws = [(values[(c.source, types[c.name], c.objects)], c) for c in columns
+                if c.source is not None]
+        mine = [(j, c) for j, c in raws
+                if types[c.name] not in (ColumnType.VARCHAR, ColumnType.JSON)]
+        if mine:
+            none = " AND ".join(f"c{j} IS NULL" for j, _ in mine)
+            pairs = ", ".join(f"{literal(c.name)}, c{j}" for j, c in mine)
+            conflicts = (f"CASE WHEN {none} THEN NULL "
+                         f"ELSE json_merge_patch('{{}}'::JSON, json_object({pairs})) END")
+        else:
+            conflicts = "NULL::JSON"
+        outer = ", ".join([f"v{j} AS {quote(c.name)}" for j, c in raws]
+                          + [f"{c.direct} AS {quote(c.name)}" for c in columns
+                             if c.direct is not None]
+                          + [f"{conflicts} AS _type_conflicts"])
+        where = f" WHERE __event_table = {literal(plan.table)}" if plan.event_tables else ""
+        statements.append(f"INSERT INTO {quote(plan.schema)}.{quote(plan.table)} BY NAME "
+                          f"SELECT {outer} FROM {TYPED}{where} "
+                          "RETURNING _type_conflicts IS NOT NULL")
+    statements.append(f"DROP TABLE {TYPED}")
+    return statements
