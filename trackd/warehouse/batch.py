@@ -20,8 +20,10 @@ within the dedup window of it, or, at any distance in time, when it would go to 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from operator import attrgetter, itemgetter
+from itertools import islice
+from operator import attrgetter, le
 from typing import Any
 
 import duckdb
@@ -43,6 +45,10 @@ from trackd.warehouse.values import infer, parse_timestamp
 _ARROW = "__trackd_arrow"
 Load = tuple[TablePlan, list[Column], dict[str, str]]  # a table's plan, columns and types
 _ORDER = attrgetter("received_at", "shard", "offset")
+_SOURCE = attrgetter("source")
+_RECEIVED_AT = attrgetter("received_at")
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
 _EVENTS = "__trackd_event_tables"
 _STAGE_TYPES = {"seq": pa.int64(), "key": pa.int64(), "source": pa.string(),
                 "message_id": pa.string(), "type": pa.string(), "received_at": ledger.TS,
@@ -86,13 +92,20 @@ class Batch:
         self.catalog = catalog
         self.window = window
         self.now = now
-        self.stage: list[tuple[Any, ...]] = []  # rows of _STAGE_TYPES
         self.merges: dict[tuple[str, str], dict[str, Merge]] = {}
         self.duplicate_rows: list[tuple[Any, ...]] = []
         self.loaded: Counter[str] = Counter()
         self.duplicates: Counter[str] = Counter()
         self.received: Counter[datetime] = Counter()  # loaded messages per receivedAt
         self.reloaded = 0  # messages loaded again after the window (their ledger row grows)
+        # The messages to load, as indices into `_records`, in order of receipt; those loaded
+        # before (after the window) are also in `_again`. Kept as indices and made columns
+        # for the stage at once: no object per message for Python's garbage collector.
+        self._records: list[Record] = []
+        self._keys: list[int] = []
+        self._load: list[int] = []
+        self._again: set[int] = set()
+        self._times: dict[str, datetime] = {}
 
     def judge(self, known: dict[int, Loaded], records: list[Record],
               keys: list[int] | None = None) -> None:
@@ -103,12 +116,13 @@ class Batch:
         """
         if keys is None:
             keys = [message_key(r.source, r.message_id) for r in records]
-        times: dict[str, datetime] = {}  # a request's messages share their receivedAt
-        # Messages first seen in this batch, with their receivedAt: made a `Loaded` in `known`
-        # only when the batch has the key again (rare).
-        firsts: dict[int, tuple[Record, datetime]] = {}
-        stage = self.stage
-        for _, i in sorted(zip(map(_ORDER, records), range(len(records)), strict=True)):
+        self._records, self._keys = records, keys
+        times = self._times  # a request's messages share their receivedAt
+        # Messages first seen in this batch (key -> index): made a `Loaded` in `known` only
+        # when the batch has the key again (rare).
+        firsts: dict[int, int] = {}
+        load = self._load
+        for i in _in_receipt_order(records):
             record = records[i]
             key = keys[i]
             received = times.get(record.received_at)
@@ -116,31 +130,30 @@ class Batch:
                 received = times[record.received_at] = (
                     parse_timestamp(record.received_at) or self.now)
             if key not in known and key not in firsts:  # new to the ledger and to the batch
-                firsts[key] = (record, received)
-                is_new = True
+                firsts[key] = i
             else:
                 seen = self._seen_before(known, firsts, key, record, received)
                 if seen is None:
                     continue
-                is_new = seen
+                if not seen:
+                    self._again.add(i)
             if record.type in ("identify", "group"):
                 self._merge(record)
-            stage.append((len(stage), key, record.source, record.message_id, record.type,
-                          received, record.shard, record.offset, is_new,
-                          record.body.decode()))
-        self.loaded = Counter(map(itemgetter(2), stage))
-        self.received = Counter(map(itemgetter(5), stage))
+            load.append(i)
+        ordered = [records[i] for i in load]
+        self.loaded = Counter(map(_SOURCE, ordered))
+        self.received = Counter(map(times.__getitem__, map(_RECEIVED_AT, ordered)))
 
-    def _seen_before(self, known: dict[int, Loaded], firsts: dict[int, tuple[Record, datetime]],
-                     key: int, record: Record, received: datetime) -> bool | None:
+    def _seen_before(self, known: dict[int, Loaded], firsts: dict[int, int], key: int,
+                     record: Record, received: datetime) -> bool | None:
         """A record whose key the ledger or the batch already has: None when it is a duplicate
         (recorded as such), else whether it is new to the ledger."""
         earlier = known.get(key)
         if earlier is None:
-            first, first_received = firsts.pop(key)
+            first = self._records[firsts.pop(key)]
             earlier = known[key] = Loaded(key, first.source, first.message_id, first.type,
                                           [HOME_TABLE.get(first.type, first.type)],
-                                          first_received, self.now)
+                                          self._times[first.received_at], self.now)
         home = HOME_TABLE.get(record.type, record.type)
         # A key of another message (a 63-bit hash collision) is not this message: its
         # ledger insert then fails and the message ends in load_errors, never dropped.
@@ -172,7 +185,7 @@ class Batch:
     def write(self, con: duckdb.DuckDBPyConnection) -> int:
         """Write everything in the caller's transaction. Returns rows with type conflicts."""
         conflicts = 0
-        if self.stage:
+        if self._load:
             self._create_stage(con)  # in the transaction: a rollback removes it too
             tracks: dict[str, list[Load]] = {}  # per source: the tracks table, event tables
             for plan in self._plans(con):
@@ -200,9 +213,25 @@ class Batch:
         return conflicts
 
     def _create_stage(self, con: duckdb.DuckDBPyConnection) -> None:
-        columns = zip(*self.stage, strict=True)  # the rows, column by column
-        arrow = pa.table({name: pa.array(values, type=_STAGE_TYPES[name])
-                          for name, values in zip(_STAGE_TYPES, columns, strict=True)})
+        records, keys, again = self._records, self._keys, self._again
+        ordered = [records[i] for i in self._load]
+        epoch = {text: (moment - _EPOCH) // _MICROSECOND for text, moment in self._times.items()}
+        columns = {
+            "seq": range(len(ordered)),
+            "key": [keys[i] for i in self._load],
+            "source": list(map(_SOURCE, ordered)),
+            "message_id": [r.message_id for r in ordered],
+            "type": [r.type for r in ordered],
+            "received_at": pa.array([epoch[r.received_at] for r in ordered],
+                                    pa.int64()).view(ledger.TS),
+            "shard": [r.shard for r in ordered],
+            "offset": [r.offset for r in ordered],
+            "is_new": [i not in again for i in self._load] if again else [True] * len(ordered),
+            "body": [r.body.decode() for r in ordered],
+        }
+        arrow = pa.table({name: values if isinstance(values, pa.Array)
+                          else pa.array(values, type=_STAGE_TYPES[name])
+                          for name, values in columns.items()})
         with registered(con, _ARROW, arrow):
             typed = ", ".join(pointer(*keys) for keys in _READ[:_TYPED])
             pointers = ", ".join(pointer(*keys) for keys in _READ)
@@ -293,6 +322,14 @@ class Batch:
             f"s.received_at, trk_timestamp({', '.join(_typed(('timestamp',)))}), "
             f"{_text(('userId',))}, {_text(('anonymousId',))}, s.body, s.shard, s.\"offset\" "
             f"FROM {STAGE} s")
+
+
+def _in_receipt_order(records: list[Record]) -> Iterable[int]:
+    """The records' indices by (receivedAt, shard, offset): usually the order they came in."""
+    order = list(map(_ORDER, records))
+    if all(map(le, order, islice(order, 1, None))):
+        return range(len(records))
+    return sorted(range(len(records)), key=order.__getitem__)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, statement: str) -> int:
