@@ -132,7 +132,7 @@ class Ingestor:
             raise self._refuse_unparsed(header_key, "Body must be a JSON object")
         source = self._authenticate(message.get("writeKey"), header_key)
         self._rate_limit(source, 1)
-        envelope = Envelope(datetime.now(UTC), ip=ip)
+        envelope = Envelope(datetime.now(UTC), ip)
         reason = problem(message, kind)
         if reason is not None:
             await self._store([], [self._refused_item(source, message, body, None, reason,
@@ -181,8 +181,8 @@ class Ingestor:
         if sent_at is not None and parse_timestamp(sent_at) is None:
             raise ValidationFailed("Invalid timestamp: sentAt")
         self._rate_limit(source, count)
-        envelope = Envelope(datetime.now(UTC), sent_at=sent_at, context=context,
-                            integrations=integrations, ip=ip)
+        envelope = Envelope(datetime.now(UTC), ip, sent_at=sent_at, context=context,
+                            integrations=integrations)
         if raws is None and len(body) > limits.MAX_MESSAGE_BYTES:
             raws = _raw_items(body)  # an item may be over the limit: its size is needed
         entries, refused, rejected = self._judge(source, messages, raws, body, envelope)
