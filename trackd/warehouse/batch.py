@@ -220,14 +220,14 @@ class Batch:
             "seq": range(len(ordered)),
             "key": [keys[i] for i in self._load],
             "source": list(map(_SOURCE, ordered)),
-            "message_id": [r.message_id for r in ordered],
-            "type": [r.type for r in ordered],
-            "received_at": pa.array([epoch[r.received_at] for r in ordered],
+            "message_id": list(map(attrgetter("message_id"), ordered)),
+            "type": list(map(attrgetter("type"), ordered)),
+            "received_at": pa.array(list(map(epoch.__getitem__, map(_RECEIVED_AT, ordered))),
                                     pa.int64()).view(ledger.TS),
-            "shard": [r.shard for r in ordered],
-            "offset": [r.offset for r in ordered],
+            "shard": list(map(attrgetter("shard"), ordered)),
+            "offset": list(map(attrgetter("offset"), ordered)),
             "is_new": [i not in again for i in self._load] if again else [True] * len(ordered),
-            "body": [r.body.decode() for r in ordered],
+            "body": list(map(bytes.decode, map(attrgetter("body"), ordered))),
         }
         arrow = pa.table({name: values if isinstance(values, pa.Array)
                           else pa.array(values, type=_STAGE_TYPES[name])
@@ -334,7 +334,7 @@ def _in_receipt_order(records: list[Record]) -> Iterable[int]:
 
 def _insert(con: duckdb.DuckDBPyConnection, statement: str) -> int:
     """Run an INSERT ... RETURNING whether each row has type conflicts; count those."""
-    return sum(1 for (flag,) in con.execute(statement).fetchall() if flag)
+    return con.execute(statement).fetchall().count((True,))
 
 
 def _decode(structure: str | None) -> Any:
