@@ -153,8 +153,8 @@ class Ingestor:
         messages: Iterable[Any]
         raws: list[msgspec.Raw] | None = None
         if type(doc) is dict:
-            # The usual case: the whole body decoded in one call (a third cheaper than the
-            # envelope, then the array, then each item); an item's bytes as sent, needed for
+            # The usual case: the whole body decoded in one call, a quarter cheaper than the
+            # envelope, then the array, then each item. An item's bytes as sent, needed for
             # its size and for the quarantine, are found only when needed (`_raw_items`).
             source = self._authenticate(doc.get("writeKey"), header_key)
             items = doc.get("batch")
