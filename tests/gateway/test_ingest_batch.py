@@ -5,6 +5,7 @@ needed (size limit, quarantine), and the step-by-step path for bodies that do no
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from typing import Any
 
@@ -115,3 +116,20 @@ def test_an_item_nested_past_the_decoders_limit_makes_the_body_not_json() -> Non
     with pytest.raises(InvalidRequest) as refused:
         batch(envelope(GOOD, deep))
     assert refused.value.message == "Body is not valid JSON"
+
+
+def test_the_decoded_items_are_freed_before_waiting_for_the_commit() -> None:
+    # They take several times the body's memory, and many requests may wait at once.
+    class Inspecting(Captured):
+        async def append(self, entries: list[Entry], refused: list[Refused]) -> None:
+            await super().append(entries, refused)
+            gc.collect()
+            self.alive = [o for o in gc.get_objects()
+                          if type(o) is list and o == ["decoded-item"]]
+
+    item = b'{"type":"page","userId":"u","marker":["decoded-item"]}'
+    for body, accepted in ((envelope(item, item), 2), (envelope(item, b"7", pad=40_000), 1)):
+        log = Inspecting()
+        asyncio.run(Ingestor(SOURCES, log, Registry()).batch(  # type: ignore[arg-type]
+            body, "wk", None))
+        assert (len(log.entries), log.alive) == (accepted, [])

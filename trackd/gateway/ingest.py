@@ -146,6 +146,28 @@ class Ingestor:
         return Outcome(200, {"success": True})
 
     async def batch(self, body: bytes, header_key: str | None, ip: str | None) -> Outcome:
+        source, count, entries, refused, rejected = self._judge_batch(body, header_key, ip)
+        await self._store(entries, refused)
+        for kind, accepted in Counter([entry.type for entry in entries]).items():
+            self._accepted.inc((source.name, kind), accepted)
+        self._per_request.observe(count)
+        if not entries:
+            return Outcome(400, {
+                "success": False,
+                "error": {"type": "validation_error", "message": "No valid message in batch"},
+                "code": "validation_error", "message": "No valid message in batch",
+                "accepted": 0, "rejected": rejected})
+        answer: dict[str, Any] = {"success": True, "accepted": len(entries)}
+        if rejected:
+            answer["rejected"] = rejected
+        return Outcome(200, answer)
+
+    def _judge_batch(self, body: bytes, header_key: str | None, ip: str | None
+                     ) -> tuple[SourceSettings, int, list[Entry], list[Refused],
+                                list[dict[str, Any]]]:
+        """Everything a batch request does before the log: parse, authenticate, check the
+        envelope, judge each item. Apart from `batch`, so that the decoded items (several times
+        the body's size) are freed before the request waits for its commit."""
         try:
             doc = _decode_any(body)
         except (msgspec.DecodeError, RecursionError):
@@ -185,21 +207,7 @@ class Ingestor:
                             integrations=integrations)
         if raws is None and len(body) > limits.MAX_MESSAGE_BYTES:
             raws = _raw_items(body)  # an item may be over the limit: its size is needed
-        entries, refused, rejected = self._judge(source, messages, raws, body, envelope)
-        await self._store(entries, refused)
-        for kind, accepted in Counter([entry.type for entry in entries]).items():
-            self._accepted.inc((source.name, kind), accepted)
-        self._per_request.observe(count)
-        if not entries:
-            return Outcome(400, {
-                "success": False,
-                "error": {"type": "validation_error", "message": "No valid message in batch"},
-                "code": "validation_error", "message": "No valid message in batch",
-                "accepted": 0, "rejected": rejected})
-        answer: dict[str, Any] = {"success": True, "accepted": len(entries)}
-        if rejected:
-            answer["rejected"] = rejected
-        return Outcome(200, answer)
+        return source, count, *self._judge_items(source, messages, raws, body, envelope)
 
     def _parse_stepwise(self, body: bytes, header_key: str | None
                         ) -> tuple[SourceSettings, _Batch, list[msgspec.Raw]]:
@@ -222,7 +230,7 @@ class Ingestor:
         except (msgspec.DecodeError, RecursionError):
             raise InvalidRequest("Body is not valid JSON") from None
 
-    def _judge(self, source: SourceSettings, messages: Iterable[Any],
+    def _judge_items(self, source: SourceSettings, messages: Iterable[Any],
                raws: list[msgspec.Raw] | None, body: bytes, envelope: Envelope
                ) -> tuple[list[Entry], list[Refused], list[dict[str, Any]]]:
         """Each item alone: accepted (enriched and encoded) or refused with its reason.
