@@ -53,7 +53,12 @@ def upsert(con: duckdb.DuckDBPyConnection, catalog: Catalog, schema: str, table:
     """Apply `merges` to `schema.table` (users or accounts). Returns rows with type conflicts."""
     raw = [{"id": id_, "received_at": m.received_at, "uuid_ts": now, **m.values}
            for id_, m in merges.items()]
-    columns = catalog.fit(schema, table, table, [m.first for m in merges.values()])
+    # The columns the batch needs first (their type from each trait's first non-null value):
+    # only traits without a column yet matter there.
+    known = catalog.columns(schema, table)
+    columns = catalog.fit(schema, table, table, [
+        {name: value for name, value in m.first.items() if name not in known}
+        for m in merges.values()])
     fitted = catalog.fit(schema, table, table, raw, keep_nulls=True)
     for statement in [*columns.ddl, *fitted.ddl]:
         con.execute(statement)
