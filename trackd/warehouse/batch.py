@@ -5,11 +5,14 @@ earlier records of the same batch, whether each message is a duplicate (`is_dupl
 reads only the records' metadata, except identify and group bodies (for users/accounts).
 `Batch.write` runs inside the loader's transaction:
 
-1. the messages to load go into a temp table (`__trackd_stage`, bodies parsed as JSON once);
+1. the messages to load go into a temp table (`__trackd_stage`: bodies validated as JSON once,
+   the paths the bookkeeping needs read once);
 2. one query gets the JSON structure of each (source, call, event) group, from which `plan`
    derives every table's columns; the first value of each new column fixes its type;
-3. per table, the DDL it needs, then one `INSERT ... SELECT` that extracts and types every
-   column in DuckDB (`sql` macros) and keeps misfits in `_type_conflicts`;
+3. the DDL the tables need; then the tracks table and a source's event tables load from one
+   typed pass over the track rows (`plan.shared_load`), every other table from one
+   `INSERT ... SELECT` that types its columns in DuckDB (`sql` macros); misfits go to
+   `_type_conflicts`;
 4. users/accounts upserts (`upsert`), then the ledger, duplicates and profile events.
 
 Dedup is per source and by messageId: a message repeats a loaded one when it was received

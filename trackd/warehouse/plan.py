@@ -14,14 +14,15 @@ Every table also has the common columns (`id` = messageId, `anonymous_id`, `user
 timestamps, `uuid_ts`, `channel` when sent, `context_*`). `users`/`accounts` are upserts, done
 in Python (`upsert`).
 
-The columns come from the JSON *structure* of the batch (DuckDB's `json_group_structure`), not
-from walking every row: nested objects flatten with `_` below their parent's snake_cased name
-(`naming`), arrays and objects deeper than `MAX_DEPTH` levels are one column of JSON text, keys
-with no usable character have no column. A property or trait whose column is reserved keeps its
-value under a `_`-prefixed name (`naming.payload_column`); on pages and screens a `name` or
-`category` property equal to the call's own is not repeated, and fills the column when the call
-has none. Where a key is an object in some rows and a scalar in others (structure "JSON"), the
-scalar rows fill `<key>` and the objects are discovered by a further query (`Mixed`).
+The columns come from the JSON *structure* of the batch (DuckDB's `json_structure` of each
+group's bodies as one array: what `json_group_structure` computes), not from walking every row:
+nested objects flatten with `_` below their parent's snake_cased name (`naming`), arrays and
+objects deeper than `MAX_DEPTH` levels are one column of JSON text, keys with no usable
+character have no column. A property or trait whose column is reserved keeps its value under a
+`_`-prefixed name (`naming.payload_column`); on pages and screens a `name` or `category`
+property equal to the call's own is not repeated, and fills the column when the call has none.
+Where a key is an object in some rows and a scalar in others (structure "JSON"), the scalar rows
+fill `<key>` and the objects are discovered by a further query (`Mixed`).
 """
 
 from __future__ import annotations
