@@ -102,11 +102,12 @@ def main() -> None:
             server.stop()
     latencies = [seen[m] - acked[m] for m in acked if m in seen]
     lines = [f"rate {args.rate}/s for {args.seconds:g} s: {len(acked)} acked, "
-             f"{len(latencies)} seen",
-             f"200 -> queryable: p50 {statistics.median(latencies) * 1000:.0f} ms, "
-             f"p95 {_percentile(latencies, 0.95) * 1000:.0f} ms, "
-             f"p99 {_percentile(latencies, 0.99) * 1000:.0f} ms, "
-             f"max {max(latencies) * 1000:.0f} ms"]
+             f"{len(latencies)} seen"]
+    if latencies:
+        lines.append(f"200 -> queryable: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+                     f"p95 {_percentile(latencies, 0.95) * 1000:.0f} ms, "
+                     f"p99 {_percentile(latencies, 0.99) * 1000:.0f} ms, "
+                     f"max {max(latencies) * 1000:.0f} ms")
     lines += [line for line in metrics.splitlines()
               if line.startswith(("trackd_warehouse_freshness_seconds_count",
                                   "trackd_warehouse_freshness_seconds_sum",
