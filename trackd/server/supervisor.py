@@ -122,7 +122,11 @@ async def _main(settings: Settings, run_dir: Path, sock: socket.socket,
             return
         host, port = sock.getsockname()[:2]
         info = ServerInfo(settings.server.host, int(port), os.getpid(), str(admin_sock))
-        (run_dir / "server.json").write_text(json.dumps(info.__dict__))
+        # Written whole under a temporary name, then renamed: whoever waits for the file
+        # (the CLI, scripts, tests) never reads it half written.
+        partial = run_dir / ".server.json.tmp"
+        partial.write_text(json.dumps(info.__dict__))
+        partial.replace(run_dir / "server.json")
         on_ready(info)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
