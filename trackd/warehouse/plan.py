@@ -281,12 +281,7 @@ class TablePlan:
             flags = ", ".join(f"CASE WHEN {present(f't{i}', objects=c.objects)} AND v{i} IS NULL "
                               f"THEN s{i} END AS c{i}" for i, c in checked)
             typed = f"SELECT *, {flags} FROM ({typed})"
-            none = " AND ".join(f"c{i} IS NULL" for i, _ in checked)
-            pairs = ", ".join(f"{literal(c.name)}, c{i}" for i, c in checked)
-            conflicts = (f"CASE WHEN {none} THEN NULL "
-                         f"ELSE json_merge_patch('{{}}'::JSON, json_object({pairs})) END")
-        else:
-            conflicts = "NULL::JSON"
+        conflicts = _conflicts(checked)
         outer = ", ".join([f"v{i} AS {quote(c.name)}" for i, c in enumerate(raws)]
                           + [f"{c.direct} AS {quote(c.name)}" for c in directs]
                           + [f"{conflicts} AS _type_conflicts"])
@@ -352,13 +347,7 @@ def shared_load(loads: list[tuple[TablePlan, list[Column], dict[str, str]]]) -> 
                 if c.source is not None]
         mine = [(j, c) for j, c in raws
                 if types[c.name] not in (ColumnType.VARCHAR, ColumnType.JSON)]
-        if mine:
-            none = " AND ".join(f"c{j} IS NULL" for j, _ in mine)
-            pairs = ", ".join(f"{literal(c.name)}, c{j}" for j, c in mine)
-            conflicts = (f"CASE WHEN {none} THEN NULL "
-                         f"ELSE json_merge_patch('{{}}'::JSON, json_object({pairs})) END")
-        else:
-            conflicts = "NULL::JSON"
+        conflicts = _conflicts(mine)
         outer = ", ".join([f"v{j} AS {quote(c.name)}" for j, c in raws]
                           + [f"{c.direct} AS {quote(c.name)}" for c in columns
                              if c.direct is not None]
@@ -369,3 +358,14 @@ def shared_load(loads: list[tuple[TablePlan, list[Column], dict[str, str]]]) -> 
                           "RETURNING _type_conflicts IS NOT NULL")
     statements.append(f"DROP TABLE {TYPED}")
     return statements
+
+
+def _conflicts(flagged: list[tuple[int, Any]]) -> str:
+    """The `_type_conflicts` expression: a JSON object of the columns whose flag `c<i>` is set
+    (the value as sent, for a value that did not fit its column's type), NULL when none is."""
+    if not flagged:
+        return "NULL::JSON"
+    none = " AND ".join(f"c{i} IS NULL" for i, _ in flagged)
+    pairs = ", ".join(f"{literal(c.name)}, c{i}" for i, c in flagged)
+    return (f"CASE WHEN {none} THEN NULL "
+            f"ELSE json_merge_patch('{{}}'::JSON, json_object({pairs})) END")
