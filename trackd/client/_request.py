@@ -10,6 +10,10 @@ cannot be trusted to survive one); a 3xx is reported as an `APIError`.
 from __future__ import annotations
 
 import base64
+
+# Imported now, not lazily by the socket module on the first connection: a process forked
+# while another thread was importing it gets 'unknown encoding: idna' (seen in the fork test).
+import encodings.idna  # noqa: F401
 import gzip
 import http.client
 import json
