@@ -6,6 +6,10 @@ records when its 200 arrives; a poller asks the running server's admin API
 (`POST /api/v1/query`, over `<data_dir>/run/admin.sock`, the path `trackd query` uses) every
 50 ms which probe ids have reached `<source>.tracks`. Freshness = first seen - 200, so it
 includes the poll interval and the query's own time: an upper bound by up to ~50 ms + a query.
+The messages in the warehouse are counted every second, during the load and after it while
+the loader catches up: that second rate is the most the warehouse loads with the machine to
+itself, which bounds what trackd sustains end to end (`runner.run_freshness` then measures
+freshness again at half of it).
 """
 
 from __future__ import annotations
@@ -71,12 +75,15 @@ def warehouse_ready(server: Running, wait: float = 10.0) -> tuple[bool, str]:
     return False, last
 
 
-def measure(server: Running, *, seconds: float, run_id: str, interval: float = 0.05,
-            wait_after: float = 30.0) -> dict[str, Any]:
+def measure(server: Running, *, seconds: float, run_id: str, load_stops_at: float,
+            interval: float = 0.05, wait_after: float = 30.0) -> dict[str, Any]:
     """Send probes for `seconds` and wait for each to be queryable (up to `wait_after` more).
 
     Percentiles count a probe never seen as later than any seen one; a percentile that falls
-    among those is None ("more than wait_after")."""
+    among those is None ("more than wait_after"). The messages in the warehouse are counted
+    every second: `load_rate_messages_s` is the rate while the background load ran (until
+    `load_stops_at` seconds after the start), `drain_rate_messages_s` the rate after it, while
+    the loader still had a backlog and the machine to itself (None: it had no backlog)."""
     assert server.data_dir is not None
     acked: dict[str, float] = {}
     seen: dict[str, float] = {}
@@ -117,7 +124,7 @@ def measure(server: Running, *, seconds: float, run_id: str, interval: float = 0
     thread = threading.Thread(target=prober, daemon=True)
     thread.start()
     started = time.monotonic()
-    loaded: list[tuple[float, int]] = []  # (seconds since start, rows in tracks)
+    loaded: list[tuple[float, int]] = []  # (seconds since start, messages in the warehouse)
     next_count = started
     give_up = None
     while True:
@@ -142,11 +149,22 @@ def measure(server: Running, *, seconds: float, run_id: str, interval: float = 0
         if time.monotonic() >= next_count:
             next_count += 1.0
             status, body = warehouse_query(server.data_dir,
-                                           f"SELECT count(*) AS n FROM {SOURCE}.tracks")
+                                           "SELECT count(*) AS n FROM _trackd.messages")
             if status == 200:
                 loaded.append((time.monotonic() - started, int(body["rows"][0]["n"])))
         time.sleep(interval)
     thread.join()
+    # The backlog left after the last probe: keep counting while it drains (up to 60 s).
+    while time.monotonic() - started < load_stops_at + 60:
+        if len(loaded) >= 2 and loaded[-1][0] >= load_stops_at and loaded[-1][1] == loaded[-2][1]:
+            break
+        time.sleep(max(0.0, next_count - time.monotonic()))
+        next_count += 1.0
+        status, body = warehouse_query(server.data_dir,
+                                       "SELECT count(*) AS n FROM _trackd.messages")
+        if status != 200:
+            break
+        loaded.append((time.monotonic() - started, int(body["rows"][0]["n"])))
     delays = sorted(seen[mid] - acked[mid] for mid in acked if mid in seen)
     unseen = len(acked) - len(delays)
     return {
@@ -154,7 +172,10 @@ def measure(server: Running, *, seconds: float, run_id: str, interval: float = 0
         "p50_s": _percentile_with_unseen(delays, unseen, 50),
         "p95_s": _percentile_with_unseen(delays, unseen, 95),
         "max_s": None if unseen or not delays else delays[-1],
-        "loaded_rows": loaded, "load_rate_rows_s": _rate(loaded),
+        "loaded_messages": loaded,
+        "load_rate_messages_s": _rate([x for x in loaded if x[0] <= load_stops_at]),
+        "drain_rate_messages_s": _rate([x for x in loaded if x[0] >= load_stops_at],
+                                       min_samples=3),
         "errors": errors[:10], "error_count": len(errors),
     }
 
@@ -168,9 +189,10 @@ def _percentile_with_unseen(delays: list[float], unseen: int, q: float) -> float
     return delays[index] if index < len(delays) else None
 
 
-def _rate(samples: list[tuple[float, int]]) -> float | None:
-    """Rows/s the warehouse loaded, between the first and the last sample that grew."""
+def _rate(samples: list[tuple[float, int]], min_samples: int = 2) -> float | None:
+    """Rows/s the warehouse loaded, between the first and the last sample that grew (None
+    with fewer than `min_samples` such samples: a drain of one batch is no rate)."""
     growing = [s for i, s in enumerate(samples) if i == 0 or s[1] > samples[i - 1][1]]
-    if len(growing) < 2 or growing[-1][0] <= growing[0][0]:
+    if len(growing) < max(2, min_samples) or growing[-1][0] <= growing[0][0]:
         return None
     return (growing[-1][1] - growing[0][1]) / (growing[-1][0] - growing[0][0])
