@@ -75,7 +75,10 @@ def test_sigterm_stops_cleanly(server: Server) -> None:
         assert client.post("/v1/track", json={"userId": "u", "event": "e"},
                            auth=("wk_web", "")).status_code == 200
     assert server.stop() == 0
-    assert not (server.data_dir / "run" / "server.json").exists()
+    run = server.data_dir / "run"
+    assert not (run / "server.json").exists()
+    assert not (run / "admin.sock").exists()  # nothing left that looks like a live server
+    assert not list(run.glob("ready-*"))
 
 
 def test_reading_commands_never_create_a_data_dir(tmp_path: Path) -> None:

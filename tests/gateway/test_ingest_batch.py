@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from trackd.errors import AuthenticationError, InvalidRequest, RequestRejected
-from trackd.gateway.ingest import Ingestor, Outcome
+from trackd.gateway.ingest import Ingestor, Outcome, without_write_key
 from trackd.log.records import Entry, Refused
 from trackd.observability import Registry
 from trackd.settings import SourceSettings
@@ -47,6 +47,25 @@ def envelope(*items: bytes, pad: int = 0) -> bytes:
 
 def rejected(outcome: Outcome) -> list[tuple[int, str]]:
     return [(r["index"], r["error"]["message"]) for r in outcome.body.get("rejected", [])]
+
+
+def test_a_refused_item_is_kept_without_its_write_key() -> None:
+    bad = b'{"type": "track", "writeKey": "wk", "userId": "u", "event": "", "x": "\\u00e9"}'
+    outcome, log = batch(envelope(GOOD, bad))
+    assert rejected(outcome) == [(1, "Missing required field: event")]
+    # the other members exactly as sent (escapes included), the secret gone
+    assert [r.body for r in log.refused] == [
+        b'{"type":"track","userId":"u","event":"","x":"\\u00e9"}']
+
+
+def test_without_write_key_drops_every_write_key_member() -> None:
+    assert without_write_key(b'{"a":1,"writeKey":"wk","writeKey":"wk2","b":[1, 2]}') == \
+        b'{"a":1,"b":[1, 2]}'
+
+
+def test_without_write_key_leaves_other_bytes_alone() -> None:
+    for body in (b'{ "a" : 1 }', b"[1]", b"not json"):
+        assert without_write_key(body) == body
 
 
 @pytest.mark.parametrize("pad", [0, 40_000], ids=["small-body", "over-32KB-body"])

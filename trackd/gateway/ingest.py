@@ -54,6 +54,7 @@ class _Items(msgspec.Struct):
 _decode_batch = msgspec.json.Decoder(_Batch).decode
 _decode_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _decode_raw_items = msgspec.json.Decoder(_Items).decode
+_decode_members = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _NOT_ENCODABLE = (msgspec.EncodeError, UnicodeEncodeError, OverflowError)
 _NOT_JSON_TEXT = "Message holds a value that is not valid JSON text"
 
@@ -62,6 +63,19 @@ def _raw_items(body: bytes) -> list[msgspec.Raw]:
     """The items of a batch body that decoded whole, each as sent (last `batch` key wins,
     as in the whole decoding)."""
     return _decode_raw_items(body).batch
+
+
+def without_write_key(raw: bytes) -> bytes:
+    """A JSON object's bytes without its `writeKey` member; the other members as sent (so
+    this works even when the decoded message could not be encoded again)."""
+    try:
+        members = _decode_members(raw)
+    except msgspec.DecodeError:
+        return raw
+    if "writeKey" not in members:
+        return raw
+    del members["writeKey"]
+    return _encode(members)
 
 
 def _decoded_each(raws: list[msgspec.Raw]) -> Iterator[Any]:
@@ -284,8 +298,8 @@ class Ingestor:
     def _refused_item(source: SourceSettings, message: Any, raw: bytes, index: int | None,
                       reason: str, envelope: Envelope) -> Refused:
         message_id = message.get("messageId") if isinstance(message, dict) else None
-        if isinstance(message, dict) and "writeKey" in message:  # a secret: never stored
-            raw = _encode({k: v for k, v in message.items() if k != "writeKey"})
+        if isinstance(message, dict):  # the writeKey is a secret: never stored
+            raw = without_write_key(raw)
         return Refused(source.name, message_id if isinstance(message_id, str) else None,
                        envelope.received_at, index, reason, raw)
 

@@ -94,7 +94,8 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
         asyncio.run(_main(settings, run_dir, sock, on_ready))
     finally:
         sock.close()
-        (run_dir / "server.json").unlink(missing_ok=True)
+        for gone in [run_dir / "server.json", run_dir / "admin.sock", *run_dir.glob("ready-*")]:
+            gone.unlink(missing_ok=True)
 
 
 async def _main(settings: Settings, run_dir: Path, sock: socket.socket,
