@@ -6,10 +6,11 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-TARGET_ORDER = ["nginx", "baseline", "trackd-1w", "trackd-2w"]
+TARGET_ORDER = ["nginx", "baseline", "floor", "trackd-1w", "trackd-2w"]
 LABELS = {
     "nginx": "nginx static 200 (2 workers)",
     "baseline": "naive FastAPI + pydantic + SQLite commit/request (2 workers)",
+    "floor": "design floor: raw ASGI + msgspec + group commit, nothing else (2 workers)",
     "trackd-1w": "trackd, fsync before 200, 1 worker",
     "trackd-2w": "trackd, fsync before 200, 2 workers",
 }
@@ -133,15 +134,17 @@ def cpu_split_table(doc: dict[str, Any]) -> list[str]:
 
 
 def ratio_table(doc: dict[str, Any]) -> list[str]:
-    lines = ["| scenario | trackd | vs nginx | vs naive baseline |", "|---|---|---:|---:|"]
+    lines = ["| scenario | trackd | vs nginx | vs naive baseline | vs design floor |",
+             "|---|---|---:|---:|---:|"]
     for scenario in SCENARIO_TITLES:
         for target in ("trackd-1w", "trackd-2w"):
             vs_nginx = round_ratios(doc, scenario, target, "nginx")
             vs_base = round_ratios(doc, scenario, target, "baseline")
-            if not vs_nginx and not vs_base:
+            vs_floor = round_ratios(doc, scenario, target, "floor")
+            if not vs_nginx and not vs_base and not vs_floor:
                 continue
             lines.append(f"| {scenario} | {target} | {_range(vs_nginx, _ratio)} "
-                         f"| {_range(vs_base, _ratio)} |")
+                         f"| {_range(vs_base, _ratio)} | {_range(vs_floor, _ratio)} |")
     return lines
 
 

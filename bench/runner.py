@@ -1,10 +1,10 @@
-"""bench/run: trackd side by side with nginx and a naive baseline, in one run.
+"""bench/run: trackd side by side with nginx, a naive baseline and the design floor, in one run.
 
-Rounds run every target in turn (nginx, baseline, trackd with 1 and with 2 workers), the order
+Rounds run every target in turn (nginx, baseline, floor, trackd with 1 and 2 workers), the order
 rotated each round; each target is started fresh, takes the three scenarios (single, batch,
 mixed; each a short warm-up and a measured wrk run), and is stopped. Ratios are computed
 inside each round, then their median is taken. After each run the rows in trackd's log shards
-(and the baseline's table) are counted and must cover every event acknowledged with a 200.
+(and the baseline's and the floor's tables) are counted and must cover every event acknowledged with a 200.
 Then freshness (when the warehouse exists) and the warehouse queries on generated rows.
 
 Results: bench/results/<time>/results.json and summary.md (the tables for docs/benchmarks.md).
@@ -36,6 +36,7 @@ BENCH = Path(__file__).resolve().parent
 TARGETS = [
     targets.Target("nginx", "nginx", 2),
     targets.Target("baseline", "baseline", 2),
+    targets.Target("floor", "floor", 2),
     targets.Target("trackd-1w", "trackd", 1),
     targets.Target("trackd-2w", "trackd", 2),
 ]

@@ -4,6 +4,8 @@
   from a private config under the run directory (never the system service);
 - baseline: bench/baselines/naive_fastapi (FastAPI + pydantic + one SQLite commit per request)
   under uvicorn from bench/.venv-baseline;
+- floor: bench/baselines/floor (the stack benchmark's minimal durable design: raw ASGI,
+  msgspec, group commit into SQLite) under uvicorn from trackd's own venv;
 - trackd: `trackd serve` with its defaults (fsync before 200), 1 or 2 gateway workers.
 """
 
@@ -83,8 +85,8 @@ enabled = false
 
 @dataclass(frozen=True)
 class Target:
-    name: str  # "nginx", "baseline", "trackd-1w", "trackd-2w"
-    kind: str  # "nginx", "baseline", "trackd"
+    name: str  # "nginx", "baseline", "floor", "trackd-1w", "trackd-2w"
+    kind: str  # "nginx", "baseline", "floor", "trackd"
     workers: int
 
 
@@ -108,11 +110,15 @@ class Running:
         return f"http://127.0.0.1:{self.port}"
 
     def count_rows(self) -> int | None:
-        """Rows durably stored so far: trackd's log shards, or the baseline's table."""
+        """Rows durably stored so far: trackd's log shards, the baseline's table, the floor's
+        per-process tables."""
         if self.target.kind == "trackd":
             assert self.data_dir is not None
             paths = sorted((self.data_dir / "log").glob("*.log.db"))
             return sum(_count(path, "frames", "sum(count)") for path in paths)
+        if self.target.kind == "floor":
+            assert self.data_dir is not None
+            return sum(_count(path, "events") for path in sorted(self.data_dir.glob("*.db")))
         if self.target.kind == "baseline":
             assert self.db_path is not None
             return _count(self.db_path, "events") if self.db_path.exists() else 0
@@ -209,6 +215,14 @@ def start(target: Target, workdir: Path, port: int, *, baseline_venv: Path,
         conf = workdir / "nginx.conf"
         conf.write_text(NGINX_CONF.format(workers=target.workers, dir=workdir, port=port))
         command = ["nginx", "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)]
+    elif target.kind == "floor":
+        data_dir = workdir / "data"
+        data_dir.mkdir(exist_ok=True)
+        env.update(FLOOR_DB=str(data_dir / "events"), FLOOR_WRITE_KEY=WRITE_KEY)
+        command = [str(ROOT / ".venv" / "bin" / "uvicorn"), "app:app", "--host", "127.0.0.1",
+                   "--port", str(port), "--workers", str(target.workers), "--http", "httptools",
+                   "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
+                   "--app-dir", str(BENCH / "baselines" / "floor")]
     elif target.kind == "baseline":
         db_path = workdir / "events.db"
         env.update(BASELINE_DB=str(db_path), BASELINE_WRITE_KEY=WRITE_KEY)
