@@ -4,7 +4,8 @@ Rounds run every target in turn (nginx, baseline, floor, trackd with 1 and 2 wor
 rotated each round; each target is started fresh, takes the three scenarios (single, batch,
 mixed; each a short warm-up and a measured wrk run), and is stopped. Ratios are computed
 inside each round, then their median is taken. After each run the rows in trackd's log shards
-(and the baseline's and the floor's tables) are counted and must cover every event acknowledged with a 200.
+(and the baseline's and the floor's tables) are counted and must cover every event
+acknowledged with a 200.
 Then freshness (when the warehouse exists) and the warehouse queries on generated rows.
 
 Results: bench/results/<time>/results.json and summary.md (the tables for docs/benchmarks.md).
