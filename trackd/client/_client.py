@@ -129,7 +129,9 @@ class Client(Calls):
         return consumer.stop(timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """`flush()` then `join()`, within one `timeout`; True if everything was delivered."""
+        """`flush()` then `join()`, within one `timeout`. True when nothing is left: each
+        message was delivered or reported to `on_error` (a refused or undeliverable one is
+        reported, not retried forever); False when `timeout` ran out first."""
         return self.join(timeout)
 
     def _call(self, kind: str, callback: Callback | None, **fields: Any) -> Result:
