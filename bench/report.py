@@ -278,14 +278,16 @@ def freshness_lines(fresh: dict[str, Any]) -> list[str]:
 
 
 def _freshness_run(fresh: dict[str, Any], half: str) -> str:
-    rate = fresh.get("load_rate_messages_s", fresh.get("load_rate_rows_s"))
+    rate, unit = fresh.get("load_rate_messages_s"), "messages/s"
+    if "load_rate_messages_s" not in fresh:  # results.json of an earlier bench/run
+        rate, unit = fresh.get("load_rate_rows_s"), "track rows/s"
     return (f"background load {fresh['achieved_events_s']:,.0f} events/s (asked "
             f"{fresh['target_events_s']:,.0f}{half}), p99 "
             f"{fresh['background_p99_ms']:.0f} ms; {fresh['probes_seen']}/"
             f"{fresh['probes_acked']} probes seen within {fresh['wait_after_s']:.0f} s "
             f"after the last; p50 {_fmt_s(fresh['p50_s'], fresh)}, p95 "
             f"{_fmt_s(fresh['p95_s'], fresh)}, max {_fmt_s(fresh['max_s'], fresh)}; "
-            f"warehouse loaded {'-' if rate is None else _int(rate)} messages/s under that "
+            f"warehouse loaded {'-' if rate is None else _int(rate)} {unit} under that "
             f"load; errors {fresh['error_count']}.")
 
 
