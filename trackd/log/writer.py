@@ -147,12 +147,19 @@ class LogWriter:
         error: Exception | None = None
         messages = 0
         try:
-            conn.execute("BEGIN")
-            if rows:
-                _insert_frames(conn, rows)
-            if refused:
-                conn.executemany(_INSERT_REFUSED, refused)
-            conn.execute("COMMIT")
+            if refused or len(rows) > _MAX_ROWS_PER_INSERT:
+                conn.execute("BEGIN")
+                if rows:
+                    _insert_frames(conn, rows)
+                if refused:
+                    conn.executemany(_INSERT_REFUSED, refused)
+                conn.execute("COMMIT")
+            elif rows:
+                # One statement, its own transaction: the insert, the commit and its fsync
+                # happen in one call, so this thread takes the GIL back once per commit
+                # (BEGIN, INSERT, COMMIT took it three times, each a wait behind a busy event
+                # loop of up to the interpreter's switch interval).
+                conn.execute(_insert_sql(len(rows)), [value for row in rows for value in row])
             messages, self._seq = seq - self._seq, seq
             self.last_error = None
         except sqlite3.Error as exc:
