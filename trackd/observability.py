@@ -80,15 +80,16 @@ class Histogram(_Metric):
         self.buckets = buckets
         self.values: dict[Labels, list[float]] = {}  # per bucket counts + [sum, count]
 
-    def observe(self, value: float, labels: Labels = ()) -> None:
+    def observe(self, value: float, labels: Labels = (), count: int = 1) -> None:
+        """Record `value` (`count` times: e.g. once per message of a batch that share it)."""
         row = self.values.get(labels)
         if row is None:
             row = self.values[labels] = [0.0] * (len(self.buckets) + 2)
         i = bisect_left(self.buckets, value)
         if i < len(self.buckets):
-            row[i] += 1
-        row[-2] += value
-        row[-1] += 1
+            row[i] += count
+        row[-2] += value * count
+        row[-1] += count
 
 
 class Registry:

@@ -89,6 +89,9 @@ def test_calls_land_in_the_segment_layout_with_typed_columns(
     assert "anonymous_id" not in w.columns("web", "users")
     assert w.rows("SELECT id FROM backend.signed_up") == [("b1",)]
     assert w.metric("trackd_warehouse_messages_loaded_total") == 7
+    freshness = w.metrics.snapshot()["trackd_warehouse_freshness_seconds"]["values"]
+    [(_, row)] = freshness  # per bucket counts, then sum and count: one per message loaded
+    assert row[-1] == 7 and sum(row[:-2]) <= 7
 
 
 def test_a_value_of_another_type_is_cast_or_kept_in_type_conflicts(
