@@ -30,8 +30,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from itertools import groupby
-from operator import attrgetter
 from typing import TypeVar
 
 import duckdb
@@ -46,8 +44,6 @@ from trackd.warehouse.catalog import Catalog
 from trackd.warehouse.db import Database
 
 CONSUMER = "warehouse"
-_SHARD = attrgetter("shard")
-_OFFSET = attrgetter("offset")
 T = TypeVar("T")
 PRUNE_INTERVAL = 3600.0
 RETRIES = 3
@@ -64,17 +60,6 @@ class Stopping(Exception):
 
 class WarehouseFailing(Exception):
     """A message failed alone and so did the canary: the warehouse is at fault, not it."""
-
-
-def _advanced(position: Position, records: list[Record]) -> Position:
-    """`advanced(position, records)`, with the per-record work in C (groupby, max): the
-    records of a read come shard by shard."""
-    out = dict(position)
-    for shard, group in groupby(records, key=_SHARD):
-        last = max(map(_OFFSET, group))
-        if last > out.get(shard, 0):
-            out[shard] = last
-    return out
 
 
 def utcnow() -> datetime:
@@ -239,7 +224,7 @@ class WarehouseLoader:
         batch = Batch(self.catalog, self._window, now)
         keys = [ledger.message_key(r.source, r.message_id) for r in records]
         batch.judge(ledger.find(con, keys), records, keys)
-        conflicts = self._in_transaction(_advanced(self.position, records), batch.write)
+        conflicts = self._in_transaction(advanced(self.position, records), batch.write)
         committed = self.clock()
         for source, count in batch.loaded.items():
             self._loaded.inc((source,), count)
