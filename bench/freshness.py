@@ -148,10 +148,9 @@ def measure(server: Running, *, seconds: float, run_id: str, load_stops_at: floa
                 errors.append(f"query answered {status}: {str(body)[:200]}")
         if time.monotonic() >= next_count:
             next_count += 1.0
-            status, body = warehouse_query(server.data_dir,
-                                           "SELECT count(*) AS n FROM _trackd.messages")
-            if status == 200:
-                loaded.append((time.monotonic() - started, int(body["rows"][0]["n"])))
+            count = _messages_loaded(server.data_dir)
+            if count is not None:
+                loaded.append((time.monotonic() - started, count))
         time.sleep(interval)
     thread.join()
     # The backlog left after the last probe: keep counting while it drains (up to 60 s).
@@ -160,11 +159,10 @@ def measure(server: Running, *, seconds: float, run_id: str, load_stops_at: floa
             break
         time.sleep(max(0.0, next_count - time.monotonic()))
         next_count += 1.0
-        status, body = warehouse_query(server.data_dir,
-                                       "SELECT count(*) AS n FROM _trackd.messages")
-        if status != 200:
+        count = _messages_loaded(server.data_dir)
+        if count is None:
             break
-        loaded.append((time.monotonic() - started, int(body["rows"][0]["n"])))
+        loaded.append((time.monotonic() - started, count))
     delays = sorted(seen[mid] - acked[mid] for mid in acked if mid in seen)
     unseen = len(acked) - len(delays)
     return {
@@ -178,6 +176,12 @@ def measure(server: Running, *, seconds: float, run_id: str, load_stops_at: floa
                                        min_samples=3),
         "errors": errors[:10], "error_count": len(errors),
     }
+
+
+def _messages_loaded(data_dir: Path) -> int | None:
+    """Messages in the warehouse (every type: the ledger `_trackd.messages`); None on error."""
+    status, body = warehouse_query(data_dir, "SELECT count(*) AS n FROM _trackd.messages")
+    return int(body["rows"][0]["n"]) if status == 200 else None
 
 
 def _percentile_with_unseen(delays: list[float], unseen: int, q: float) -> float | None:
