@@ -1,4 +1,4 @@
-"""One gateway worker process: the tracking API on the shared socket, writing its own shard.
+"""One gateway worker process: the tracking API on its listening socket, writing its own shard.
 
 Started by the supervisor as `python -m trackd.server.worker RUN_DIR INDEX FD`.
 
