@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -152,9 +153,7 @@ def measure_target(target: targets.Target, round_no: int, args: argparse.Namespa
                 f"p99 {result['p99_ms']:.1f} ms cpu {usage['server_cores']:.2f} "
                 f"(wrk {summary['wrk_cores']:.2f}){check}")
     finally:
-        server.stop()
-        if not args.keep_data:
-            server.discard_data()
+        _finish(server, args)
     return results
 
 
@@ -234,9 +233,16 @@ def _freshness_run(args: argparse.Namespace, out: Path, templates: dict[str, dic
                       background_p99_ms=background["latency_us"]["p99"] / 1000)
         return result
     finally:
-        server.stop()
-        if not args.keep_data:
-            server.discard_data()
+        _finish(server, args)
+
+
+def _finish(server: targets.Running, args: argparse.Namespace) -> None:
+    """Stop a server, delete what it stored, and flush the page cache, so that the next server
+    never starts while the kernel is still writing this one's data out behind its fsyncs."""
+    server.stop()
+    if not args.keep_data:
+        server.discard_data()
+    os.sync()
 
 
 def main(argv: list[str]) -> int:
