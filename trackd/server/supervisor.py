@@ -79,34 +79,39 @@ def _bind(host: str, port: int, count: int) -> list[socket.socket]:
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     spread = count > 1 and sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
-    probe = socket.socket(family, socket.SOCK_STREAM)
-    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        probe.bind((host, port))
-    except OSError as exc:
+    probe = _bound(family, host, port, reuse_port=False)
+    if spread:
+        port = probe.getsockname()[1]  # the port the system chose, for port 0
         probe.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    if not spread:
-        probe.listen(4096)
-        probe.set_inheritable(True)
-        return [probe] * count
-    port = probe.getsockname()[1]  # the port the system chose, for port 0
-    probe.close()
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-            sock.listen(4096)
-            sock.set_inheritable(True)
-    except OSError as exc:
-        for sock in sockets:
-            sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        sockets: list[socket.socket] = []
+        try:
+            for _ in range(count):
+                sockets.append(_bound(family, host, port, reuse_port=True))
+        except ConfigError:
+            for sock in sockets:
+                sock.close()
+            raise
+    else:
+        sockets = [probe] * count
+    for sock in dict.fromkeys(sockets):
+        sock.listen(4096)
+        sock.set_inheritable(True)
     return sockets
+
+
+def _bound(family: socket.AddressFamily, host: str, port: int, *,
+           reuse_port: bool) -> socket.socket:
+    """A socket bound to host:port, not listening yet; ConfigError when the address is taken."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
 
 
 def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
