@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import collections
-import re
-import socket
+import http.client
 from collections.abc import Callable
 
 import msgspec
@@ -17,26 +16,14 @@ from tests.server.load import read_all
 CONNECTIONS = 32
 
 
-def _post_track(conn: socket.socket, port: int, message_id: str) -> bytes:
+def _post_track(conn: http.client.HTTPConnection, message_id: str) -> int:
+    """POST one track on `conn` (kept alive); the answer's status."""
     body = msgspec.json.encode({"type": "track", "event": "Spread", "userId": "u1",
                                 "messageId": message_id, "writeKey": "wk_web"})
-    conn.sendall(b"POST /v1/track HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                 % (port, len(body), body))
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        answer += _received(conn)
-    head, _, body = answer.partition(b"\r\n\r\n")
-    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-    while len(body) < length:
-        body += _received(conn)
-    return head
-
-
-def _received(conn: socket.socket) -> bytes:
-    chunk = conn.recv(4096)
-    assert chunk, "the server closed a keep-alive connection"
-    return chunk
+    conn.request("POST", "/v1/track", body, {"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    answer.read()
+    return answer.status
 
 
 def test_keep_alive_connections_opened_at_once_reach_both_workers(
@@ -45,13 +32,17 @@ def test_keep_alive_connections_opened_at_once_reach_both_workers(
     kept alive: every worker gets a share, so neither sits idle while the other saturates.
     Which worker served a connection shows in the log shard its message went to."""
     server = make_server(config=GATEWAY_CONFIG, workers=2)
-    pool = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(CONNECTIONS)]
+    pool = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            for _ in range(CONNECTIONS)]
     try:
+        for conn in pool:  # every connection first, in one burst
+            conn.connect()
         for n, conn in enumerate(pool):
-            answer = _post_track(conn, server.port, f"spread-{n}")
-            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+            assert _post_track(conn, f"spread-{n}") == 200
         for n, conn in enumerate(pool):  # the same connections again: still kept alive
-            assert _post_track(conn, server.port, f"again-{n}").startswith(b"HTTP/1.1 200")
+            sock = conn.sock
+            assert _post_track(conn, f"again-{n}") == 200
+            assert conn.sock is sock, "the server closed a keep-alive connection"
     finally:
         for conn in pool:
             conn.close()
