@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -140,13 +141,6 @@ def send_valid(server: Server, prefix: str = "alongside") -> tuple[str, int]:
     return mid, response.status_code
 
 
-def warehouse_enabled(server: Server) -> bool:
-    """True once the admin query API answers (the warehouse is wired in)."""
-    response = httpx.post(server.url + "/api/v1/query", json={"sql": "SELECT 1"},
-                          headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
-    return response.status_code == 200
-
-
 def warehouse_tracks(server: Server) -> tuple[int, int]:
     response = httpx.post(
         server.url + "/api/v1/query",
@@ -168,3 +162,19 @@ def warehouse_load_errors(server: Server) -> str:
         return response.text[:1000]
     except httpx.HTTPError as exc:
         return repr(exc)
+
+
+def assert_warehouse_has_exactly(server: Server, want: int, timeout: float,
+                                 figures: str = "") -> None:
+    """Wait until the warehouse holds `want` distinct tracks, then assert each exactly once.
+
+    The warehouse is part of every server: a query API that does not answer fails here."""
+    deadline = time.monotonic() + timeout
+    while warehouse_tracks(server)[1] < want and time.monotonic() < deadline:
+        time.sleep(0.2)
+    rows, distinct = warehouse_tracks(server)
+    wfig = f"{figures} warehouse_rows={rows} warehouse_distinct={distinct} want={want}"
+    if rows != want:
+        wfig += f" load_errors={warehouse_load_errors(server)}"
+    print(wfig)  # noqa: T201 - the figures reported in docs/guarantees.md
+    assert rows == distinct == want, wfig

@@ -74,6 +74,7 @@ class Warehouse:
     database: Database
     reader: LogReader
     metrics: Registry
+    batch_failures_expected: bool = False
 
     def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         with self.database.reading() as cur:
@@ -95,6 +96,17 @@ class Warehouse:
         values = self.metrics.snapshot()[name]["values"]
         return float(sum(v for _, v in values))
 
+    def expect_batch_failures(self) -> None:
+        """This test makes batches fail on purpose: skip the check that none did."""
+        self.batch_failures_expected = True
+
+    def batch_failures(self) -> float:
+        """Batches that failed and were retried or split: 0 when every batch loads at once.
+
+        A load that only comes out right through the retry-and-split fallback is a bug the
+        rows alone do not show; `make_warehouse` checks this is 0 after every test."""
+        return self.metric("trackd_warehouse_batch_failures_total")
+
 
 @pytest.fixture
 def log(tmp_path: Path) -> Log:
@@ -106,12 +118,17 @@ def make_warehouse(tmp_path: Path) -> Iterator[Callable[..., Warehouse]]:
     """Factory: make_warehouse(**WarehouseSettings fields) -> an opened Warehouse.
 
     Calling it again closes the previous one first: a restart on the same files.
+    After the test, every warehouse it made must have loaded with no failed batch (unless the
+    test called `expect_batch_failures()`).
     """
     opened: list[Warehouse] = []
+    failed: list[float] = []
 
     def close_all() -> None:
         while opened:
             w = opened.pop()
+            if not w.batch_failures_expected:
+                failed.append(w.batch_failures())
             w.database.close()
             w.reader.close()
 
@@ -129,3 +146,5 @@ def make_warehouse(tmp_path: Path) -> Iterator[Callable[..., Warehouse]]:
 
     yield factory
     close_all()
+    assert not any(failed), (
+        f"batches failed and were only loaded through the retry-and-split fallback: {failed}")

@@ -260,6 +260,7 @@ def test_a_message_that_cannot_be_loaded_is_recorded_and_the_rest_loads(
     log.append([Entry("web", "broken-1", "track", "2024-05-01T10:00:00.000Z", b"{not json")])
     log.write(good[2:])
     w = make_warehouse()
+    w.expect_batch_failures()  # the broken message fails its batch until it is alone
     assert w.loader.load_available() == 6
     assert w.rows("SELECT count(*) FROM web.ok") == [(5,)]
     (error,) = w.rows("SELECT message_id, error FROM _trackd.load_errors")
@@ -373,6 +374,7 @@ def test_a_failing_warehouse_writes_nothing_off_and_catches_up_when_it_works_aga
         log: Log, make_warehouse: MakeWarehouse) -> None:
     log.write([enriched("track", userId="u", event="Ok") for _ in range(4)])
     w = make_warehouse()
+    w.expect_batch_failures()
     con = w.database.writer()
     con.execute("ALTER TABLE _trackd.messages RENAME TO messages_away")  # every load fails
     with pytest.raises(WarehouseFailing, match="cannot load even a plain message"):

@@ -53,22 +53,48 @@ def test_anything_but_one_select_is_refused(sql: str, make_warehouse: MakeWareho
     assert w.rows("SELECT count(*) FROM _trackd.offsets") == [(0,)]
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT count(*) FROM web.tracks",
-    "FROM web.tracks SELECT id",
-    "WITH t AS (SELECT id FROM web.tracks) SELECT * FROM t",
-    "DESCRIBE web.tracks",
-    "SHOW TABLES",
-    "SUMMARIZE web.tracks",
-    "VALUES (1, 2)",
-    "SELECT * FROM _trackd.duplicates",
+Rows = list[tuple[object, ...]]
+
+
+def _names(rows: Rows) -> set[object]:
+    return {row[0] for row in rows}
+
+
+@pytest.mark.parametrize(("sql", "check"), [
+    ("SELECT count(*) FROM web.tracks", lambda rows: rows == [(1,)]),
+    ("FROM web.tracks SELECT id", lambda rows: rows == [("q-1",)]),
+    ("WITH t AS (SELECT id, event FROM web.tracks) SELECT * FROM t",
+     lambda rows: rows == [("q-1", "e")]),
+    ("DESCRIBE web.tracks", lambda rows: {"id", "event", "user_id"} <= _names(rows)),
+    ("SHOW ALL TABLES", lambda rows: {("web", "e"), ("web", "tracks")} <= {
+        (r[1], r[2]) for r in rows}),
+    ("SUMMARIZE web.tracks",
+     lambda rows: [(r[0], r[-2]) for r in rows if r[0] == "id"] == [("id", 1)]),
+    ("VALUES (1, 2)", lambda rows: rows == [(1, 2)]),
+    ("SELECT message_id FROM _trackd.duplicates", lambda rows: rows == [("q-1",)]),
 ])
-def test_read_only_queries_run(sql: str, log: Log, make_warehouse: MakeWarehouse) -> None:
-    log.write([enriched("track", userId="u", event="E")])
+def test_read_only_queries_run(sql: str, check: Callable[[Rows], bool], log: Log,
+                               make_warehouse: MakeWarehouse) -> None:
+    first = enriched("track", userId="u", event="E", messageId="q-1")
+    log.write([first, {**first}])  # the copy is a duplicate: _trackd.duplicates has a row
     w = make_warehouse()
     w.loader.load_available()
-    columns, _ = WarehouseQueryEngine(w.database).query(sql)
+    columns, rows = WarehouseQueryEngine(w.database).query(sql)
     assert columns
+    assert check(rows), rows
+
+
+def test_the_read_only_transaction_refuses_a_select_that_writes(
+        make_warehouse: MakeWarehouse) -> None:
+    """The second layer on its own: `nextval` is a SELECT to the parser, a write to DuckDB."""
+    w = make_warehouse()
+    w.database.writer().execute("CREATE SEQUENCE main.counter")
+    sql = "SELECT nextval('main.counter')"
+    with w.database.reading() as parser:
+        assert read_only_statement(sql, parser) == sql  # the parser lets it through
+    with pytest.raises(QueryRefused, match="read-only"):
+        WarehouseQueryEngine(w.database).query(sql)
+    assert w.database.writer().execute(sql).fetchall() == [(1,)]  # never advanced
 
 
 def test_selects_cannot_reach_files_or_settings(log: Log,
