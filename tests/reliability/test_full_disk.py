@@ -24,7 +24,6 @@ from tests.reliability.helpers import (
     track,
 )
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
 
 @pytest.fixture
@@ -44,7 +43,8 @@ def _send(url: str, mids: list[str]) -> httpx.Response:
                       json={"batch": [track(m, properties={"pad": padding}) for m in mids]})
 
 
-@needs_root
+@pytest.mark.needs_root
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_full_disk_gets_503_never_a_false_200_and_recovers(
         make_server: Callable[..., Server], small_disk: Path) -> None:
     server = make_server(config(), workers=1, start=False, name="disk/data")
