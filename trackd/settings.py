@@ -43,6 +43,8 @@ class ServerSettings:
     cors_origins: list[str] = _f(["*"], "Origins allowed by CORS on the tracking paths.")
     trusted_proxies: list[str] = _f([], "Peers whose X-Forwarded-For sets context.ip.")
     shutdown_timeout: float = _f(10.0, "Seconds to finish in-flight work on SIGTERM.")
+    drain_seconds: float = _f(0.5, "Seconds after SIGTERM during which /readyz and new "
+                              "tracking requests get 503 before the port closes.")
 
 
 @dataclass(frozen=True)

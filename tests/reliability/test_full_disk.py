@@ -25,7 +25,6 @@ from tests.reliability.helpers import (
 )
 
 
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "disk"

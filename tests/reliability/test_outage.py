@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, eventually
 from tests.reliability.helpers import (
+    ADMIN,
     WEB,
     assert_warehouse_has_exactly,
     config,
@@ -98,6 +99,26 @@ def _destinations(receivers: dict[str, Receiver]) -> str:
         for name, r in receivers.items())
 
 
+def _delivery(server: Server, mid: str, destination: str) -> dict[str, Any] | None:
+    """What `GET /api/v1/events/<mid>` says of its delivery to `destination` (None: nothing)."""
+    try:
+        response = httpx.get(f"{server.url}/api/v1/events/{mid}", timeout=30,
+                             headers={"Authorization": f"Bearer {ADMIN}"})
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    for entry in response.json()["destinations"]["deliveries"]:
+        if entry["destination"] == destination:
+            return dict(entry)
+    return None
+
+
+def _retrying(server: Server, mid: str) -> dict[str, Any] | None:
+    entry = _delivery(server, mid, "down")
+    return entry if entry is not None and entry["state"] == "retrying" else None
+
+
 def run_outage(make_server: Callable[..., Server], receivers: dict[str, Receiver],
                messages: int, *, wait: float = 10.0, restart: bool = False) -> None:
     server = make_server(config(extra=_destinations(receivers)), workers=1)
@@ -122,9 +143,16 @@ def run_outage(make_server: Callable[..., Server], receivers: dict[str, Receiver
     assert_warehouse_has_exactly(server, len(want), 20)
     assert receivers["down"].requests > 0, "the down destination was never tried"
     assert not receivers["down"].ids()
+    retried = 0
     if restart:  # kill -9 mid-outage: the retry state must survive it
+        # two failed attempts recorded: a ledger lost in the kill would start again at one
+        before = eventually(lambda: (entry := _retrying(server, acked[0]))
+                            and entry["attempts"] >= 2 and entry)
         server.kill()
         server.start()
+        after = eventually(lambda: _retrying(server, acked[0]))
+        assert after["attempts"] >= before["attempts"], (before, after)
+        retried = before["attempts"]
     receivers["down"].mode = "ok"  # the outage ends: everything arrives, nothing lost
     receivers["slow"].delay = 0.0
     deadline = time.monotonic() + 60
@@ -133,14 +161,17 @@ def run_outage(make_server: Callable[..., Server], receivers: dict[str, Receiver
             f"after recovery: down got {len(receivers['down'].ids() & want)}/{len(want)}, "
             f"slow got {len(receivers['slow'].ids() & want)}/{len(want)}")
         time.sleep(0.2)
+    if restart:  # delivered by the retries that went on after the restart
+        delivered = eventually(lambda: _delivery(server, acked[0], "down"))
+        assert delivered["state"] == "delivered" and delivered["attempts"] > retried, delivered
     print(f"messages={len(want)} healthy_all_after={healthy_after:.1f}s "  # noqa: T201
           f"down_attempts={receivers['down'].requests} "
           f"recovered_all_after={time.monotonic() - sent:.1f}s restart={restart}")
 
 
-def test_down_and_slow_destination_lose_nothing_and_hold_back_nothing(
+def test_down_and_slow_destination_lose_nothing_hold_back_nothing_and_survive_kill_9(
         make_server: Callable[..., Server], receivers: dict[str, Receiver]) -> None:
-    run_outage(make_server, receivers, messages=100)
+    run_outage(make_server, receivers, messages=100, restart=True)
 
 
 @pytest.mark.slow

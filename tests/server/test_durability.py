@@ -45,28 +45,33 @@ def test_every_acknowledged_message_survives_kill_9(make_server: Callable[..., S
     assert len(read_all(server)) == len(records) + 1
 
 
+def _readiness(server: Server) -> int | None:
+    try:
+        return httpx.get(server.url + "/readyz", timeout=5).status_code
+    except httpx.HTTPError:
+        return None
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_a_signal_stops_cleanly_and_keeps_everything_acknowledged(
         make_server: Callable[..., Server], signum: int) -> None:
-    server = make_server(config=GATEWAY_CONFIG, workers=2)
+    # A drain of 5 s (0.5 s by default): longer than any step below takes on a busy machine.
+    server = make_server(config=GATEWAY_CONFIG, workers=2,
+                         env={"TRACKD_SERVER_DRAIN_SECONDS": "5"})
     load = Load(server, threads=6).start()
     try:
         load.wait_for(1000)
         assert server.proc is not None
         os.killpg(server.proc.pid, signum)  # as a terminal's Ctrl-C or a service manager
-        readiness = []
-        for _ in range(5):
-            try:
-                readiness.append(httpx.get(server.url + "/readyz", timeout=5).status_code)
-            except httpx.HTTPError:
-                break
-        assert 503 in readiness  # draining: a load balancer stops sending here
+        # draining: /readyz says 503 (a load balancer stops sending here) and new tracking
+        # requests get 503 + Retry-After, then the port closes
+        eventually(lambda: _readiness(server) == 503, timeout=4)
+        eventually(lambda: load.statuses.get(503), timeout=4)
         code = server.proc.wait(30)
         server.proc = None
     finally:
         load.stop()
     assert code == 0
-    # While draining, new requests are answered 503 + Retry-After, then the port closes.
     assert set(load.statuses) == {200, 503}
     assert load.retry_after and all(r and int(r) >= 1 for r in load.retry_after)
     stored_ids = {r.message_id for r in read_all(server)}

@@ -2,8 +2,8 @@
 
 Started by the supervisor as `python -m trackd.server.worker RUN_DIR INDEX FD`.
 
-On SIGTERM/SIGINT the worker first drains for DRAIN_SECONDS: new tracking requests get 503 +
-Retry-After and /readyz turns 503 (so a load balancer moves away) while requests already in
+On SIGTERM/SIGINT the worker first drains for `server.drain_seconds`: new tracking requests get
+503 + Retry-After and /readyz turns 503 (so a load balancer moves away) while requests already in
 flight finish; then uvicorn's graceful shutdown closes the listener and the log writer
 commits what is queued. A second SIGINT stops at once, as uvicorn does.
 """
@@ -26,7 +26,6 @@ from trackd.gateway.app import Gateway
 from trackd.observability import configure_logging
 from trackd.settings import from_json
 
-DRAIN_SECONDS = 0.5
 GC_THRESHOLD = (100_000, 50, 100)
 """gc thresholds for a worker. A request's objects are short-lived and hold no cycles, so
 they die by reference counting; the default first threshold (700) ran a collection every few
@@ -68,7 +67,7 @@ def main(argv: list[str]) -> None:
                             timeout_graceful_shutdown=int(settings.server.shutdown_timeout),
                             limit_concurrency=4096, h11_max_incomplete_event_size=64 * 1024)
     server = _Worker(config, parts.gateway,
-                     min(DRAIN_SECONDS, settings.server.shutdown_timeout))
+                     min(settings.server.drain_seconds, settings.server.shutdown_timeout))
     gc.freeze()  # what start-up built lives as long as the worker: never scan it again
     gc.set_threshold(*GC_THRESHOLD)
     with contextlib.suppress(KeyboardInterrupt):
