@@ -96,15 +96,17 @@ enabled = false
 """
 
 GATEWAY_CONFIG = DEFAULT_CONFIG + """
+# One message per 50 s (a burst of one): what is over the limit is over it however slowly the
+# test runs. Bursts and refill are tested on a clock the test moves (test_ratelimit.py).
 [[sources]]
 name = "limited"
 write_keys = ["wk_limited"]
-rate_limit_per_second = 5
+rate_limit_per_second = 0.02
 
 [[sources]]
 name = "bulk"
 write_keys = ["wk_bulk"]
-rate_limit_per_second = 5
+rate_limit_per_second = 0.02
 """ + QUIET
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Server
-from tests.reliability.helpers import config
+from tests.reliability.helpers import config, running_workers
 
 
 @pytest.fixture(scope="module")
@@ -19,3 +19,10 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         server.stop(timeout=30)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+@pytest.fixture(scope="module")
+def workers(shared_server: Server) -> set[int]:
+    """The shared server's running workers at first use: a test that sends traffic checks
+    none of them has died since (a crash is its own traffic's doing, not an earlier test's)."""
+    return running_workers(shared_server)

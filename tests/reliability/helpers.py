@@ -114,6 +114,21 @@ def worker_pids(server: Server) -> list[int]:
     return pids
 
 
+def running_workers(server: Server) -> set[int]:
+    """The supervisor's children that are running (a crashed one is gone or a zombie)."""
+    parent = supervisor_pid(server)
+    pids: set[int] = set()
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                pids.add(int(pid))
+    return pids
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

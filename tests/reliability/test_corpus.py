@@ -4,11 +4,11 @@ up, its workers' memory stays bounded and valid traffic alongside keeps being se
 from __future__ import annotations
 
 import gzip
+import select
 import socket
-import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -20,7 +20,9 @@ from tests.reliability.helpers import (
     basic,
     config,
     log_counts,
+    message_id,
     send_valid,
+    track,
     workers_rss_kb,
 )
 
@@ -39,6 +41,10 @@ def _nested(depth: int, open_: str = "[", close: str = "]") -> str:
 
 
 SINGLE_PREFIX = '{"userId":"u","event":"e","properties":{"x":'
+# name: (path, body, headers, the one right status). Numbers JSON cannot hold as a double, lone
+# surrogates and invalid UTF-8 are not valid JSON (400); a repeated key keeps its last value, as
+# JSON.parse does (so "$bad" is the event name: 400, and the second "batch" is the batch: 200);
+# a body over 32 KB is 413 before its depth matters.
 CORPUS: dict[str, tuple[str, bytes, dict[str, str], set[int]]] = {
     "gzip bomb single": ("/v1/track", _bomb(200), {"Content-Encoding": "gzip"}, {413}),
     "gzip bomb batch": ("/v1/batch", _bomb(200), {"Content-Encoding": "gzip"}, {413}),
@@ -54,7 +60,7 @@ CORPUS: dict[str, tuple[str, bytes, dict[str, str], set[int]]] = {
         "/v1/track", (SINGLE_PREFIX + _nested(10000) + "}}").encode(), {}, {400}),
     "nested objects 10000 single": (
         "/v1/track", (SINGLE_PREFIX + '{"a":' * 10000 + "1" + "}" * 10000 + "}}").encode(),
-        {}, {400, 413}),
+        {}, {413}),
     "nested arrays 10000 batch item": (
         "/v1/batch", ('{"batch":[{"type":"track","userId":"u","event":"e","properties":{"x":'
                       + _nested(10000) + "}}]}").encode(), {}, {400}),
@@ -63,14 +69,14 @@ CORPUS: dict[str, tuple[str, bytes, dict[str, str], set[int]]] = {
     "nested arrays 100000 batch": ("/v1/batch", ('{"batch":' + _nested(100000) + "}").encode(),
                                    {}, {400}),
     "huge exponent": ("/v1/track", b'{"userId":"u","event":"e","properties":{"x":1e999999}}',
-                      {}, {200, 400}),
+                      {}, {400}),
     "huge integer": ("/v1/track", ('{"userId":"u","event":"e","properties":{"x":'
-                                   + "9" * 20000 + "}}").encode(), {}, {200, 400}),
+                                   + "9" * 20000 + "}}").encode(), {}, {400}),
     "huge userId number": ("/v1/track", ('{"userId":' + "9" * 4000 + ',"event":"e"}').encode(),
-                           {}, {200, 400}),
+                           {}, {400}),
     "negative huge float": ("/v1/track",
                             b'{"userId":"u","event":"e","properties":{"x":-1.7976931348623159e308}}',
-                            {}, {200, 400}),
+                            {}, {400}),
     "NaN": ("/v1/track", b'{"userId":"u","event":"e","properties":{"x":NaN}}', {}, {400}),
     "Infinity": ("/v1/track", b'{"userId":"u","event":"e","properties":{"x":Infinity}}', {},
                  {400}),
@@ -80,19 +86,19 @@ CORPUS: dict[str, tuple[str, bytes, dict[str, str], set[int]]] = {
     "invalid utf-8 in batch": ("/v1/batch", b'{"batch":[{"type":"track","userId":"\xc3\x28",'
                                b'"event":"e"}]}', {}, {400}),
     "overlong utf-8": ("/v1/track", b'{"userId":"\xc0\xaf","event":"e"}', {}, {400}),
-    "lone surrogate": ("/v1/track", b'{"userId":"u","event":"\\ud800"}', {}, {200, 400}),
+    "lone surrogate": ("/v1/track", b'{"userId":"u","event":"\\ud800"}', {}, {400}),
     "lone surrogate key": ("/v1/track", b'{"userId":"u","event":"e","properties":{"\\udfff":1}}',
-                           {}, {200, 400}),
+                           {}, {400}),
     "lone surrogate in batch": ("/v1/batch", b'{"batch":[{"type":"track","userId":"\\udbff",'
-                                b'"event":"e"}]}', {}, {200, 400}),
+                                b'"event":"e"}]}', {}, {400}),
     "duplicate keys": ("/v1/track", b'{"userId":"u","userId":"v","event":"e","event":"$bad"}',
-                       {}, {200, 400}),
+                       {}, {400}),
     "duplicate batch key": ("/v1/batch", b'{"batch":[],"batch":[{"type":"track","userId":"u",'
-                            b'"event":"e"}]}', {}, {200, 400}),
+                            b'"event":"e"}]}', {}, {200}),
     "not an object": ("/v1/track", b"[1,2,3]", {}, {400}),
     "empty body": ("/v1/batch", b"", {}, {400}),
     "null bytes": ("/v1/track", b"\0" * 1000, {}, {400}),
-    "unknown encoding": ("/v1/track", b"{}", {"Content-Encoding": "br"}, {400, 415}),
+    "unknown encoding": ("/v1/track", b"{}", {"Content-Encoding": "br"}, {400}),
     "2501 items": ("/v1/batch", ('{"batch":[' + ",".join(["{}"] * 2501) + "]}").encode(), {},
                    {400}),
     "batch of nulls": ("/v1/batch", ('{"batch":[' + ",".join(["null"] * 2000) + "]}").encode(),
@@ -100,14 +106,8 @@ CORPUS: dict[str, tuple[str, bytes, dict[str, str], set[int]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def rss_watch(shared_server: Server) -> Iterator[dict[str, dict[int, int]]]:
-    figures = {"before": workers_rss_kb(shared_server)}
-    yield figures
-
-
 @pytest.mark.parametrize("name", sorted(CORPUS))
-def test_hostile_body_gets_a_4xx(shared_server: Server, rss_watch: object, name: str) -> None:
+def test_hostile_body_gets_a_4xx(shared_server: Server, name: str) -> None:
     path, body, headers, expected = CORPUS[name]
     response = httpx.post(shared_server.url + path, content=body,
                           headers={**WEB, **headers}, timeout=30)
@@ -132,46 +132,34 @@ def _status(sock: socket.socket) -> int | None:
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_100_mb_streamed_body_gets_413(shared_server: Server, rss_watch: object,
-                                       chunked: bool) -> None:
+def test_100_mb_streamed_body_gets_413(shared_server: Server, chunked: bool) -> None:
+    """A body announced as 100 MB gets 413 before any of it is sent; one streamed in chunks
+    gets it once 1 MB has been sent. The client then only waits: an answer proves the server
+    needed no more (a server that kept reading would never answer)."""
     size = 100 * 1024 * 1024
     framing = (b"Transfer-Encoding: chunked\r\n" if chunked
                else b"Content-Length: %d\r\n" % size)
     sock = _raw(shared_server, b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n"
                 b"Authorization: " + WEB["Authorization"].encode() + b"\r\n" + framing + b"\r\n")
-    chunk = b" " * (256 * 1024)
-    sent = 0
-    status = None
-    sock.settimeout(0.0)
-    deadline = time.monotonic() + 60
+    chunk = b" " * (64 * 1024)
     try:
-        while sent < size and time.monotonic() < deadline:
+        for _ in range(16 if chunked else 0):
+            if select.select([sock], [], [], 0)[0]:
+                break  # answered already
             try:
-                data = sock.recv(65536)
-                if data:
-                    status = int(data[9:12])
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            except OSError:  # answered and closed meanwhile: the answer is still to be read
                 break
-            except BlockingIOError:
-                pass
-            piece = (b"%x\r\n" % len(chunk) + chunk + b"\r\n") if chunked else chunk
-            sock.settimeout(10)
-            try:
-                sock.sendall(piece)
-            except OSError:
-                break
-            sock.settimeout(0.0)
-            sent += len(chunk)
-        if status is None:
-            sock.settimeout(10)
-            status = _status(sock)
+        status = _status(sock)
     finally:
         sock.close()
-    assert status in (413, None), status  # None: the server closed before we read the answer
-    assert sent < 10 * 1024 * 1024, f"server kept reading {sent} bytes past the 500 KB limit"
+    assert status == 413, status
     assert send_valid(shared_server)[1] == 200
 
 
-def test_header_flood_is_refused_without_5xx(shared_server: Server, rss_watch: object) -> None:
+def test_header_flood_is_refused_without_5xx(shared_server: Server) -> None:
+    # 2 MB of headers and no write key. Right: 431 (refused for its size) or 401 (read whole,
+    # then judged as any request without a key: uvicorn's httptools parser has no size cap).
     lines = b"".join(b"X-Flood-%d: %s\r\n" % (i, b"a" * 1000) for i in range(2000))
     sock = _raw(shared_server, b"POST /v1/track HTTP/1.1\r\nHost: x\r\n" + lines
                 + b"Content-Length: 2\r\n\r\n{}")
@@ -179,78 +167,81 @@ def test_header_flood_is_refused_without_5xx(shared_server: Server, rss_watch: o
         status = _status(sock)
     finally:
         sock.close()
-    assert status is None or status < 500, status
-    one_huge = {"X-Huge": "a" * 60_000}
-    try:
-        response = httpx.post(shared_server.url + "/v1/track", headers={**WEB, **one_huge},
-                              json={"userId": "u", "event": "e"}, timeout=30)
-        assert response.status_code < 500
-    except httpx.HTTPError:
-        pass  # closed by the server: acceptable
+    assert status in (401, 431), status
+    # One 60 KB header on a request with a key: 200 (stored) or 431, never a dropped connection.
+    mid = message_id("huge-header")
+    response = httpx.post(shared_server.url + "/v1/track", headers={**WEB, "X-Huge": "a" * 60_000},
+                          json=track(mid), timeout=30)
+    assert response.status_code in (200, 431), response.status_code
+    assert log_counts(shared_server.data_dir)[mid] == (response.status_code == 200)
     assert send_valid(shared_server)[1] == 200
 
 
 WRONG_METHODS = ["GET", "PUT", "DELETE", "PATCH", "HEAD"]
+# What a request with a write key gets on the other public paths, by method (else: 405).
+OTHER_PATHS = {"/api/v1/query": {}, "/api/v1/quarantine": {},  # 401 whatever the method
+               "/openapi.json": {"GET": 200, "HEAD": 200}, "/healthz": {"GET": 200},
+               "/v1/projects/wk_web/settings": {"GET": 200}, "/unknown": {}}
+
+
+def _expected(path: str, method: str) -> int:
+    if path.startswith("/api/"):
+        return 401  # the admin API answers a write key 401 before looking at the method
+    if path == "/unknown":
+        return 404
+    return OTHER_PATHS[path].get(method, 405)
 
 
 @pytest.mark.parametrize("method", WRONG_METHODS)
-def test_wrong_methods_get_405_or_4xx(shared_server: Server, rss_watch: object,
-                                      method: str) -> None:
+def test_wrong_methods_get_405_and_other_paths_their_own_answer(shared_server: Server,
+                                                                method: str) -> None:
     with shared_server.client() as client:
         for path in ["/v1/track", "/v1/batch", "/v1/m", "/v1/import"]:
             response = client.request(method, path, headers=WEB)
             assert response.status_code == 405, (method, path, response.status_code)
-        for path in ["/api/v1/query", "/api/v1/quarantine", "/openapi.json", "/healthz",
-                     "/v1/projects/wk_web/settings", "/unknown"]:
+        for path in OTHER_PATHS:
             response = client.request(method, path, headers=WEB)
-            assert response.status_code < 500, (method, path, response.status_code)
-        response = client.request("TRACE", "/v1/track")
-        assert response.status_code < 500
+            assert response.status_code == _expected(path, method), (method, path,
+                                                                     response.status_code)
+        assert client.request("TRACE", "/v1/track").status_code == 405
 
 
-def test_slow_body_does_not_block_other_clients(shared_server: Server, rss_watch: object) -> None:
-    """A client dribbling its body (one byte every 0.5 s) holds no one else up."""
+def test_slow_body_does_not_block_other_clients(shared_server: Server) -> None:
+    """While a client has sent only part of its body, others are served (a server that
+    waited for it would leave them hanging until the body timeout)."""
     body = b'{"userId":"u","event":"slow"}'
     sock = _raw(shared_server, b"POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: "
                 + WEB["Authorization"].encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
-    served: list[int] = []
-    stop = threading.Event()
-
-    def others() -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            status = send_valid(shared_server, "beside-slow")[1]
-            served.append(status)
-            assert time.monotonic() - started < 2
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=others)
-    thread.start()
     try:
+        served = []
         for byte in body[:8]:
             sock.sendall(bytes([byte]))
-            time.sleep(0.5)
+            served.append(send_valid(shared_server, "beside-slow")[1])
         sock.sendall(body[8:])
         status = _status(sock)
     finally:
-        stop.set()
-        thread.join(10)
         sock.close()
     assert status == 200
-    assert served and set(served) == {200}, served
+    assert served == [200] * 8, served
 
 
-def test_no_crash_and_bounded_rss_after_corpus(shared_server: Server,
-                                               rss_watch: dict[str, dict[int, int]]) -> None:
-    assert alive(shared_server)
-    before = rss_watch["before"]
-    after = workers_rss_kb(shared_server)
+def test_the_corpus_leaves_the_workers_up_and_their_memory_bounded(
+        make_server: Callable[..., Server]) -> None:
+    """The whole corpus on a server of this test's own: no worker restarted, RSS bounded."""
+    server = make_server(config(), workers=1)
+    assert send_valid(server)[1] == 200
+    before = workers_rss_kb(server)
+    for name, (path, body, headers, expected) in CORPUS.items():
+        response = httpx.post(server.url + path, content=body, headers={**WEB, **headers},
+                              timeout=30)
+        assert response.status_code in expected, (name, response.status_code)
+    after = workers_rss_kb(server)
     assert set(after) == set(before), f"a worker restarted (crashed): {before} -> {after}"
     growth = {pid: after[pid] - before[pid] for pid in before}
     figures = f"worker RSS kB before={before} after={after} growth={growth}"
     print(figures)  # noqa: T201 - reported in docs/guarantees.md
     assert max(growth.values()) < RSS_GROWTH_LIMIT_KB, figures
-    assert log_counts(shared_server.data_dir)  # valid traffic alongside was stored
+    assert alive(server)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from tests.conftest import Server
-from tests.reliability.helpers import WEB, alive
+from tests.reliability.helpers import WEB, running_workers
 
 
 @pytest.fixture(scope="module")
@@ -21,32 +21,32 @@ def published_schema(shared_server: Server) -> Any:
 schema = schemathesis.pytest.from_fixture("published_schema")
 
 
-def _no_5xx(case: Any, headers: dict[str, str]) -> None:
+def _no_5xx(case: Any, headers: dict[str, str], server: Server, workers: set[int]) -> None:
     response = case.call(headers=headers, timeout=30)
     status = response.status_code
     assert status < 500 or (status == 503 and response.headers.get("retry-after")), (
         case.method, case.path, status, response.text[:300])
+    assert running_workers(server) == workers, "a worker died (and was restarted)"
 
 
 @schema.parametrize()
 @settings(max_examples=15, deadline=None,
           suppress_health_check=list(HealthCheck))
-def test_documented_operations_never_get_a_5xx(case: Any) -> None:
-    _no_5xx(case, WEB)
+def test_documented_operations_never_get_a_5xx(case: Any, shared_server: Server,
+                                               workers: set[int]) -> None:
+    _no_5xx(case, WEB, shared_server, workers)
 
 
 @schema.parametrize()
 @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
-def test_documented_operations_without_a_key_never_get_a_5xx(case: Any) -> None:
-    _no_5xx(case, {})
+def test_documented_operations_without_a_key_never_get_a_5xx(case: Any, shared_server: Server,
+                                                             workers: set[int]) -> None:
+    _no_5xx(case, {}, shared_server, workers)
 
 
 @pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-def test_documented_operations_at_length(case: Any) -> None:
-    _no_5xx(case, WEB)
-
-
-def test_alive_after_schema_fuzzing(shared_server: Server) -> None:
-    assert alive(shared_server)
+def test_documented_operations_at_length(case: Any, shared_server: Server,
+                                         workers: set[int]) -> None:
+    _no_5xx(case, WEB, shared_server, workers)
