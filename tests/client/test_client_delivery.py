@@ -209,7 +209,8 @@ def test_a_full_queue_drops_at_the_call_without_blocking() -> None:
         waiting = [client.track("u", f"Waiting {n}")[1] for n in range(3)]
         started = time.monotonic()
         queued, dropped = client.track("u", "One too many")
-        assert time.monotonic() - started < 1.0
+        # A call that waited for room would wait out the hung request's 30 s timeout.
+        assert time.monotonic() - started < 15
         assert queued is False
         ((error, batch),) = errors.calls
         assert isinstance(error, QueueFullError)
@@ -256,7 +257,7 @@ def test_shutdown_that_runs_out_of_time_reports_what_is_left() -> None:
         server.wait_for(lambda s: len(s.requests) >= 1)
         started = time.monotonic()
         assert client.shutdown(timeout=0.2) is False
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 15  # not the 30 s backoff: the timeout counts
     reported = [m for error, batch in errors.calls for m in batch]
     assert sorted(ids(reported)) == sorted(ids(sent))
     assert all(isinstance(error, ClientClosedError) for error, _ in errors.calls)

@@ -55,14 +55,25 @@ def test_batches_hold_up_to_batch_size_messages_in_order(
     assert in_order(receiver.accepted())
 
 
-def test_a_partial_batch_lingers_to_fill_up(
+def test_a_partial_batch_lingers_to_fill_up_and_a_full_one_goes_at_once(
         harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
-    make_worker(destination(url=receiver.url, batch_size=5, linger=0.5))
+    # A linger far longer than the test: the first message waits for the others however
+    # late they come, and the full batch goes without waiting the linger out.
+    make_worker(destination(url=receiver.url, batch_size=5, linger=3600))
     harness.append([message("u1", 0)])
-    harness.append([message("u1", 1)])
-    eventually(lambda: len(receiver.accepted()) == 2)
+    harness.append([message("u1", n) for n in range(1, 5)])
+    eventually(lambda: len(receiver.accepted()) == 5)
     [request] = receiver.requests
-    assert [m["properties"]["n"] for m in request.json()["batch"]] == [0, 1]
+    assert [m["properties"]["n"] for m in request.json()["batch"]] == [0, 1, 2, 3, 4]
+
+
+def test_a_lone_partial_batch_goes_once_its_linger_is_over(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
+    make_worker(destination(url=receiver.url, batch_size=5, linger=0.2))
+    harness.append([message("u1", 0)])
+    eventually(lambda: len(receiver.accepted()) == 1)
+    [request] = receiver.requests
+    assert [m["properties"]["n"] for m in request.json()["batch"]] == [0]
 
 
 def test_the_receiver_verifies_the_hmac_signature(
