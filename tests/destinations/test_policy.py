@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -28,6 +29,7 @@ from trackd.destinations.policy import (
     (400, Verdict.ABORT), (401, Verdict.ABORT), (403, Verdict.ABORT), (404, Verdict.ABORT),
     (409, Verdict.ABORT), (413, Verdict.ABORT), (422, Verdict.ABORT),
     (301, Verdict.ABORT), (304, Verdict.ABORT), (100, Verdict.ABORT),
+    (300, Verdict.ABORT), (600, Verdict.ABORT),  # just past the 2xx and the 5xx ranges
 ])
 def test_classify(status: int | None, verdict: Verdict) -> None:
     assert classify(status) is verdict
@@ -58,9 +60,21 @@ NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC).timestamp()
     ("0", 0.0), ("3", 3.0), (" 7 ", 7.0), ("1.5", 1.5), ("-4", 0.0),
     (format_datetime(datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC), usegmt=True), 30.0),
     (format_datetime(datetime(2026, 1, 1, 11, 0, 0, tzinfo=UTC), usegmt=True), 0.0),
+    ("Thu, 01 Jan 2026 12:01:00 -0000", 60.0),  # "-0000": no zone given, read as UTC
 ])
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, NOW) == expected
+
+
+def test_a_date_without_a_zone_is_utc_whatever_the_machines_zone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert parse_retry_after("Thu, 01 Jan 2026 12:01:00 -0000", NOW) == 60.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 LIMITS = Limits(max_attempts=5, max_age=3600.0, backoff_min=1.0, backoff_max=60.0)
@@ -84,6 +98,8 @@ def test_after_failure(attempts: int, verdict: Verdict, age: float, retry_after:
     assert decision.state is state
     if delay is not None:
         assert decision.next_try - NOW == pytest.approx(delay)
+    else:
+        assert decision.next_try == 0.0  # dead: no next try
 
 
 def test_retry_delay_cap_follows_a_long_backoff_max() -> None:
