@@ -9,6 +9,7 @@ import click
 
 from trackd.cli.common import config_options, load_settings, one_line_errors
 from trackd.observability import configure_logging
+from trackd.private import secure_data_dir
 from trackd.server.supervisor import ServerInfo
 from trackd.server.supervisor import serve as run_server
 from trackd.settings import Settings
@@ -28,7 +29,7 @@ def serve(config_path: str | None, data_dir: str | None, host: str | None, port:
                                  if v is not None}
     settings = load_settings(config_path, data_dir, overrides, persist=True)
     configure_logging()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(settings.data_dir)
     run_server(settings, lambda info: _banner(settings, info))
     click.echo("trackd stopped.")
 

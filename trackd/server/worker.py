@@ -24,6 +24,7 @@ import uvicorn
 from trackd import app as composition
 from trackd.gateway.app import Gateway
 from trackd.observability import configure_logging
+from trackd.private import restrict_process
 from trackd.settings import from_json
 
 DRAIN_SECONDS = 0.5
@@ -56,6 +57,7 @@ class _Worker(uvicorn.Server):
 
 def main(argv: list[str]) -> None:
     run_dir, index, fd = Path(argv[0]), int(argv[1]), int(argv[2])
+    restrict_process()
     configure_logging()
     settings = from_json((run_dir / "settings.json").read_text())
     sock = socket.socket(fileno=fd)
