@@ -58,8 +58,8 @@ class _Worker(uvicorn.Server):
 def main(argv: list[str]) -> None:
     run_dir, index, fd = Path(argv[0]), int(argv[1]), int(argv[2])
     restrict_process()
-    configure_logging()
     settings = from_json((run_dir / "settings.json").read_text())
+    configure_logging(settings.server.log_level)
     sock = socket.socket(fileno=fd)
     parts = composition.build_gateway(settings, index, run_dir)
     # proxy_headers=False: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1;
