@@ -30,6 +30,7 @@ def get_logger(stage: str) -> logging.Logger:
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _QUIET_LIBRARIES = ("httpx", "httpcore")  # httpx: one INFO line per request, URL and all
+_MALFORMED = "Invalid HTTP request received."  # uvicorn, once per request it answers 400
 _QUERY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
 
 
@@ -52,8 +53,9 @@ def configure_logging(level: str = "info") -> None:
     """Log lines on stderr: time, level, logger, message and its fields.
 
     `level` is one of LOG_LEVELS (`server.log_level`, `trackd serve --log-level`). At info,
-    trackd writes a line per notable event; libraries only warnings and errors (at debug, also
-    httpx's line per outgoing request, without its query string).
+    trackd writes a line per notable event; libraries only warnings and errors, except
+    uvicorn's line per malformed request (at debug, those, and httpx's line per outgoing
+    request, without its query string).
     """
     number = logging.getLevelName(level.upper())
     handler = logging.StreamHandler()
@@ -62,6 +64,10 @@ def configure_logging(level: str = "info") -> None:
     for name in _QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.INFO if number <= logging.DEBUG
                                          else logging.WARNING)
+    if number > logging.DEBUG:
+        # Any client could fill the log with malformed requests; they get their 400 anyway.
+        logging.getLogger("uvicorn.error").addFilter(
+            lambda record: record.getMessage() != _MALFORMED)
 
 
 class _Metric:

@@ -4,7 +4,7 @@ Requests are written on a plain socket, so that the target reaches the server ex
 generated (an HTTP client would normalise or refuse it): raw bytes, or bytes percent-encoded
 (`%00`, `%0d%0a`, ...) after every prefix the gateway routes, with and without the admin token.
 The answer is read with the standard library's response parser. Afterwards the server log
-holds no traceback.
+holds no traceback and no line per malformed request.
 """
 
 from __future__ import annotations
@@ -80,3 +80,4 @@ def test_no_traceback_in_the_log_after_fuzzing(shared_server: Server) -> None:
     assert alive(shared_server)
     log = shared_server.output.read_text()
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+    assert "Invalid HTTP request" not in log  # no line per malformed request either
