@@ -13,6 +13,7 @@ import http.client
 import socket
 from urllib.parse import quote_from_bytes
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -52,15 +53,32 @@ def status_of(server: Server, method: bytes, target: bytes, headers: bytes) -> i
         return response.status
 
 
+requests = given(prefix=st.sampled_from(PREFIXES), path=segments, query=queries,
+                 headers=auth, method=st.sampled_from([b"GET", b"GET", b"POST"]))
+
+
+def probe(server: Server, prefix: str, path: bytes, query: bytes | None, headers: bytes,
+          method: bytes) -> None:
+    target = prefix.encode() + path + (b"?" + query if query is not None else b"")
+    status = status_of(server, method, target, headers)
+    assert status is None or status < 500, (target, status)
+
+
 @fuzz
-@given(prefix=st.sampled_from(PREFIXES), path=segments, query=queries, headers=auth,
-       method=st.sampled_from([b"GET", b"GET", b"POST"]))
+@requests
 def test_arbitrary_bytes_in_paths_never_get_a_5xx(shared_server: Server, prefix: str,
                                                   path: bytes, query: bytes | None,
                                                   headers: bytes, method: bytes) -> None:
-    target = prefix.encode() + path + (b"?" + query if query is not None else b"")
-    status = status_of(shared_server, method, target, headers)
-    assert status is None or status < 500, (target, status)
+    probe(shared_server, prefix, path, query, headers, method)
+
+
+@pytest.mark.slow
+@settings(fuzz, max_examples=5000)
+@requests
+def test_many_more_arbitrary_paths_never_get_a_5xx(shared_server: Server, prefix: str,
+                                                   path: bytes, query: bytes | None,
+                                                   headers: bytes, method: bytes) -> None:
+    probe(shared_server, prefix, path, query, headers, method)
 
 
 def test_the_probes_of_the_report_get_4xx(shared_server: Server) -> None:
