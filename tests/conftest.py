@@ -53,14 +53,15 @@ class Server:
         return [sys.executable, "-m", "trackd", *args, "--config", str(self.config_path),
                 "--data-dir", str(self.data_dir)]
 
-    def start(self, timeout: float = 60.0) -> Server:
+    def start(self, *args: str, timeout: float = 60.0) -> Server:
+        """Start `trackd serve` (with extra `args`, e.g. "--log-level", "debug")."""
         info = self.data_dir / "run" / "server.json"
         info.unlink(missing_ok=True)
         env = {**os.environ, **self.env}
         with self.output.open("ab") as out:
             self.proc = subprocess.Popen(
                 [*self.command("serve"), "--port", str(self.port),
-                 "--workers", str(self.workers)],
+                 "--workers", str(self.workers), *args],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                 start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -163,7 +163,8 @@ class Pipeline:
     async def start(self) -> None:
         for stage in self.stages:
             await stage.start()
-            log.info("stage started", extra={"stage": stage.name})
+            log.debug("stage started", extra={"stage": stage.name})
+        log.info("pipeline started", extra={"stages": ",".join(s.name for s in self.stages)})
         self._tasks.append(asyncio.create_task(self._trim_forever()))
         self._tasks.append(asyncio.create_task(self._dump_forever()))
 
@@ -177,6 +178,7 @@ class Pipeline:
                 log.exception("stage failed to stop cleanly", extra={"stage": stage.name})
         self.metrics.dump(self.run_dir / "metrics" / "pipeline.json")
         self.reader.close()
+        log.info("pipeline stopped")
 
     def render_metrics(self) -> str:
         return render([self.metrics.snapshot(),

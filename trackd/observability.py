@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -27,10 +28,17 @@ def get_logger(stage: str) -> logging.Logger:
 
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_QUIET_LIBRARIES = ("httpx", "httpcore")  # httpx: one INFO line per request, URL and all
+_MALFORMED = "Invalid HTTP request received."  # uvicorn, once per request it answers 400
+_QUERY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
 
 
 class FieldsFormatter(logging.Formatter):
-    """Appends the structured fields given with `extra={...}` as `key=value` pairs."""
+    """Appends the structured fields given with `extra={...}` as `key=value` pairs.
+
+    URLs lose their query string (`?token=...` is a credential more often than not).
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -38,14 +46,28 @@ class FieldsFormatter(logging.Formatter):
         if fields:
             text += " " + " ".join(f"{k}={v!r}" if isinstance(v, str) and " " in v
                                    else f"{k}={v}" for k, v in fields.items())
-        return text
+        return _QUERY.sub(r"\1", text)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log lines on stderr: time, level, logger, message and its fields."""
+def configure_logging(level: str = "info") -> None:
+    """Log lines on stderr: time, level, logger, message and its fields.
+
+    `level` is one of LOG_LEVELS (`server.log_level`, `trackd serve --log-level`). At info,
+    trackd writes a line per notable event; libraries only warnings and errors, except
+    uvicorn's line per malformed request (at debug, those, and httpx's line per outgoing
+    request, without its query string).
+    """
+    number = logging.getLevelName(level.upper())
     handler = logging.StreamHandler()
     handler.setFormatter(FieldsFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
+    logging.basicConfig(level=number, handlers=[handler], force=True)
+    for name in _QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.INFO if number <= logging.DEBUG
+                                         else logging.WARNING)
+    if number > logging.DEBUG:
+        # Any client could fill the log with malformed requests; they get their 400 anyway.
+        logging.getLogger("uvicorn.error").addFilter(
+            lambda record: record.getMessage() != _MALFORMED)
 
 
 class _Metric:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trackd.errors import ConfigError
+from trackd.observability import LOG_LEVELS
 
 _SLUG = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -45,6 +46,8 @@ class ServerSettings:
     shutdown_timeout: float = _f(10.0, "Seconds to finish in-flight work on SIGTERM.")
     drain_seconds: float = _f(0.5, "Seconds after SIGTERM during which /readyz and new "
                               "tracking requests get 503 before the port closes.")
+    log_level: str = _f("info", "Server log: debug, info, warning or error (info: a line "
+                        "per notable event).")
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,9 @@ def _check(settings: Settings) -> None:
         raise ConfigError("server.workers: must be at least 1")
     if not 0 <= settings.server.port <= 65535:
         raise ConfigError("server.port: must be between 0 and 65535")
+    if settings.server.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"server.log_level: must be one of {', '.join(LOG_LEVELS)}, "
+                          f"got {settings.server.log_level!r}")
     if settings.server.max_pending_mb < 0:
         raise ConfigError("server.max_pending_mb: must not be negative")
     positive = {"warehouse.batch_rows": settings.warehouse.batch_rows,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -75,6 +76,25 @@ class AdminGuard:
         await self.app(scope, receive, send)
 
 
+class _AnyText(Convertor[str]):
+    """A path parameter that is the rest of the path, whatever it holds: `/`, CR, LF, tab.
+
+    (Starlette's `path` stops at a line break, and its `$` would then match before a final
+    LF: `abc\n` was looked up as `abc`.)
+    """
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyText())
+
+
 def build_admin(pipeline: Pipeline) -> AdminGuard:
 
     async def query(request: Request) -> Response:
@@ -116,7 +136,7 @@ def build_admin(pipeline: Pipeline) -> AdminGuard:
     routes = [
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/api/v1/query", query, methods=["POST"]),
-        Route("/api/v1/events/{message_id:path}", event, methods=["GET"]),
+        Route("/api/v1/events/{message_id:anytext}", event, methods=["GET"]),
         Route("/api/v1/quarantine", quarantine, methods=["GET"]),
         *pipeline.extra_routes,
     ]

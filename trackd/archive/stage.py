@@ -100,7 +100,7 @@ class ArchiveStage:
         intent.unlink()
         self._rows.inc((), len(records))
         self._files.inc((), written)
-        log.info("archive flushed", extra={"rows": len(records), "files": written,
+        log.debug("archive flushed", extra={"rows": len(records), "files": written,
                                            "flush": flush_id})
 
     def recover(self) -> None:

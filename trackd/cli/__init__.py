@@ -11,6 +11,7 @@ from trackd.cli.data import events, quarantine, query
 from trackd.cli.replay import replay
 from trackd.cli.send import send
 from trackd.cli.serve import serve
+from trackd.private import restrict_process
 
 
 @click.group(context_settings=CONTEXT)
@@ -24,4 +25,5 @@ for command in (serve, send, query, events, quarantine, replay):
 
 
 def main() -> None:
+    restrict_process()  # every file a command creates is private to its user
     sys.exit(cli.main(standalone_mode=True))

@@ -12,6 +12,7 @@ import click
 
 from trackd import settings as settings_mod
 from trackd.errors import TrackdError
+from trackd.private import write_private
 from trackd.settings import Settings
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -57,9 +58,8 @@ def load_settings(config_path: str | None, data_dir: str | None,
         credentials = json.loads(credentials_path.read_text())
     completed = settings_mod.with_generated(loaded, credentials)
     if completed.generated and persist:
-        loaded.data_dir.mkdir(parents=True, exist_ok=True)
-        credentials_path.write_text(json.dumps(credentials, indent=2))
-        credentials_path.chmod(0o600)
+        loaded.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(credentials_path, json.dumps(credentials, indent=2))
     return completed
 
 

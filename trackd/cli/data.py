@@ -10,6 +10,7 @@ import csv
 import io
 import json
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
@@ -94,7 +95,9 @@ def events() -> None:
 def show(message_id: str, config_path: str | None, data_dir: str | None) -> None:
     """Where is my event: accepted or quarantined, deduplicated, loaded, delivered."""
     settings = load_settings(config_path, data_dir)
-    response = _admin(settings, "GET", f"/api/v1/events/{message_id}")
+    # Percent-encoded whole: an id with `?`, `#`, `%`, `/` or a control character is sent
+    # exactly and decoded back to itself by the server.
+    response = _admin(settings, "GET", f"/api/v1/events/{quote(message_id, safe='')}")
     if response is not None:
         if response.status_code not in (200, 404):
             raise _fail_from(response)

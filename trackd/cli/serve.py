@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from trackd.cli.common import config_options, load_settings, one_line_errors
-from trackd.observability import configure_logging
+from trackd.observability import LOG_LEVELS, configure_logging
+from trackd.private import secure_data_dir
 from trackd.server.supervisor import ServerInfo
 from trackd.server.supervisor import serve as run_server
 from trackd.settings import Settings
@@ -19,16 +20,19 @@ from trackd.settings import Settings
 @click.option("--host", help="Listen address (default 127.0.0.1).")
 @click.option("--port", type=int, help="Listen port (default 8088; 0 picks a free one).")
 @click.option("--workers", type=int, help="Gateway processes (one per core uses every core).")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Server log detail (default info: a line per notable event).")
 @one_line_errors
 def serve(config_path: str | None, data_dir: str | None, host: str | None, port: int | None,
-          workers: int | None) -> None:
+          workers: int | None, log_level: str | None) -> None:
     """Start the server: tracking API, pipeline and admin API."""
     overrides: dict[str, Any] = {k: v for k, v in
-                                 {"host": host, "port": port, "workers": workers}.items()
+                                 {"host": host, "port": port, "workers": workers,
+                                  "log_level": log_level}.items()
                                  if v is not None}
     settings = load_settings(config_path, data_dir, overrides, persist=True)
-    configure_logging()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(settings.server.log_level)
+    secure_data_dir(settings.data_dir)
     run_server(settings, lambda info: _banner(settings, info))
     click.echo("trackd stopped.")
 

@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from trackd.destinations.ledger import Due, Intake, Ledger
+from trackd.destinations.notices import Notices
 from trackd.destinations.policy import Decision, Limits, Verdict, after_failure
 from trackd.destinations.routing import Route, refusal
 from trackd.destinations.senders import Sender
@@ -97,6 +98,7 @@ class DestinationWorker:
                                   "Messages not yet delivered: unread in the log, pending or "
                                   "retrying in the ledger.", labels)
         self._labels = (settings.name,)
+        self._notices = Notices(settings.name)
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,6 +120,7 @@ class DestinationWorker:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._notices.flush(force=True)
         self._tasks = []
         await self.sender.aclose()
         self._closed = True
@@ -183,6 +186,7 @@ class DestinationWorker:
                     log.exception("destination dispatch failed; retrying",
                                   extra={"destination": self.settings.name})
                     wake_at = now + 1.0
+                self._notices.flush()
                 timeout = MAX_WAIT if wake_at is None else max(0.0, min(MAX_WAIT,
                                                                        wake_at - now))
                 await self._wait(inflight, timeout)
@@ -249,6 +253,7 @@ class DestinationWorker:
             return
         await asyncio.to_thread(self.ledger.delivered, ids, status, self._clock())
         self._delivered.inc(self._labels, len(ids))
+        self._notices.delivered()
 
     async def _failed(self, ids: list[int], exc: DeliveryError) -> None:
         verdict = Verdict.RETRY if isinstance(exc, RetryableDeliveryError) else Verdict.ABORT
@@ -262,12 +267,10 @@ class DestinationWorker:
         outcomes = await asyncio.to_thread(self.ledger.failed, ids, decide, exc.status,
                                            str(exc), now)
         dead = sum(1 for o in outcomes if o.dead)
+        if verdict is Verdict.RETRY:
+            self._notices.retrying(len(outcomes), str(exc))
         if dead:
             self._dead.inc(self._labels, dead)
-            log.warning("messages dead-lettered", extra={
-                "destination": self.settings.name, "messages": dead, "error": str(exc)})
+            self._notices.dead_lettered(dead, str(exc))
         if len(outcomes) - dead:
             self._retried.inc(self._labels, len(outcomes) - dead)
-            log.info("delivery failed; will retry", extra={
-                "destination": self.settings.name, "messages": len(outcomes) - dead,
-                "error": str(exc)})

@@ -101,8 +101,9 @@ class Gateway:
         self._admin = admin
         self._lifespan = lifespan
         self.draining = False
-        self._requests = metrics.counter("trackd_http_requests_total",
-                                         "HTTP requests by path and status.", ("path", "status"))
+        self._requests = metrics.counter(
+            "trackd_http_requests_total", "HTTP requests by path (a tracking path, admin, "
+            "profile or other) and status.", ("path", "status"))
         self._latency = metrics.histogram("trackd_http_request_seconds",
                                           "Time to answer a tracking request.", labels=("path",))
 
@@ -114,7 +115,8 @@ class Gateway:
             return
         path: str = scope["path"]
         if path.startswith(ADMIN_PREFIXES) and self._admin is not None:
-            await self._admin(scope, receive, send)
+            await self._admin(scope, receive, self._counted(
+                send, "profile" if path.startswith("/v1/spaces/") else "admin"))
             return
         started = time.perf_counter()
         headers = dict(scope["headers"])
@@ -140,6 +142,15 @@ class Gateway:
         self._requests.inc((label, str(status)))
         if label != "other":
             self._latency.observe(time.perf_counter() - started, (label,))
+
+    def _counted(self, send: Send, label: str) -> Send:
+        """`send` that counts the response in trackd_http_requests_total under `label`."""
+        async def counting(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                self._requests.inc((label, str(message["status"])))
+            await send(message)
+
+        return counting
 
     async def _route(self, scope: Scope, path: str, headers: dict[bytes, bytes],
                      receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

@@ -27,6 +27,7 @@ import uvicorn
 from trackd.app import Pipeline
 from trackd.errors import ConfigError
 from trackd.observability import get_logger
+from trackd.private import listen_unix, write_private
 from trackd.server.priority import lower_thread_priority
 from trackd.settings import Settings, to_json
 
@@ -122,8 +123,7 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
     for stale in [*run_dir.glob("ready-*"), *run_dir.glob("metrics/gateway-*.json"),
                   run_dir / "admin.sock", run_dir / "server.json"]:
         stale.unlink(missing_ok=True)
-    (run_dir / "settings.json").write_text(to_json(settings))
-    os.chmod(run_dir / "settings.json", 0o600)
+    write_private(run_dir / "settings.json", to_json(settings))
     sockets = _bind(settings.server.host, settings.server.port, settings.server.workers)
     try:
         asyncio.run(_main(settings, run_dir, sockets, on_ready))
@@ -147,9 +147,9 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
     pipeline = Pipeline(settings, run_dir)
     await pipeline.start()
     admin_sock = run_dir / "admin.sock"
-    admin = _AdminServer(uvicorn.Config(pipeline.admin, uds=str(admin_sock), lifespan="off",
+    admin = _AdminServer(uvicorn.Config(pipeline.admin, lifespan="off",
                                         log_level="warning", access_log=False))
-    admin_task = asyncio.create_task(admin.serve())
+    admin_task = asyncio.create_task(admin.serve(sockets=[listen_unix(admin_sock)]))
     workers: dict[int, subprocess.Popen[bytes]] = {}
     try:
         for index in range(settings.server.workers):

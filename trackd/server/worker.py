@@ -24,6 +24,7 @@ import uvicorn
 from trackd import app as composition
 from trackd.gateway.app import Gateway
 from trackd.observability import configure_logging
+from trackd.private import restrict_process
 from trackd.settings import from_json
 
 GC_THRESHOLD = (100_000, 50, 100)
@@ -55,8 +56,9 @@ class _Worker(uvicorn.Server):
 
 def main(argv: list[str]) -> None:
     run_dir, index, fd = Path(argv[0]), int(argv[1]), int(argv[2])
-    configure_logging()
+    restrict_process()
     settings = from_json((run_dir / "settings.json").read_text())
+    configure_logging(settings.server.log_level)
     sock = socket.socket(fileno=fd)
     parts = composition.build_gateway(settings, index, run_dir)
     # proxy_headers=False: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1;

@@ -41,6 +41,7 @@ from trackd.warehouse.values import parse_timestamp
 
 USERS = "/v1/spaces/{space}/collections/users/profiles/{ident:path}"
 ACCOUNTS = "/v1/spaces/{space}/collections/accounts/profiles/{ident:path}"
+MAX_CURSOR_DIGITS = 18  # a `next` cursor is an offset; longer is no cursor of ours
 
 
 def _basic_user(header: str) -> str | None:
@@ -79,7 +80,7 @@ def _limit(request: Request, default: int, most: int) -> int:
 
 def _offset(request: Request) -> int:
     raw = request.query_params.get("next") or "0"
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_CURSOR_DIGITS):
         raise ProfileError(400, "validation_error", "next must be a cursor from a response")
     return int(raw)
 
