@@ -24,6 +24,7 @@ import uvicorn
 from trackd import app as composition
 from trackd.gateway.app import Gateway
 from trackd.observability import configure_logging
+from trackd.server.protocol import Limits, SweepingServer, protocol_class
 from trackd.settings import from_json
 
 DRAIN_SECONDS = 0.5
@@ -33,7 +34,7 @@ they die by reference counting; the default first threshold (700) ran a collecti
 requests, each one scanning every young object."""
 
 
-class _Worker(uvicorn.Server):
+class _Worker(SweepingServer):
     def __init__(self, config: uvicorn.Config, gateway: Gateway, drain: float) -> None:
         super().__init__(config)
         self._gateway = gateway
@@ -62,11 +63,12 @@ def main(argv: list[str]) -> None:
     parts = composition.build_gateway(settings, index, run_dir)
     # proxy_headers=False: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1;
     # the gateway trusts it only from server.trusted_proxies.
-    config = uvicorn.Config(parts.gateway, loop="uvloop", http="httptools", lifespan="on",
+    # http: uvicorn's httptools protocol with bounds on headers, time and connections.
+    config = uvicorn.Config(parts.gateway, loop="uvloop", lifespan="on", ws="none",
+                            http=protocol_class(Limits.of(settings.server)),
                             log_level="warning", access_log=False, server_header=False,
                             date_header=False, backlog=2048, proxy_headers=False,
-                            timeout_graceful_shutdown=int(settings.server.shutdown_timeout),
-                            limit_concurrency=4096, h11_max_incomplete_event_size=64 * 1024)
+                            timeout_graceful_shutdown=int(settings.server.shutdown_timeout))
     server = _Worker(config, parts.gateway,
                      min(DRAIN_SECONDS, settings.server.shutdown_timeout))
     gc.freeze()  # what start-up built lives as long as the worker: never scan it again
