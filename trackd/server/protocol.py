@@ -73,9 +73,8 @@ class LimitedProtocol(HttpToolsProtocol):
         self._phase = _IDLE
         self._deadline: float | None = None
         self._began = 0  # requests begun on this connection
-        self._head_bytes = 0  # line and headers of the request being read, by the callbacks
-        self._raw_head = 0  # bytes received while reading that head, by data_received
-        self._header_count = 0
+        self._raw_head = 0  # bytes of the head being read, in the reads before this one
+        self._read = 0  # bytes of this read
         self._over_cap = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -87,6 +86,7 @@ class LimitedProtocol(HttpToolsProtocol):
         if self._phase == _CLOSING:
             return  # refused: what still arrives is dropped until the linger ends
         phase, began = self._phase, self._began
+        self._read = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -95,11 +95,12 @@ class LimitedProtocol(HttpToolsProtocol):
             if self._phase != _CLOSING:
                 self._refuse(400, InvalidRequest("Invalid HTTP request"))
             return
-        # A head that spans reads: every byte of this read belongs to it when the read started
-        # with it (or with its first byte). The callbacks only see a header once it is whole.
-        if self._phase == _HEAD and self._began == began + (phase == _IDLE) and phase != _REQUEST:
+        # A head that spans reads: all of this read belongs to it when the read started with
+        # it (or with its first byte); the parser keeps an unfinished header to itself.
+        if self._phase == _HEAD and phase != _REQUEST and self._began == began + (phase == _IDLE):
             self._raw_head += len(data)
-            if self._raw_head > self.limits.max_header_bytes:
+            if self._raw_head > self.limits.max_header_bytes or (
+                    len(self.headers) > self.limits.max_headers):
                 self._refuse_head()
 
     def on_message_begin(self) -> None:
@@ -107,25 +108,18 @@ class LimitedProtocol(HttpToolsProtocol):
         self._phase = _HEAD
         self._deadline = self.loop.time() + self.limits.header_timeout
         self._began += 1
-        self._head_bytes = self._raw_head = self._header_count = 0
-
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        self._head_bytes += len(url)
-        if self._head_bytes > self.limits.max_header_bytes:
-            self._refuse_head()
-            raise _Refused
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        self._head_bytes += len(name) + len(value) + 4
-        self._header_count += 1
-        if self._head_bytes > self.limits.max_header_bytes or (
-                self._header_count > self.limits.max_headers):
-            self._refuse_head()
-            raise _Refused
+        self._raw_head = 0
 
     def on_headers_complete(self) -> None:
+        limits = self.limits
+        if len(self.headers) > limits.max_headers or (
+                # The head came in reads of at most this many bytes: count it only if needed.
+                self._raw_head + self._read > limits.max_header_bytes
+                and len(self.url) + sum(len(name) + len(value) + 4
+                                        for name, value in self.headers)
+                > limits.max_header_bytes):
+            self._refuse_head()
+            raise _Refused
         if self._over_cap:
             self._refuse(503, Unavailable("Too many connections: retry later",
                                           retry_after=RETRY_AFTER_BUSY))
