@@ -76,7 +76,8 @@ def closed_within(sock: socket.socket, timeout: float) -> tuple[bool, bytes]:
     return False, bytes(out)
 
 
-def request(path: str = "/healthz", headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"]
+def request(path: str = "/healthz", headers: dict[str, str] | None = None,
+            host: str = "127.0.0.1") -> bytes:
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
