@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ import uvicorn
 from trackd.app import Pipeline
 from trackd.errors import ConfigError
 from trackd.observability import get_logger
+from trackd.server import orphans
 from trackd.server.priority import lower_thread_priority
 from trackd.settings import Settings, to_json
 
@@ -110,7 +112,9 @@ def _bound(family: socket.AddressFamily, host: str, port: int, *,
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        holder = orphans.holder_of(port) if exc.errno == errno.EADDRINUSE and port else None
+        held = f" (held by {holder})" if holder else ""
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}{held}") from None
     return sock
 
 
@@ -119,6 +123,7 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
     if read_server_info(settings) is not None:
         raise ConfigError(f"a trackd server is already running on {settings.data_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    orphans.stop_leftover_workers(run_dir, settings.server.shutdown_timeout + 5)
     for stale in [*run_dir.glob("ready-*"), *run_dir.glob("metrics/gateway-*.json"),
                   run_dir / "admin.sock", run_dir / "server.json"]:
         stale.unlink(missing_ok=True)
@@ -130,7 +135,8 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
     finally:
         for sock in sockets:
             sock.close()
-        for gone in [run_dir / "server.json", run_dir / "admin.sock", *run_dir.glob("ready-*")]:
+        for gone in [run_dir / "server.json", run_dir / "admin.sock", *run_dir.glob("ready-*"),
+                     *run_dir.glob("worker-*.pid")]:
             gone.unlink(missing_ok=True)
 
 
@@ -184,9 +190,11 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
 def _spawn(run_dir: Path, index: int, sock: socket.socket) -> subprocess.Popen[bytes]:
     (run_dir / f"ready-{index}").unlink(missing_ok=True)
     fd = sock.fileno()
-    return subprocess.Popen(
-        [sys.executable, "-m", "trackd.server.worker", str(run_dir), str(index), str(fd)],
-        pass_fds=(fd,), start_new_session=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", orphans.WORKER_MODULE, str(run_dir), str(index), str(fd),
+         str(os.getpid())], pass_fds=(fd,), start_new_session=False)
+    orphans.pid_file(run_dir, index).write_text(str(proc.pid))
+    return proc
 
 
 async def _wait_ready(run_dir: Path, workers: dict[int, subprocess.Popen[bytes]],
