@@ -9,7 +9,8 @@ import httpx
 from trackd.gateway.app import Receive, Scope, Send
 
 MAX_ADMIN_BODY = 1024 * 1024
-_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host"}
+_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host",
+        b"x-trackd-peer"}
 
 
 class AdminProxy:
@@ -33,6 +34,8 @@ class AdminProxy:
                 await _reply(send, 413, b'{"error":"request body too large"}')
                 return
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP]
+        if scope.get("client"):  # the admin API rate-limits failed logins per client
+            headers.append((b"x-trackd-peer", scope["client"][0].encode()))
         query = scope.get("query_string", b"").decode("latin-1")
         url = scope["path"] + ("?" + query if query else "")
         try:

@@ -30,6 +30,7 @@ from trackd.errors import ConfigError
 from trackd.observability import get_logger
 from trackd.server import orphans
 from trackd.server.priority import lower_thread_priority
+from trackd.server.protocol import Limits, SweepingServer, protocol_class
 from trackd.settings import Settings, to_json
 
 log = get_logger("supervisor")
@@ -42,9 +43,10 @@ class ServerInfo:
     port: int
     pid: int
     admin_socket: str
+    admin_port: int | None = None  # the admin listener's, when server.admin_host is set
 
 
-class _AdminServer(uvicorn.Server):
+class _AdminServer(SweepingServer):
     """The admin API server; signals are the supervisor's business, not uvicorn's."""
 
     @contextlib.contextmanager
@@ -64,7 +66,8 @@ def read_server_info(settings: Settings) -> ServerInfo | None:
         os.kill(int(doc["pid"]), 0)
     except (OSError, ValueError, KeyError):
         return None
-    return ServerInfo(doc["host"], int(doc["port"]), int(doc["pid"]), doc["admin_socket"])
+    return ServerInfo(doc["host"], int(doc["port"]), int(doc["pid"]), doc["admin_socket"],
+                      doc.get("admin_port"))
 
 
 def _bind(host: str, port: int, count: int) -> list[socket.socket]:
@@ -131,16 +134,42 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
     os.chmod(run_dir / "settings.json", 0o600)
     sockets = _bind(settings.server.host, settings.server.port, settings.server.workers)
     try:
-        asyncio.run(_main(settings, run_dir, sockets, on_ready))
-    finally:
+        admin = _bind_admin(settings)
+    except ConfigError:
         for sock in sockets:
+            sock.close()
+        raise
+    try:
+        asyncio.run(_main(settings, run_dir, sockets, admin, on_ready))
+    finally:
+        for sock in [*sockets, *([admin] if admin else [])]:
             sock.close()
         for gone in [run_dir / "server.json", run_dir / "admin.sock", *run_dir.glob("ready-*"),
                      *run_dir.glob("worker-*.pid")]:
             gone.unlink(missing_ok=True)
 
 
+def _bind_admin(settings: Settings) -> socket.socket | None:
+    """The admin listener's socket, when `server.admin_host` is set."""
+    host = settings.server.admin_host
+    if not host:
+        return None
+    sock = _bound(socket.AF_INET6 if ":" in host else socket.AF_INET, host,
+                  settings.server.admin_port, reuse_port=False)
+    sock.listen(128)
+    return sock
+
+
+def _admin_listener(settings: Settings, pipeline: Pipeline) -> _AdminServer:
+    """The admin API on its own TCP address, with the gateway's bounds on connections."""
+    return _AdminServer(uvicorn.Config(
+        pipeline.admin, http=protocol_class(Limits.of(settings.server)), ws="none",
+        lifespan="off", log_level="warning", access_log=False, server_header=False,
+        proxy_headers=False))
+
+
 async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
+                admin_sock: socket.socket | None,
                 on_ready: Callable[[ServerInfo], None]) -> None:
     loop = asyncio.get_running_loop()
     # The stages' blocking work (archive files, ledgers, log reads) runs in the default
@@ -152,10 +181,13 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
         loop.add_signal_handler(sig, stop.set)
     pipeline = Pipeline(settings, run_dir)
     await pipeline.start()
-    admin_sock = run_dir / "admin.sock"
-    admin = _AdminServer(uvicorn.Config(pipeline.admin, uds=str(admin_sock), lifespan="off",
+    admin_sock_path = run_dir / "admin.sock"
+    admin = _AdminServer(uvicorn.Config(pipeline.admin, uds=str(admin_sock_path), lifespan="off",
                                         log_level="warning", access_log=False))
     admin_task = asyncio.create_task(admin.serve())
+    listener = _admin_listener(settings, pipeline) if admin_sock else None
+    listener_task = asyncio.create_task(listener.serve(sockets=[admin_sock])) if (
+        listener and admin_sock) else None
     workers: dict[int, subprocess.Popen[bytes]] = {}
     try:
         for index in range(settings.server.workers):
@@ -164,7 +196,8 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
         if stop.is_set():
             return
         host, port = sockets[0].getsockname()[:2]
-        info = ServerInfo(settings.server.host, int(port), os.getpid(), str(admin_sock))
+        info = ServerInfo(settings.server.host, int(port), os.getpid(), str(admin_sock_path),
+                          admin_sock.getsockname()[1] if admin_sock else None)
         # Written whole under a temporary name, then renamed: whoever waits for the file
         # (the CLI, scripts, tests) never reads it half written.
         partial = run_dir / ".server.json.tmp"
@@ -181,9 +214,11 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
                     workers[index] = _spawn(run_dir, index, sockets[index])
     finally:
         await _stop_workers(workers, settings.server.shutdown_timeout)
-        admin.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(admin_task, 5)
+        for server, task in [(admin, admin_task), (listener, listener_task)]:
+            if server is not None and task is not None:
+                server.should_exit = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 5)
         await pipeline.stop()
 
 
