@@ -81,3 +81,21 @@ def request(path: str = "/healthz", headers: dict[str, str] | None = None,
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def flood(port: int, megabytes: int) -> str:
+    """Send one header of `megabytes` MB; how the server ended it ("431" or "reset")."""
+    with connect(port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: ")
+        chunk = b"c" * 65536
+        try:
+            for _ in range(megabytes * 16):
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            first = sock.recv(65536)
+        except ConnectionResetError:
+            return "reset"
+        answer = parse(first)
+        return str(answer.status) if answer else "closed"

@@ -12,7 +12,15 @@ import pytest
 from tests.conftest import Server, eventually
 from tests.gateway.helpers import running_server
 from tests.reliability.helpers import config, rss_kb, worker_pids
-from tests.server.rawhttp import Answer, closed_within, connect, exchange, parse, request
+from tests.server.rawhttp import (
+    Answer,
+    closed_within,
+    connect,
+    exchange,
+    flood,
+    parse,
+    request,
+)
 
 LIMITS = """
 max_header_bytes = 32768
@@ -58,24 +66,6 @@ def test_too_many_headers_get_431(limited: Server) -> None:
                                                                   for n in range(150)})))
 
 
-def _flood(port: int, megabytes: int) -> str:
-    """Send one header of `megabytes` MB; how the server ended it ("431" or "reset")."""
-    with connect(port) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: ")
-        chunk = b"c" * 65536
-        try:
-            for _ in range(megabytes * 16):
-                sock.sendall(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        try:
-            first = sock.recv(65536)
-        except ConnectionResetError:
-            return "reset"
-        answer = parse(first)
-        return str(answer.status) if answer else "closed"
-
-
 def test_header_floods_are_cut_off_and_the_memory_comes_back(limited: Server) -> None:
     """8 connections at once, each sending a 16 MB header, three times over: each is refused
     once the limit is passed, and the worker's memory ends near where it started (it kept
@@ -84,7 +74,7 @@ def test_header_floods_are_cut_off_and_the_memory_comes_back(limited: Server) ->
     before = rss_kb(pid)
     endings: list[str] = []
     for _ in range(3):
-        threads = [threading.Thread(target=lambda: endings.append(_flood(limited.port, 16)))
+        threads = [threading.Thread(target=lambda: endings.append(flood(limited.port, 16)))
                    for _ in range(8)]
         for thread in threads:
             thread.start()
