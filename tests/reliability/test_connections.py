@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import Server, eventually
 from tests.reliability.helpers import config, rss_kb, send_valid, worker_pids
-from tests.server.rawhttp import closed_within, connect, flood
+from tests.server.rawhttp import closed_within, connect, floods
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +30,7 @@ def test_eight_connections_of_128_mb_headers(make_server: Callable[..., Server])
     stop, statuses = threading.Event(), list[int]()
     valid = threading.Thread(target=_alongside, args=(server, stop, statuses))
     valid.start()
-    endings: list[str] = []
-    flooders = [threading.Thread(target=lambda: endings.append(flood(server.port, 128)))
-                for _ in range(8)]
-    for thread in flooders:
-        thread.start()
-    for thread in flooders:
-        thread.join(600)
+    endings = floods(server.port, 8, 128)
     stop.set()
     valid.join(60)
     after = rss_kb(pid)

@@ -3,6 +3,7 @@ headers, half request lines, one header every second."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import socket
 import time
@@ -81,6 +82,12 @@ def request(path: str = "/healthz", headers: dict[str, str] | None = None,
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def floods(port: int, connections: int, megabytes: int) -> list[str]:
+    """`flood` on `connections` connections at once; how each ended."""
+    with concurrent.futures.ThreadPoolExecutor(connections) as pool:
+        return list(pool.map(lambda _: flood(port, megabytes), range(connections)))
 
 
 def flood(port: int, megabytes: int) -> str:

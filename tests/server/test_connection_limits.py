@@ -3,7 +3,6 @@ send a head, time idle, and how many connections a worker keeps open."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -17,7 +16,7 @@ from tests.server.rawhttp import (
     closed_within,
     connect,
     exchange,
-    flood,
+    floods,
     parse,
     request,
 )
@@ -72,14 +71,7 @@ def test_header_floods_are_cut_off_and_the_memory_comes_back(limited: Server) ->
     hundreds of MB when the protocol buffered whole headers)."""
     [pid] = worker_pids(limited)
     before = rss_kb(pid)
-    endings: list[str] = []
-    for _ in range(3):
-        threads = [threading.Thread(target=lambda: endings.append(flood(limited.port, 16)))
-                   for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
+    endings = [ending for _ in range(3) for ending in floods(limited.port, 8, 16)]
     assert len(endings) == 24
     assert set(endings) <= {"431", "reset"}, endings
     assert "431" in endings
