@@ -12,7 +12,7 @@ from collections.abc import Callable
 from tests.conftest import Server, eventually
 from tests.gateway.helpers import GATEWAY_CONFIG
 from tests.reliability.helpers import worker_pids
-from trackd.server.orphans import command_line
+from trackd.server.orphans import command_line, stop_leftover_workers
 
 
 def _kill_supervisor(server: Server) -> None:
@@ -81,3 +81,13 @@ def test_a_port_held_by_another_process_is_named(make_server: Callable[..., Serv
     finally:
         holder.kill()
         holder.communicate()
+
+
+def test_workers_of_a_live_supervisor_are_never_taken_for_leftovers(
+        make_server: Callable[..., Server]) -> None:
+    server = make_server(config=GATEWAY_CONFIG, workers=2)
+    workers = worker_pids(server)
+    assert stop_leftover_workers(server.data_dir / "run", timeout=1) == []
+    assert all(command_line(pid) is not None for pid in workers)
+    with server.client() as client:
+        assert client.get("/readyz").status_code == 200

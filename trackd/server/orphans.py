@@ -71,6 +71,25 @@ def is_worker_of(pid: int, run_dir: Path) -> bool:
     return bool(rest) and Path(rest[0]).resolve() == run_dir.resolve()
 
 
+def _parent_of(pid: int) -> int | None:
+    try:
+        if Path("/proc/self/stat").exists():
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        out = subprocess.run(["ps", "-o", "ppid=", "-p", str(pid)], capture_output=True,
+                             text=True, timeout=10, check=False).stdout
+        return int(out.strip())
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+def _orphaned(pid: int) -> bool:
+    """Whether worker `pid` has lost the supervisor that started it (named on its command
+    line), so that a server still starting up never has its workers taken for leftovers."""
+    args = command_line(pid) or []
+    started_by = args[-1] if args and args[-1].isdigit() else None
+    return started_by is None or str(_parent_of(pid)) != started_by
+
+
 def stop_leftover_workers(run_dir: Path, timeout: float) -> list[int]:
     """Stop the gateway workers of this run dir that a dead server left; their pids."""
     stopped: list[int] = []
@@ -79,6 +98,8 @@ def stop_leftover_workers(run_dir: Path, timeout: float) -> list[int]:
             pid = int(path.read_text().strip())
         except (OSError, ValueError):
             pid = 0
+        if pid > 0 and is_worker_of(pid, run_dir) and not _orphaned(pid):
+            continue  # its supervisor lives: not ours to stop
         if pid > 0 and pid != os.getpid() and is_worker_of(pid, run_dir):
             log.warning("stopping a gateway worker left by a server that is no longer running",
                         extra={"pid": pid})
