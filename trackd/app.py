@@ -85,7 +85,9 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
 
     gateway = Gateway(ingestor, metrics, ready=lambda: writer.healthy,
                       render_metrics=render_metrics, cors_origins=settings.server.cors_origins,
-                      trusted_proxies=settings.server.trusted_proxies, admin=proxy,
+                      trusted_proxies=settings.server.trusted_proxies,
+                      admin=None if settings.server.admin_host else proxy,  # own listener
+                      public_url=settings.server.public_url,
                       lifespan=(startup, shutdown))
     return GatewayParts(gateway, writer, metrics)
 

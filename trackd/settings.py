@@ -16,6 +16,7 @@ import re
 import secrets
 import tomllib
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,21 @@ class ServerSettings:
                               "tracking requests get 503 before the port closes.")
     log_level: str = _f("info", "Server log: debug, info, warning or error (info: a line "
                         "per notable event).")
+    max_header_bytes: int = _f(32768, "Most bytes of a request's line and headers (431 beyond).")
+    max_headers: int = _f(100, "Most header lines in one request (431 beyond).")
+    header_timeout: float = _f(10.0, "Seconds for a request's line and headers to arrive.")
+    idle_timeout: float = _f(5.0, "Seconds a connection may stay open with no request in "
+                             "progress (new, or kept alive between requests).")
+    max_connections: int = _f(4096, "Open connections per worker; requests on any beyond "
+                              "get 503 with Retry-After.")
+    public_url: str = _f("", "URL clients reach trackd at (https://track.example.com); sets "
+                         "apiHost in the analytics.js settings instead of the Host header.")
+    admin_host: str = _f("", "Address of a separate admin listener (empty: none; the admin "
+                         "API, console and Profile API are then served on the main port).")
+    admin_port: int = _f(8089, "TCP port of the admin listener, when admin_host is set "
+                         "(0 picks a free one).")
+    admin_auth_failures: int = _f(10, "Failed admin authentications allowed per client "
+                                  "address per minute; 429 beyond.")
 
 
 @dataclass(frozen=True)
@@ -275,6 +291,7 @@ def _check(settings: Settings) -> None:
                           f"got {settings.server.log_level!r}")
     if settings.server.max_pending_mb < 0:
         raise ConfigError("server.max_pending_mb: must not be negative")
+    _check_server(settings.server)
     positive = {"warehouse.batch_rows": settings.warehouse.batch_rows,
                 "warehouse.poll_interval": settings.warehouse.poll_interval,
                 "log.trim_interval": settings.log.trim_interval}
@@ -323,6 +340,28 @@ def _check(settings: Settings) -> None:
         raise ConfigError("archive.flush_rows: must be at least 1")
     if settings.archive.flush_interval <= 0:
         raise ConfigError("archive.flush_interval: must be more than 0")
+
+
+MIN_ADMIN_TOKEN = 16
+
+
+def _check_server(server: ServerSettings) -> None:
+    """The connection limits, the public URL, the admin listener and the admin token."""
+    for key in ("max_header_bytes", "max_headers", "header_timeout", "idle_timeout",
+                "max_connections", "admin_auth_failures"):
+        if getattr(server, key) <= 0:
+            raise ConfigError(f"server.{key}: must be more than 0")
+    if not 0 <= server.admin_port <= 65535:
+        raise ConfigError("server.admin_port: must be between 0 and 65535")
+    if server.public_url:
+        parts = urllib.parse.urlsplit(server.public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+                or parts.fragment or parts.username or parts.password:
+            raise ConfigError("server.public_url: must be an http(s) URL with a host and no "
+                              f"query, e.g. https://track.example.com (got {server.public_url!r})")
+    if server.admin_token and len(server.admin_token) < MIN_ADMIN_TOKEN:
+        raise ConfigError(f"server.admin_token: must be at least {MIN_ADMIN_TOKEN} characters "
+                          "(leave it out to have one generated)")
 
 
 def with_generated(settings: Settings, credentials: dict[str, Any]) -> Settings:

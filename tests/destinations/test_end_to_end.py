@@ -89,7 +89,7 @@ def test_forwarding_to_a_second_trackd_lands_in_its_log_and_warehouse(
         make_server: MakeServer) -> None:
     second = make_server("""
 [server]
-admin_token = "second-admin"
+admin_token = "second-admin-token"
 
 [[sources]]
 name = "forwarded"

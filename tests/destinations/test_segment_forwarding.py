@@ -15,7 +15,7 @@ from trackd.log.reader import LogReader
 
 SECOND = """
 [server]
-admin_token = "second-admin"
+admin_token = "second-admin-token"
 
 [[sources]]
 name = "forwarded"

@@ -19,8 +19,12 @@ from starlette.types import Receive, Scope, Send
 
 from trackd.admin import openapi
 from trackd.admin.lookup import where_is
+from trackd.admin.throttle import AuthThrottle
 from trackd.errors import QueryRefused
 from trackd.gateway.app import basic_user
+
+PEER_HEADER = "x-trackd-peer"
+"""Set by the gateway worker's proxy to its client's address (dropped when a client sends it)."""
 
 if TYPE_CHECKING:
     from trackd.app import Pipeline
@@ -59,16 +63,38 @@ class AdminGuard:
 
     PUBLIC = ("/openapi.json",)
 
-    def __init__(self, app: Starlette, token: str) -> None:
+    def __init__(self, app: Starlette, token: str, *, auth_failures: int = 10,
+                 trusted_proxies: list[str] | None = None) -> None:
         self.app = app
         self.token = token
+        self.throttle = AuthThrottle(auth_failures)
+        self.trusted = set(trusted_proxies or ())
+
+    def client(self, request: Request) -> str:
+        """The client's address: the peer, or over the unix socket the gateway worker's
+        X-Trackd-Peer; X-Forwarded-For's first entry when that peer is a trusted proxy."""
+        peer = request.client.host if request.client else request.headers.get(
+            PEER_HEADER, "local")
+        forwarded = request.headers.get("x-forwarded-for", "")
+        if peer in self.trusted and forwarded.split(",")[0].strip():
+            return forwarded.split(",")[0].strip()
+        return peer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in self.PUBLIC:
             request = Request(scope)
+            client = self.client(request)
+            wait = self.throttle.retry_after(client)
+            if wait is not None:
+                refused = _error(429, "rate_limit_error",
+                                 "Too many failed admin authentications: retry later")
+                refused.headers["retry-after"] = str(wait)
+                await refused(scope, receive, send)
+                return
             ok = _bearer_ok(request, self.token) or (
                 scope["path"].startswith("/v1/spaces/") and _basic_ok(request, self.token))
             if not ok:
+                self.throttle.failed(client)
                 denied = _error(401, "authentication_error",
                                 "Admin token required: Authorization: Bearer <admin_token>")
                 await denied(scope, receive, send)
@@ -140,4 +166,7 @@ def build_admin(pipeline: Pipeline) -> AdminGuard:
         Route("/api/v1/quarantine", quarantine, methods=["GET"]),
         *pipeline.extra_routes,
     ]
-    return AdminGuard(Starlette(routes=routes), pipeline.settings.server.admin_token)
+    server = pipeline.settings.server
+    return AdminGuard(Starlette(routes=routes), server.admin_token,
+                      auth_failures=server.admin_auth_failures,
+                      trusted_proxies=server.trusted_proxies)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -78,6 +80,29 @@ def _decode_basic(header: bytes) -> str | None:
     return decoded.split(":", 1)[0] or None
 
 
+_HOST = re.compile(rb"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   rb"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+                   rb"|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+
+
+def api_host_of(host: bytes | None, server: tuple[str, int] | None) -> str:
+    """analytics.js's apiHost for a request: its Host header when that is a well-formed host
+    name or address (with an optional port), else the address the request came in on. Never
+    anything else from the request, so the answer cannot carry a client's junk."""
+    if host and len(host) <= 261 and _HOST.fullmatch(host):
+        return host.decode("ascii") + "/v1"
+    if server is None:
+        return "127.0.0.1/v1"
+    address, port = server[0], server[1]
+    return f"[{address}]:{port}/v1" if ":" in address else f"{address}:{port}/v1"
+
+
+def public_api_host(public_url: str) -> tuple[str, str]:
+    """apiHost and protocol from `server.public_url` (checked when the settings load)."""
+    parts = urllib.parse.urlsplit(public_url)
+    return f"{parts.netloc}{parts.path.rstrip('/')}/v1", parts.scheme
+
+
 def error_body(exc: RequestRejected) -> dict[str, Any]:
     return {"success": False, "error": {"type": exc.error_type, "message": exc.message},
             "code": exc.error_type, "message": exc.message}
@@ -89,7 +114,7 @@ class Gateway:
     def __init__(self, ingestor: Ingestor, metrics: Registry, *,
                  ready: Callable[[], bool], render_metrics: Callable[[], str],
                  cors_origins: list[str], trusted_proxies: list[str],
-                 admin: ASGIApp | None = None,
+                 admin: ASGIApp | None = None, public_url: str = "",
                  lifespan: tuple[Callable[[], Awaitable[None]],
                                  Callable[[], Awaitable[None]]] | None = None) -> None:
         self._ingestor = ingestor
@@ -99,6 +124,7 @@ class Gateway:
         self._origins = {o.encode() for o in cors_origins}
         self._trusted = set(trusted_proxies)
         self._admin = admin
+        self._public = public_api_host(public_url) if public_url else None
         self._lifespan = lifespan
         self.draining = False
         self._requests = metrics.counter(
@@ -234,9 +260,9 @@ class Gateway:
         if self._ingestor.source_for(key) is None:
             return 404, _encode({"success": False, "error": {
                 "type": "invalid_request_error", "message": "Unknown write key"}}), []
-        host = headers.get(b"host", b"127.0.0.1").decode("latin-1")
-        protocol = scope.get("scheme", "http")
-        doc = {"integrations": {"Segment.io": {"apiKey": key, "apiHost": f"{host}/v1",
+        api_host, protocol = self._public or (
+            api_host_of(headers.get(b"host"), scope.get("server")), scope.get("scheme", "http"))
+        doc = {"integrations": {"Segment.io": {"apiKey": key, "apiHost": api_host,
                                                "protocol": protocol}},
                "plan": {"track": {"__default": {"enabled": True}},
                         "identify": {"__default": {"enabled": True}}},

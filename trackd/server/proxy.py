@@ -16,7 +16,7 @@ from trackd.gateway.app import Receive, Scope, Send
 
 MAX_ADMIN_BODY = 1024 * 1024
 _HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host",
-        b"upgrade", b"te", b"trailer", b"proxy-connection"}
+        b"upgrade", b"te", b"trailer", b"proxy-connection", b"x-trackd-peer"}
 _TIMEOUT = {"connect": 5.0, "read": 120.0, "write": 120.0, "pool": 120.0}
 
 
@@ -43,9 +43,10 @@ class AdminProxy:
         query: bytes = scope.get("query_string", b"")
         if query:
             target += b"?" + query
-        request = httpx.Request(scope["method"], "http://admin/",
-                                headers=[(k, v) for k, v in scope["headers"]
-                                         if k.lower() not in _HOP],
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP]
+        if scope.get("client"):  # the admin API rate-limits failed logins per client
+            headers.append((b"x-trackd-peer", scope["client"][0].encode()))
+        request = httpx.Request(scope["method"], "http://admin/", headers=headers,
                                 content=bytes(body),
                                 extensions={"target": target, "timeout": _TIMEOUT})
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -28,7 +29,9 @@ from trackd.app import Pipeline
 from trackd.errors import ConfigError
 from trackd.observability import get_logger
 from trackd.private import listen_unix, write_private
+from trackd.server import orphans
 from trackd.server.priority import lower_thread_priority
+from trackd.server.protocol import Limits, SweepingServer, protocol_class
 from trackd.settings import Settings, to_json
 
 log = get_logger("supervisor")
@@ -41,9 +44,10 @@ class ServerInfo:
     port: int
     pid: int
     admin_socket: str
+    admin_port: int | None = None  # the admin listener's, when server.admin_host is set
 
 
-class _AdminServer(uvicorn.Server):
+class _AdminServer(SweepingServer):
     """The admin API server; signals are the supervisor's business, not uvicorn's."""
 
     @contextlib.contextmanager
@@ -63,7 +67,8 @@ def read_server_info(settings: Settings) -> ServerInfo | None:
         os.kill(int(doc["pid"]), 0)
     except (OSError, ValueError, KeyError):
         return None
-    return ServerInfo(doc["host"], int(doc["port"]), int(doc["pid"]), doc["admin_socket"])
+    return ServerInfo(doc["host"], int(doc["port"]), int(doc["pid"]), doc["admin_socket"],
+                      doc.get("admin_port"))
 
 
 def _bind(host: str, port: int, count: int) -> list[socket.socket]:
@@ -111,7 +116,9 @@ def _bound(family: socket.AddressFamily, host: str, port: int, *,
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        holder = orphans.holder_of(port) if exc.errno == errno.EADDRINUSE and port else None
+        held = f" (held by {holder})" if holder else ""
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}{held}") from None
     return sock
 
 
@@ -120,21 +127,49 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
     if read_server_info(settings) is not None:
         raise ConfigError(f"a trackd server is already running on {settings.data_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    orphans.stop_leftover_workers(run_dir, settings.server.shutdown_timeout + 5)
     for stale in [*run_dir.glob("ready-*"), *run_dir.glob("metrics/gateway-*.json"),
                   run_dir / "admin.sock", run_dir / "server.json"]:
         stale.unlink(missing_ok=True)
     write_private(run_dir / "settings.json", to_json(settings))
     sockets = _bind(settings.server.host, settings.server.port, settings.server.workers)
     try:
-        asyncio.run(_main(settings, run_dir, sockets, on_ready))
-    finally:
+        admin = _bind_admin(settings)
+    except ConfigError:
         for sock in sockets:
             sock.close()
-        for gone in [run_dir / "server.json", run_dir / "admin.sock", *run_dir.glob("ready-*")]:
+        raise
+    try:
+        asyncio.run(_main(settings, run_dir, sockets, admin, on_ready))
+    finally:
+        for sock in [*sockets, *([admin] if admin else [])]:
+            sock.close()
+        for gone in [run_dir / "server.json", run_dir / "admin.sock", *run_dir.glob("ready-*"),
+                     *run_dir.glob("worker-*.pid")]:
             gone.unlink(missing_ok=True)
 
 
+def _bind_admin(settings: Settings) -> socket.socket | None:
+    """The admin listener's socket, when `server.admin_host` is set."""
+    host = settings.server.admin_host
+    if not host:
+        return None
+    sock = _bound(socket.AF_INET6 if ":" in host else socket.AF_INET, host,
+                  settings.server.admin_port, reuse_port=False)
+    sock.listen(128)
+    return sock
+
+
+def _admin_listener(settings: Settings, pipeline: Pipeline) -> _AdminServer:
+    """The admin API on its own TCP address, with the gateway's bounds on connections."""
+    return _AdminServer(uvicorn.Config(
+        pipeline.admin, http=protocol_class(Limits.of(settings.server)), ws="none",
+        lifespan="off", log_level="warning", access_log=False, server_header=False,
+        proxy_headers=False))
+
+
 async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
+                admin_sock: socket.socket | None,
                 on_ready: Callable[[ServerInfo], None]) -> None:
     loop = asyncio.get_running_loop()
     # The stages' blocking work (archive files, ledgers, log reads) runs in the default
@@ -146,10 +181,13 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
         loop.add_signal_handler(sig, stop.set)
     pipeline = Pipeline(settings, run_dir)
     await pipeline.start()
-    admin_sock = run_dir / "admin.sock"
+    admin_sock_path = run_dir / "admin.sock"
     admin = _AdminServer(uvicorn.Config(pipeline.admin, lifespan="off",
                                         log_level="warning", access_log=False))
-    admin_task = asyncio.create_task(admin.serve(sockets=[listen_unix(admin_sock)]))
+    admin_task = asyncio.create_task(admin.serve(sockets=[listen_unix(admin_sock_path)]))
+    listener = _admin_listener(settings, pipeline) if admin_sock else None
+    listener_task = asyncio.create_task(listener.serve(sockets=[admin_sock])) if (
+        listener and admin_sock) else None
     workers: dict[int, subprocess.Popen[bytes]] = {}
     try:
         for index in range(settings.server.workers):
@@ -158,7 +196,8 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
         if stop.is_set():
             return
         host, port = sockets[0].getsockname()[:2]
-        info = ServerInfo(settings.server.host, int(port), os.getpid(), str(admin_sock))
+        info = ServerInfo(settings.server.host, int(port), os.getpid(), str(admin_sock_path),
+                          admin_sock.getsockname()[1] if admin_sock else None)
         # Written whole under a temporary name, then renamed: whoever waits for the file
         # (the CLI, scripts, tests) never reads it half written.
         partial = run_dir / ".server.json.tmp"
@@ -175,18 +214,22 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
                     workers[index] = _spawn(run_dir, index, sockets[index])
     finally:
         await _stop_workers(workers, settings.server.shutdown_timeout)
-        admin.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(admin_task, 5)
+        for server, task in [(admin, admin_task), (listener, listener_task)]:
+            if server is not None and task is not None:
+                server.should_exit = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 5)
         await pipeline.stop()
 
 
 def _spawn(run_dir: Path, index: int, sock: socket.socket) -> subprocess.Popen[bytes]:
     (run_dir / f"ready-{index}").unlink(missing_ok=True)
     fd = sock.fileno()
-    return subprocess.Popen(
-        [sys.executable, "-m", "trackd.server.worker", str(run_dir), str(index), str(fd)],
-        pass_fds=(fd,), start_new_session=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", orphans.WORKER_MODULE, str(run_dir), str(index), str(fd),
+         str(os.getpid())], pass_fds=(fd,), start_new_session=False)
+    orphans.pid_file(run_dir, index).write_text(str(proc.pid))
+    return proc
 
 
 async def _wait_ready(run_dir: Path, workers: dict[int, subprocess.Popen[bytes]],
