@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import eventually
 from tests.warehouse.conftest import Log, Warehouse, enriched
 from trackd.errors import QueryRefused
 from trackd.warehouse.db import Database
@@ -42,6 +44,14 @@ MakeWarehouse = Callable[..., Warehouse]
     "SELECT 1; DROP TABLE web.tracks",
     "SELECT 1; SELECT 2",
     "SELEC nonsense",
+    "FROM checkpoint()",
+    "SELECT * FROM force_checkpoint()",
+    "SELECT 1 WHERE EXISTS (SELECT * FROM checkpoint())",
+    "WITH c AS (SELECT * FROM force_checkpoint('warehouse')) SELECT * FROM c",
+    "SELECT * FROM query('DELETE FROM web.tracks')",
+    "SELECT * FROM query_table('web.tracks')",
+    "SELECT nextval('seq')",
+    "SELECT setseed(0.5)",
     "   ",
 ])
 def test_anything_but_one_select_is_refused(sql: str, make_warehouse: MakeWarehouse) -> None:
@@ -67,8 +77,7 @@ def test_read_only_queries_run(sql: str, log: Log, make_warehouse: MakeWarehouse
     log.write([enriched("track", userId="u", event="E")])
     w = make_warehouse()
     w.loader.load_available()
-    columns, _ = WarehouseQueryEngine(w.database).query(sql)
-    assert columns
+    assert WarehouseQueryEngine(w.database).query(sql).columns
 
 
 def test_selects_cannot_reach_files_or_settings(log: Log,
@@ -84,9 +93,10 @@ def test_selects_cannot_reach_files_or_settings(log: Log,
 
 def test_rows_are_limited_and_long_queries_interrupted(make_warehouse: MakeWarehouse) -> None:
     w = make_warehouse()
-    columns, rows = WarehouseQueryEngine(w.database).query("SELECT * FROM range(100) t(n)",
-                                                           limit=3)
-    assert (columns, rows) == (["n"], [(0,), (1,), (2,)])
+    result = WarehouseQueryEngine(w.database).query("SELECT * FROM range(100) t(n)", limit=3)
+    assert (result.columns, result.rows, result.truncated) == (["n"], [(0,), (1,), (2,)], True)
+    exact = WarehouseQueryEngine(w.database, max_rows=100).query("SELECT * FROM range(100)")
+    assert len(exact.rows) == 100 and not exact.truncated
     slow = WarehouseQueryEngine(w.database, timeout=0.2)
     with pytest.raises(QueryRefused, match="interrupted"):
         slow.query("SELECT count(*) FROM range(100000000000) a")
@@ -101,9 +111,9 @@ def test_queries_read_committed_data_while_a_load_is_in_flight(
     con.begin()  # a load transaction, open
     con.execute("INSERT INTO web.tracks (id) VALUES ('uncommitted')")
     engine = WarehouseQueryEngine(w.database)
-    assert engine.query("SELECT count(*) FROM web.tracks")[1] == [(1,)]
+    assert engine.query("SELECT count(*) FROM web.tracks").rows == [(1,)]
     con.commit()
-    assert engine.query("SELECT count(*) FROM web.tracks")[1] == [(2,)]
+    assert engine.query("SELECT count(*) FROM web.tracks").rows == [(2,)]
 
 
 def test_the_offline_engine_opens_the_file_read_only(
@@ -116,8 +126,31 @@ def test_the_offline_engine_opens_the_file_read_only(
     database.open()
     try:
         engine = WarehouseQueryEngine(database)
-        assert engine.query("SELECT event FROM web.tracks")[1] == [("e",)]
+        assert engine.query("SELECT event FROM web.tracks").rows == [("e",)]
         with database.reading() as cur, pytest.raises(Exception, match="read-only"):
             cur.execute("INSERT INTO web.tracks (id) VALUES ('x')")
     finally:
         database.close()
+
+
+def test_results_are_capped_in_bytes_while_fetching(make_warehouse: MakeWarehouse) -> None:
+    w = make_warehouse()
+    engine = WarehouseQueryEngine(w.database, max_bytes=100_000)
+    result = engine.query("SELECT n, repeat('x', 1000) AS pad FROM range(100000) t(n)")
+    assert result.truncated and 50 <= len(result.rows) <= 100
+    assert result.rows[-1][0] == len(result.rows) - 1  # the first rows, in order
+
+
+def test_interrupt_all_stops_running_queries_with_the_reason(
+        make_warehouse: MakeWarehouse) -> None:
+    w = make_warehouse()
+    engine = WarehouseQueryEngine(w.database, workers=2)
+
+    async def scenario() -> None:
+        slow = asyncio.ensure_future(engine.run("SELECT count(*) FROM range(100000000000) a"))
+        await asyncio.to_thread(eventually, lambda: engine.interrupt_all("to test") == 1)
+        with pytest.raises(QueryRefused, match="interrupted to test"):
+            await slow
+        assert (await engine.run("SELECT 42")).rows == [(42,)]
+
+    asyncio.run(scenario())

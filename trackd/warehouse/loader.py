@@ -80,13 +80,17 @@ class WarehouseLoader:
     def __init__(self, settings: WarehouseSettings, database: Database, reader: LogReader,
                  metrics: Registry, *, clock: Callable[[], datetime] = utcnow,
                  retry_delay: float = 0.2,
-                 thread_setup: Callable[[], object] | None = None) -> None:
+                 thread_setup: Callable[[], object] | None = None,
+                 make_room: Callable[[], int] | None = None) -> None:
         self.settings = settings
         self.database = database
         self.reader = reader
         self.clock = clock
         self.retry_delay = retry_delay
         self.thread_setup = thread_setup
+        # Called when a batch runs out of memory: interrupts the admin queries sharing DuckDB's
+        # memory, returns how many; the batch is then tried again (not counted as a failure).
+        self.make_room = make_room
         self.catalog = Catalog(max_columns=settings.max_columns_per_table)
         self.position: Position = {}
         self._stop = threading.Event()
@@ -206,7 +210,7 @@ class WarehouseLoader:
             if self._stop.is_set():
                 raise Stopping("the loader is stopping")
             try:
-                self._load(records)
+                self._load_making_room(records)
                 return
             except Exception as exc:
                 error = exc
@@ -220,6 +224,17 @@ class WarehouseLoader:
             return
         assert error is not None
         self._record_failure(records[0], error)
+
+    def _load_making_room(self, records: list[Record]) -> None:
+        """`_load`; once more after interrupting the queries if it ran out of memory."""
+        try:
+            self._load(records)
+        except duckdb.OutOfMemoryException:
+            if self.make_room is None or not self.make_room():
+                raise
+            log.warning("warehouse batch ran out of memory; admin queries were interrupted")
+            self._stop.wait(0.1)  # their memory is released as they unwind
+            self._load(records)
 
     def _load(self, records: list[Record]) -> None:
         started = time.perf_counter()
