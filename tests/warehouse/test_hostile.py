@@ -4,7 +4,9 @@ query API says when it cut an answer."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import DEFAULT_CONFIG, Server, eventually
+from tests.destinations.receiver import Receiver
 from tests.reliability.helpers import rss_kb, supervisor_pid
 
 MEMORY_LIMIT_MB = 512  # warehouse.memory_limit_mb, the default
@@ -64,10 +67,11 @@ def test_hostile_schemas_neither_stall_other_sources_nor_blow_memory(
     assert peak / 1024 < MEMORY_LIMIT_MB + MARGIN_MB, peak
     # Nothing was dropped: every hostile message is loaded, beyond-limit values in _overflow.
     counts = _query(server, "SELECT (SELECT count(*) FROM web.boom) AS boom, "
-                            "(SELECT count(*) FROM web.tracks) AS tracks, "
-                            "(SELECT count(*) FROM web.tracks WHERE _overflow IS NOT NULL) "
-                            "AS kept_in_tracks")["rows"][0]
-    assert counts == {"boom": 40, "tracks": 2540, "kept_in_tracks": 2001}  # boom took one of the 500
+                    "(SELECT count(*) FROM web.tracks) AS tracks, "
+                    "(SELECT count(*) FROM web.tracks WHERE _overflow IS NOT NULL) "
+                    "AS kept_in_tracks")["rows"][0]
+    # `boom` took one of the 500 event tables: 2,001 events stay in tracks only
+    assert counts == {"boom": 40, "tracks": 2540, "kept_in_tracks": 2001}
     boom = _query(server, "SELECT count(*) AS n FROM information_schema.columns "
                           "WHERE table_schema = 'web' AND table_name = 'boom'")["rows"][0]
     assert boom["n"] == 1001  # the limit, and _overflow
@@ -81,3 +85,51 @@ def test_hostile_schemas_neither_stall_other_sources_nor_blow_memory(
     assert len(capped["rows"]) == 5 and capped["truncated"] is True
     whole = _query(server, "SELECT count(*) AS n FROM web.tracks")
     assert whole["truncated"] is False
+
+
+# CPU-heavy (a cross join of 10^10 rows) and memory-hungry (a hash aggregate of 20 million
+# distinct strings) queries, each interrupted by the query timeout at the latest.
+HEAVY = ["SELECT sum(hash(a.range * b.range)) FROM range(100000) a, range(100000) b",
+         "SELECT count(DISTINCT repeat(range::VARCHAR, 40)) FROM range(20000000)"]
+
+
+def test_heavy_queries_do_not_hold_back_delivery_lookups_or_loading(
+        make_server: Callable[..., Server]) -> None:
+    receiver = Receiver().start()
+    try:
+        server = make_server(DEFAULT_CONFIG + f"""
+[warehouse]
+query_timeout = 10
+
+[[destinations]]
+name = "hook"
+url = "{receiver.url}/in"
+backoff_min = 0.05
+backoff_max = 0.2
+poll_interval = 0.05
+""")
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            queries = [pool.submit(httpx.post, f"{server.url}/api/v1/query", headers=ADMIN,
+                                   json={"sql": HEAVY[i % 2]}, timeout=300) for i in range(8)]
+            time.sleep(1.0)  # the queries have started (or wait for the query threads)
+            sent = [f"busy-{uuid.uuid4()}" for _ in range(20)]
+            _batch(server, "wk_web", [{"type": "track", "event": "Busy", "userId": "u",
+                                       "messageId": m} for m in sent])
+            eventually(lambda: set(sent) <= set(receiver.accepted_ids()), timeout=30)
+
+            def loaded() -> bool:
+                response = httpx.get(f"{server.url}/api/v1/events/{sent[-1]}", headers=ADMIN,
+                                     timeout=30)
+                return bool(response.json()["warehouse"]["loaded"])
+
+            eventually(loaded, timeout=30)
+            quarantine = httpx.get(f"{server.url}/api/v1/quarantine", headers=ADMIN, timeout=30)
+            assert quarantine.status_code == 200
+            # delivery, the lookup, loading and the quarantine answered while queries ran
+            assert not all(q.done() for q in queries)
+            answers = [q.result() for q in queries]
+        assert {a.status_code for a in answers} <= {200, 400}
+        metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+        assert not re.search(r"trackd_warehouse_batch_failures_total [1-9]", metrics)
+    finally:
+        receiver.stop()
