@@ -97,3 +97,21 @@ def test_traits_beyond_the_column_limit_merge_in_users_overflow(
     (overflow,), = w.rows("SELECT _overflow FROM web.users WHERE id = 'u'")
     kept = json.loads(overflow)
     assert kept == {**{f"t{j:02d}": j for j in range(8, 18)}, "t19": "changed"}
+
+
+def test_many_new_event_tables_get_their_column_types_from_one_query(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    values: list[object] = [1, 1.5, True, "2024-05-01T10:00:00Z", "text", [1, 2]]
+    log.write([enriched("track", userId="u", event=f"Kind {i}",
+                        properties={"v": values[i % len(values)], "later": None})
+               for i in range(12)]
+              + [enriched("track", userId="u", event="Kind 0",
+                          properties={"v": "x", "later": 5})])
+    w = make_warehouse()
+    w.loader.load_available()
+    expected = ["BIGINT", "DOUBLE", "BOOLEAN", "TIMESTAMP", "VARCHAR", "VARCHAR"]
+    for i in range(12):
+        assert w.columns("web", f"kind_{i}")["v"] == expected[i % len(expected)]
+    assert w.columns("web", "kind_0")["later"] == "BIGINT"
+    assert w.rows("SELECT v, later, _type_conflicts->>'v' FROM web.kind_0 ORDER BY later") == [
+        (None, 5, "x"), (1, None, None)]

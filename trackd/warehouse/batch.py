@@ -47,6 +47,7 @@ from trackd.warehouse.values import ColumnType, infer, parse_timestamp
 
 _ARROW = "__trackd_arrow"
 MAX_TABLES = 1000
+EVENT_FIRSTS_TABLES = 8  # event tables with new columns from which one query finds them all
 Load = tuple[TablePlan, list[Column], dict[str, str]]  # a table's plan, columns and types
 _ORDER = attrgetter("received_at", "shard", "offset")
 _SOURCE = attrgetter("source")
@@ -99,6 +100,7 @@ class Batch:
         self.window = window
         self.now = now
         self.max_tables = max_tables
+        self._loaded_at = now.isoformat(sep=" ")
         # rows with values kept in _overflow, per (source, "columns" or "tables")
         self.overflows: Counter[tuple[str, str]] = Counter()
         self.merges: dict[tuple[str, str], dict[str, Merge]] = {}
@@ -197,8 +199,10 @@ class Batch:
         if self._load:
             self._create_stage(con)  # in the transaction: a rollback removes it too
             tracks: dict[str, list[Load]] = {}  # per source: the tracks table, event tables
-            for plan in self._plans(con):
-                load = self._prepare(con, plan)
+            plans = self._plans(con)
+            known = self._event_firsts(con, plans)
+            for plan in plans:
+                load = self._prepare(con, plan, known.get((plan.schema, plan.table)))
                 if plan.call == "track":
                     tracks.setdefault(plan.schema, []).append(load)
                 else:
@@ -325,23 +329,51 @@ class Batch:
         self.overflows[(plan.schema, "columns")] += overflows
         return conflicts
 
-    def _prepare(self, con: duckdb.DuckDBPyConnection, plan: TablePlan) -> Load:
+    def _new_columns(self, plan: TablePlan) -> list[Column]:
+        types = {**base_columns(plan.kind), **self.catalog.columns(plan.schema, plan.table)}
+        return [c for c in plan.columns(self._loaded_at) if c.name not in types]
+
+    def _event_firsts(self, con: duckdb.DuckDBPyConnection,
+                      plans: list[TablePlan]) -> dict[tuple[str, str], dict[str, str]]:
+        """The first values of the new columns of a source's event tables, in one query when
+        many tables have new columns (one query per table costs ~7 ms each)."""
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        per_source: dict[str, list[tuple[str, list[Column]]]] = {}
+        for plan in plans:
+            new = self._new_columns(plan) if plan.event_tables else []
+            if new and all(wide.is_long(c, plan.kind) for c in new):
+                per_source.setdefault(plan.schema, []).append((plan.table, new))
+        for schema, groups in per_source.items():
+            if len(groups) < EVENT_FIRSTS_TABLES:
+                continue
+            firsts = wide.first_values_of_events(con, schema, groups)
+            for table, columns in groups:
+                found[(schema, table)] = {c.name: firsts[(table, k)]
+                                          for k, c in enumerate(columns) if (table, k) in firsts}
+        return found
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection, plan: TablePlan,
+                 known: dict[str, str] | None = None) -> Load:
         """The columns of a table's load with their types; creates what is missing, up to the
-        table's column limit (the columns beyond it go to `plan.overflow`)."""
-        columns = plan.columns(self.now.isoformat(sep=" "))
+        table's column limit (the columns beyond it go to `plan.overflow`). `known`: the first
+        values of its new columns, when `_event_firsts` has them."""
+        columns = plan.columns(self._loaded_at)
         types = {**base_columns(plan.kind), **self.catalog.columns(plan.schema, plan.table)}
         new = [c for c in columns if c.name not in types]
-        long = [c for c in new if wide.is_long(c, plan.kind)]
-        if len(long) <= wide.WIDE:  # few: one side-by-side query is quicker
-            long = []
-        short = new[:] if not long else [c for c in new if not wide.is_long(c, plan.kind)]
-        firsts = wide.first_values(con, plan, long)
-        if short:
-            firsts += con.execute(plan.first_values_query(short)).fetchall()[0]
-        found = [c for c, first in zip(long + short, firsts, strict=True) if first is not None]
-        for column, first in zip(long + short, firsts, strict=True):
-            if first is not None:
-                types[column.name] = infer(msgspec.json.decode(first))
+        if known is None:
+            long = [c for c in new if wide.is_long(c, plan.kind)]
+            if len(long) <= wide.WIDE:  # few: one side-by-side query is quicker
+                long = []
+            short = [c for c in new if not wide.is_long(c, plan.kind)] if long else new
+            firsts = wide.first_values(con, plan, long)
+            if short:
+                firsts += con.execute(plan.first_values_query(short)).fetchall()[0]
+            known = {c.name: first for c, first in zip(long + short, firsts, strict=True)
+                     if first is not None}
+        for column in new:
+            if column.name in known:
+                types[column.name] = infer(msgspec.json.decode(known[column.name]))
+        found = [c for c in new if c.name in types]
         room = max(0, self.catalog.room(plan.schema, plan.table, plan.kind))
         plan.overflow = [c for c in found if wide.is_long(c, plan.kind)][room:]
         beyond = {c.name for c in plan.overflow}

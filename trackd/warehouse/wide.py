@@ -30,7 +30,7 @@ import pyarrow as pa
 from trackd.warehouse.catalog import ARROW_TYPES, base_columns
 from trackd.warehouse.db import registered
 from trackd.warehouse.plan import STAGE, Column, TablePlan
-from trackd.warehouse.sql import pointer
+from trackd.warehouse.sql import literal, pointer
 from trackd.warehouse.values import ColumnType
 
 WIDE = 64  # columns typed side by side at most; a wider load goes the long way
@@ -64,29 +64,43 @@ def is_wide(plan: TablePlan, columns: list[Column]) -> bool:
     return bool(plan.overflow) or sum(is_long(c, plan.kind) for c in columns) > WIDE
 
 
-def _register_paths(columns: list[Column]) -> pa.Table:
-    """(p, k, prio, objects): path p (1-based, of `_pointers`) feeds column k at priority prio."""
-    rows: list[tuple[int, int, int, bool]] = []
-    for k, column in enumerate(columns):
-        assert column.source is not None
-        for prio, _ in enumerate(column.source.paths):
-            rows.append((len(rows) + 1, k, prio, column.objects))
-    return pa.table({"p": [r[0] for r in rows], "k": [r[1] for r in rows],
-                     "prio": [r[2] for r in rows], "objects": [r[3] for r in rows]})
+class _Paths:
+    """The JSON paths a long load reads (each once) and which column of which table each feeds:
+    rows (p, tbl, k, prio, objects) of `table()`, p being 1-based into `pointers`."""
+
+    def __init__(self, groups: list[tuple[str, list[Column]]]) -> None:
+        index: dict[tuple[str, ...], int] = {}
+        self.rows: list[tuple[int, str, int, int, bool]] = []
+        for table, columns in groups:
+            for k, column in enumerate(columns):
+                assert column.source is not None
+                for prio, keys in enumerate(column.source.paths):
+                    p = index.setdefault(keys, len(index) + 1)
+                    self.rows.append((p, table, k, prio, column.objects))
+        self.pointers = "[" + ", ".join(pointer(*keys) for keys in index) + "]"
+        self.count = len(index)
+
+    def table(self) -> pa.Table:
+        names = ("p", "tbl", "k", "prio", "objects")
+        return pa.table({name: [r[i] for r in self.rows] for i, name in enumerate(names)})
+
+    def chosen(self, where: str, by_table: bool = False) -> str:
+        """SQL: (seq, tbl, k, t, v): the value of column k (of table tbl, when `by_table`: the
+        rows' event table) in the row seq (the first present path by priority), its json_type
+        t and text v; absent and null values have no row."""
+        cells = (f"SELECT s.seq, coalesce(s.event_table, '') AS tbl, "
+                 f"unnest(range(1, {self.count + 1})) AS p, "
+                 f"unnest(json_type(s.body, {self.pointers})) AS t, "
+                 f"unnest(json_extract_string(s.body, {self.pointers})) AS v "
+                 f"FROM {STAGE} s WHERE {where}")
+        match = " AND m.tbl = c.tbl" if by_table else ""
+        return (f"SELECT c.seq, m.tbl, m.k, arg_min(c.t, m.prio) AS t, "
+                f"arg_min(c.v, m.prio) AS v FROM ({cells}) c JOIN {_PATHS} m ON m.p = c.p"
+                f"{match} WHERE c.t <> 'NULL' AND (c.t <> 'OBJECT' OR m.objects) "
+                "GROUP BY c.seq, m.tbl, m.k")
 
 
-def _chosen(plan: TablePlan, columns: list[Column]) -> str:
-    """SQL: (seq, k, t, v): the value of column k in the row seq (the first present path by
-    priority), its json_type t and text v; absent and null values have no row."""
-    paths = [keys for c in columns if c.source is not None for keys in c.source.paths]
-    pointers = "[" + ", ".join(pointer(*keys) for keys in paths) + "]"
-    cells = (f"SELECT s.seq, unnest(range(1, {len(paths) + 1})) AS p, "
-             f"unnest(json_type(s.body, {pointers})) AS t, "
-             f"unnest(json_extract_string(s.body, {pointers})) AS v "
-             f"FROM {STAGE} s WHERE {plan.where}")
-    return (f"SELECT c.seq, m.k, arg_min(c.t, m.prio) AS t, arg_min(c.v, m.prio) AS v "
-            f"FROM ({cells}) c JOIN {_PATHS} m ON m.p = c.p "
-            "WHERE c.t <> 'NULL' AND (c.t <> 'OBJECT' OR m.objects) GROUP BY c.seq, m.k")
+_FIRST = "arg_min(CASE WHEN t = 'VARCHAR' THEN to_json(v)::VARCHAR ELSE v END, seq)"
 
 
 def first_values(con: duckdb.DuckDBPyConnection, plan: TablePlan,
@@ -94,11 +108,24 @@ def first_values(con: duckdb.DuckDBPyConnection, plan: TablePlan,
     """The first value (JSON text, in log order) of each of `columns` (all `is_long`)."""
     if not columns:
         return []
-    with registered(con, _PATHS, _register_paths(columns)):
-        found = dict(con.execute(
-            "SELECT k, arg_min(CASE WHEN t = 'VARCHAR' THEN to_json(v)::VARCHAR ELSE v END, "
-            f"seq) FROM ({_chosen(plan, columns)}) GROUP BY k").fetchall())
+    paths = _Paths([("", columns)])
+    with registered(con, _PATHS, paths.table()):
+        found = dict(con.execute(f"SELECT k, {_FIRST} FROM ({paths.chosen(plan.where)}) "
+                                 "GROUP BY k").fetchall())
     return [found.get(k) for k in range(len(columns))]
+
+
+def first_values_of_events(con: duckdb.DuckDBPyConnection, schema: str,
+                           groups: list[tuple[str, list[Column]]]) -> dict[tuple[str, int], str]:
+    """The first values of columns of many event tables of one source in one query (a new table
+    costs no query of its own): (table, index in its columns) -> JSON text."""
+    paths = _Paths(groups)
+    where = (f"s.source = {literal(schema)} AND s.type = 'track' "
+             f"AND s.event_table IN ({', '.join(literal(t) for t, _ in groups)})")
+    with registered(con, _PATHS, paths.table()):
+        rows = con.execute(f"SELECT tbl, k, {_FIRST} FROM ({paths.chosen(where, True)}) "
+                           "GROUP BY tbl, k").fetchall()
+    return {(table, k): first for table, k, first in rows if first is not None}
 
 
 def pivot(con: duckdb.DuckDBPyConnection, plan: TablePlan, columns: list[Column],
@@ -113,12 +140,13 @@ def pivot(con: duckdb.DuckDBPyConnection, plan: TablePlan, columns: list[Column]
     typed = ", ".join(f"CASE WHEN k.type = '{t}' THEN {_MACRO[t]}(c.t, c.v) END AS v_{t.lower()}"
                       for t in _TYPED)
     unfit = " AND ".join(f"v_{t.lower()} IS NULL" for t in _TYPED)
-    with registered(con, _PATHS, _register_paths(every)), registered(con, _ROWS, kinds):
+    paths = _Paths([("", every)])
+    with registered(con, _PATHS, paths.table()), registered(con, _ROWS, kinds):
         con.execute(
             f"CREATE TEMP TABLE {_CELLS} AS SELECT c.seq, c.k, c.t, c.v, k.name, k.type, "
             f"{typed}, CASE WHEN k.type IN ('VARCHAR', 'JSON') "
             "THEN trk_varchar(c.t, c.v, k.objects) END AS v_varchar "
-            f"FROM ({_chosen(plan, every)}) c JOIN {_ROWS} k ON k.k = c.k")
+            f"FROM ({paths.chosen(plan.where)}) c JOIN {_ROWS} k ON k.k = c.k")
     try:
         seqs = [r[0] for r in con.execute(
             f"SELECT s.seq FROM {STAGE} s WHERE {plan.where} ORDER BY s.seq").fetchall()]
