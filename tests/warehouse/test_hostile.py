@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import DEFAULT_CONFIG, Server, eventually
 from tests.destinations.receiver import Receiver
@@ -39,9 +40,14 @@ def _batch(server: Server, key: str, messages: list[dict[str, Any]]) -> None:
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.parametrize("tables, deadline", [
+    (500, 90.0),  # a generous deadline on a shared machine (took ~2.4 s)
+    # the defaults: ~3.5 s through a server on this shared, loaded 2-core machine
+    pytest.param(1000, 10.0, marks=pytest.mark.slow),
+])
 def test_hostile_schemas_neither_stall_other_sources_nor_blow_memory(
-        make_server: Callable[..., Server]) -> None:
-    server = make_server(DEFAULT_CONFIG + "\n[warehouse]\nmax_tables_per_source = 500\n")
+        make_server: Callable[..., Server], tables: int, deadline: float) -> None:
+    server = make_server(DEFAULT_CONFIG + f"\n[warehouse]\nmax_tables_per_source = {tables}\n")
     for request in range(4):  # 10 tracks x 255 new properties, one event: 10,200 columns asked
         _batch(server, "wk_web", [
             {"type": "track", "event": "Boom", "userId": "attacker",
@@ -61,8 +67,7 @@ def test_hostile_schemas_neither_stall_other_sources_nor_blow_memory(
                               f"WHERE source = 'backend' AND message_id = '{canary}'")["rows"]
         return bool(rows)
 
-    # The strict figure (2 s) is bench/ material; here a generous deadline on a shared machine.
-    eventually(canary_loaded, timeout=90, interval=0.2)
+    eventually(canary_loaded, timeout=deadline, interval=0.05)
     peak = max(peak, rss_kb(supervisor_pid(server)))
     assert peak / 1024 < MEMORY_LIMIT_MB + MARGIN_MB, peak
     # Nothing was dropped: every hostile message is loaded, beyond-limit values in _overflow.
@@ -70,13 +75,13 @@ def test_hostile_schemas_neither_stall_other_sources_nor_blow_memory(
                     "(SELECT count(*) FROM web.tracks) AS tracks, "
                     "(SELECT count(*) FROM web.tracks WHERE _overflow IS NOT NULL) "
                     "AS kept_in_tracks")["rows"][0]
-    # `boom` took one of the 500 event tables: 2,001 events stay in tracks only
-    assert counts == {"boom": 40, "tracks": 2540, "kept_in_tracks": 2001}
+    kept = 2500 - (tables - 1)  # `boom` took one of the event tables
+    assert counts == {"boom": 40, "tracks": 2540, "kept_in_tracks": kept}
     boom = _query(server, "SELECT count(*) AS n FROM information_schema.columns "
                           "WHERE table_schema = 'web' AND table_name = 'boom'")["rows"][0]
     assert boom["n"] == 1001  # the limit, and _overflow
-    tables = 'trackd_warehouse_overflow_total{source="web",limit="tables"} 2001'
-    metrics = eventually(lambda: (lambda text: tables in text and text)(
+    line = f'trackd_warehouse_overflow_total{{source="web",limit="tables"}} {kept}'
+    metrics = eventually(lambda: (lambda text: line in text and text)(
         httpx.get(f"{server.url}/metrics", timeout=30).text), timeout=30)
     assert 'trackd_warehouse_overflow_total{source="web",limit="columns"}' in metrics
     assert not re.search(r"trackd_warehouse_(batch_failures|load_errors)_total [1-9]", metrics)
