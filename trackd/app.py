@@ -132,14 +132,20 @@ class Pipeline:
             from trackd.warehouse.profiles import profile_routes
             from trackd.warehouse.query import WarehouseQueryEngine
 
+            wh = self.settings.warehouse
             database = Database(warehouse_path(self.settings.data_dir),
-                                memory_limit_mb=self.settings.warehouse.memory_limit_mb,
-                                threads=self.settings.warehouse.threads)
-            self.stages.append(WarehouseLoader(self.settings.warehouse, database, self.reader,
-                                               self.metrics, thread_setup=lower_thread_priority))
+                                memory_limit_mb=wh.memory_limit_mb, threads=wh.threads,
+                                temp_mb=wh.query_temp_mb)
+            engine = WarehouseQueryEngine(
+                database, timeout=wh.query_timeout, max_rows=wh.query_max_rows,
+                max_bytes=int(wh.query_max_mb * 1024 * 1024), workers=wh.query_workers,
+                thread_setup=lower_thread_priority)
+            self.stages.append(WarehouseLoader(
+                wh, database, self.reader, self.metrics, thread_setup=lower_thread_priority,
+                make_room=lambda: engine.interrupt_all("because the loader needed the memory")))
             self.lookups["warehouse"] = WarehouseLookup(
                 database, [source.name for source in self.settings.sources])
-            self.query_engine = WarehouseQueryEngine(database)
+            self.query_engine = engine
             self.extra_routes.extend(
                 profile_routes(database, self.settings.server.admin_token, utcnow))
 
@@ -206,9 +212,12 @@ def offline_query_engine(settings: Settings) -> QueryEngine:
 
     if not settings.warehouse.enabled:
         raise ConfigError("the warehouse is disabled (warehouse.enabled = false)")
-    database = Database(warehouse_path(settings.data_dir), read_only=True)
+    wh = settings.warehouse
+    database = Database(warehouse_path(settings.data_dir), read_only=True,
+                        temp_mb=wh.query_temp_mb)
     database.open()
-    return WarehouseQueryEngine(database)
+    return WarehouseQueryEngine(database, timeout=wh.query_timeout, max_rows=wh.query_max_rows,
+                                max_bytes=int(wh.query_max_mb * 1024 * 1024))
 
 
 def offline_where_is(settings: Settings, message_id: str) -> dict[str, Any]:

@@ -82,6 +82,15 @@ class WarehouseSettings:
     memory_limit_mb: int = _f(512, "Memory DuckDB may use in the server (0: 80 % of RAM).")
     threads: int = _f(1, "DuckDB threads in the server (0: one per core); 1 leaves the "
                       "other cores to the gateway.")
+    max_columns_per_table: int = _f(1000, "Columns a table may get; later properties are "
+                                    "kept in the row's _overflow JSON.")
+    max_tables_per_source: int = _f(1000, "Event tables a source may get; later events are kept "
+                                    "in tracks (properties in _overflow).")
+    query_workers: int = _f(2, "Admin SQL queries run at once (their own threads); more wait.")
+    query_timeout: float = _f(60.0, "Seconds before an admin SQL query is interrupted.")
+    query_max_rows: int = _f(10000, "Most rows a query returns (the answer says truncated).")
+    query_max_mb: float = _f(16.0, "Most MB of encoded rows a query returns (then truncated).")
+    query_temp_mb: int = _f(1024, "Most MB of spill files (<data_dir>/tmp) DuckDB may write.")
 
 
 @dataclass(frozen=True)
@@ -298,6 +307,13 @@ def _check(settings: Settings) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be more than 0")
+    for key in ("max_columns_per_table", "max_tables_per_source", "query_workers",
+                "query_max_rows", "query_temp_mb"):
+        if getattr(settings.warehouse, key) < 1:
+            raise ConfigError(f"warehouse.{key}: must be at least 1")
+    for key in ("query_timeout", "query_max_mb"):
+        if getattr(settings.warehouse, key) <= 0:
+            raise ConfigError(f"warehouse.{key}: must be more than 0")
     if settings.warehouse.dedup_window_days < 0:
         raise ConfigError("warehouse.dedup_window_days: must not be negative")
     seen: dict[str, str] = {}

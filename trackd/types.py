@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -25,8 +26,24 @@ class Lookup(Protocol):
     def lookup(self, message_id: str) -> dict[str, Any]: ...
 
 
-class QueryEngine(Protocol):
-    """Read-only SQL over the warehouse. Raises QueryRefused for anything that writes."""
+@dataclass(frozen=True)
+class QueryResult:
+    """A query's answer: its columns, its rows, and whether rows were left out (the row or byte
+    cap was reached)."""
 
-    def query(self, sql: str, *, limit: int = 10000) -> tuple[list[str], list[tuple[Any, ...]]]:
-        ...
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    truncated: bool = False
+
+
+class QueryEngine(Protocol):
+    """Read-only SQL over the warehouse. Raises QueryRefused for anything that writes.
+
+    `query` runs in the calling thread; `run` runs on the engine's own bounded pool (the admin
+    API uses it, so queries never take the threads of other work). `limit` lowers the engine's
+    row cap for one query.
+    """
+
+    def query(self, sql: str, *, limit: int | None = None) -> QueryResult: ...
+
+    async def run(self, sql: str, *, limit: int | None = None) -> QueryResult: ...

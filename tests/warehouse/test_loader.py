@@ -346,7 +346,7 @@ def test_the_stage_loads_in_its_own_thread_and_closes_on_stop(tmp_path: Path, lo
                 log.write, [enriched("track", userId="u", event="Live") for _ in range(3)])
             await asyncio.to_thread(eventually, lambda: engine.query(
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = 'live'"
-            )[1] == [(1,)] and engine.query("SELECT count(*) FROM web.live")[1] == [(3,)])
+            ).rows == [(1,)] and engine.query("SELECT count(*) FROM web.live").rows == [(3,)])
         finally:
             await loader.stop()
 

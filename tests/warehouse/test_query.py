@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import eventually
 from tests.warehouse.conftest import Log, Warehouse, enriched
 from trackd.errors import QueryRefused
+from trackd.warehouse import query as query_module
 from trackd.warehouse.db import Database
 from trackd.warehouse.query import WarehouseQueryEngine, read_only_statement
 
@@ -42,6 +45,14 @@ MakeWarehouse = Callable[..., Warehouse]
     "SELECT 1; DROP TABLE web.tracks",
     "SELECT 1; SELECT 2",
     "SELEC nonsense",
+    "FROM checkpoint()",
+    "SELECT * FROM force_checkpoint()",
+    "SELECT 1 WHERE EXISTS (SELECT * FROM checkpoint())",
+    "WITH c AS (SELECT * FROM force_checkpoint('warehouse')) SELECT * FROM c",
+    "SELECT * FROM query('DELETE FROM web.tracks')",
+    "SELECT * FROM query_table('web.tracks')",
+    "SELECT nextval('seq')",
+    "SELECT setseed(0.5)",
     "   ",
 ])
 def test_anything_but_one_select_is_refused(sql: str, make_warehouse: MakeWarehouse) -> None:
@@ -79,19 +90,21 @@ def test_read_only_queries_run(sql: str, check: Callable[[Rows], bool], log: Log
     log.write([first, {**first}])  # the copy is a duplicate: _trackd.duplicates has a row
     w = make_warehouse()
     w.loader.load_available()
-    columns, rows = WarehouseQueryEngine(w.database).query(sql)
-    assert columns
-    assert check(rows), rows
+    result = WarehouseQueryEngine(w.database).query(sql)
+    assert result.columns
+    assert check(result.rows), result.rows
 
 
 def test_the_read_only_transaction_refuses_a_select_that_writes(
-        make_warehouse: MakeWarehouse) -> None:
-    """The second layer on its own: `nextval` is a SELECT to the parser, a write to DuckDB."""
+        make_warehouse: MakeWarehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second layer on its own: with the parser check out of the way, `nextval` (a SELECT
+    that writes) is refused by DuckDB's read-only transaction."""
     w = make_warehouse()
     w.database.writer().execute("CREATE SEQUENCE main.counter")
     sql = "SELECT nextval('main.counter')"
-    with w.database.reading() as parser:
-        assert read_only_statement(sql, parser) == sql  # the parser lets it through
+    with w.database.reading() as parser, pytest.raises(QueryRefused):
+        read_only_statement(sql, parser)  # the first layer refuses it
+    monkeypatch.setattr(query_module, "read_only_statement", lambda sql, parser: sql)
     with pytest.raises(QueryRefused, match="read-only"):
         WarehouseQueryEngine(w.database).query(sql)
     assert w.database.writer().execute(sql).fetchall() == [(1,)]  # never advanced
@@ -110,9 +123,10 @@ def test_selects_cannot_reach_files_or_settings(log: Log,
 
 def test_rows_are_limited_and_long_queries_interrupted(make_warehouse: MakeWarehouse) -> None:
     w = make_warehouse()
-    columns, rows = WarehouseQueryEngine(w.database).query("SELECT * FROM range(100) t(n)",
-                                                           limit=3)
-    assert (columns, rows) == (["n"], [(0,), (1,), (2,)])
+    result = WarehouseQueryEngine(w.database).query("SELECT * FROM range(100) t(n)", limit=3)
+    assert (result.columns, result.rows, result.truncated) == (["n"], [(0,), (1,), (2,)], True)
+    exact = WarehouseQueryEngine(w.database, max_rows=100).query("SELECT * FROM range(100)")
+    assert len(exact.rows) == 100 and not exact.truncated
     slow = WarehouseQueryEngine(w.database, timeout=0.2)
     with pytest.raises(QueryRefused, match="interrupted"):
         slow.query("SELECT count(*) FROM range(100000000000) a")
@@ -127,9 +141,9 @@ def test_queries_read_committed_data_while_a_load_is_in_flight(
     con.begin()  # a load transaction, open
     con.execute("INSERT INTO web.tracks (id) VALUES ('uncommitted')")
     engine = WarehouseQueryEngine(w.database)
-    assert engine.query("SELECT count(*) FROM web.tracks")[1] == [(1,)]
+    assert engine.query("SELECT count(*) FROM web.tracks").rows == [(1,)]
     con.commit()
-    assert engine.query("SELECT count(*) FROM web.tracks")[1] == [(2,)]
+    assert engine.query("SELECT count(*) FROM web.tracks").rows == [(2,)]
 
 
 def test_the_offline_engine_opens_the_file_read_only(
@@ -142,8 +156,31 @@ def test_the_offline_engine_opens_the_file_read_only(
     database.open()
     try:
         engine = WarehouseQueryEngine(database)
-        assert engine.query("SELECT event FROM web.tracks")[1] == [("e",)]
+        assert engine.query("SELECT event FROM web.tracks").rows == [("e",)]
         with database.reading() as cur, pytest.raises(Exception, match="read-only"):
             cur.execute("INSERT INTO web.tracks (id) VALUES ('x')")
     finally:
         database.close()
+
+
+def test_results_are_capped_in_bytes_while_fetching(make_warehouse: MakeWarehouse) -> None:
+    w = make_warehouse()
+    engine = WarehouseQueryEngine(w.database, max_bytes=100_000)
+    result = engine.query("SELECT n, repeat('x', 1000) AS pad FROM range(100000) t(n)")
+    assert result.truncated and 50 <= len(result.rows) <= 100
+    assert result.rows[-1][0] == len(result.rows) - 1  # the first rows, in order
+
+
+def test_interrupt_all_stops_running_queries_with_the_reason(
+        make_warehouse: MakeWarehouse) -> None:
+    w = make_warehouse()
+    engine = WarehouseQueryEngine(w.database, workers=2)
+
+    async def scenario() -> None:
+        slow = asyncio.ensure_future(engine.run("SELECT count(*) FROM range(100000000000) a"))
+        await asyncio.to_thread(eventually, lambda: engine.interrupt_all("to test") == 1)
+        with pytest.raises(QueryRefused, match="interrupted to test"):
+            await slow
+        assert (await engine.run("SELECT 42")).rows == [(42,)]
+
+    asyncio.run(scenario())

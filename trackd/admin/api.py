@@ -134,12 +134,18 @@ def build_admin(pipeline: Pipeline) -> AdminGuard:
         engine = pipeline.query_engine
         if engine is None:
             return _error(503, "unavailable", "The warehouse is disabled")
-        try:
-            columns, rows = await asyncio.to_thread(engine.query, sql)
+        limit = doc.get("limit")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                                  or limit < 0):
+            return _error(400, "invalid_request_error", "limit must be a non-negative integer")
+        try:  # on the engine's own threads: queries never hold the ones other routes use
+            result = await engine.run(sql, limit=limit)
         except QueryRefused as exc:
             return _error(400, "query_error", str(exc))
-        return JSONResponse({"columns": columns,
-                             "rows": [dict(zip(columns, row, strict=True)) for row in rows]})
+        columns = result.columns
+        return JSONResponse({"columns": columns, "truncated": result.truncated,
+                             "rows": [dict(zip(columns, row, strict=True))
+                                      for row in result.rows]})
 
     async def event(request: Request) -> Response:
         message_id = request.path_params["message_id"]

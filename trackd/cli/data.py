@@ -57,8 +57,8 @@ def query(sql: str, config_path: str | None, data_dir: str | None, fmt: str) -> 
         from trackd.app import offline_query_engine
 
         engine = offline_query_engine(settings)
-        columns, raw = engine.query(sql)
-        rows = [list(r) for r in raw]
+        result = engine.query(sql)
+        columns, rows = result.columns, [list(r) for r in result.rows]
     click.echo(_format(columns, rows, fmt), nl=False)
 
 

@@ -34,8 +34,8 @@ import msgspec
 import pyarrow as pa
 
 from trackd.log.records import Record
-from trackd.warehouse import ledger
-from trackd.warehouse.catalog import Catalog, base_columns
+from trackd.warehouse import ledger, wide
+from trackd.warehouse.catalog import OVERFLOW, Catalog, base_columns
 from trackd.warehouse.db import registered
 from trackd.warehouse.ledger import Loaded, message_key
 from trackd.warehouse.naming import HOME_TABLE, event_table
@@ -43,9 +43,11 @@ from trackd.warehouse.plan import STAGE, Column, TablePlan, merge, shared_load, 
 from trackd.warehouse.shape import patch
 from trackd.warehouse.sql import IDENTIFIER_PATHS, identifiers, literal, pointer
 from trackd.warehouse.upsert import Merge, upsert
-from trackd.warehouse.values import infer, parse_timestamp
+from trackd.warehouse.values import ColumnType, infer, parse_timestamp
 
 _ARROW = "__trackd_arrow"
+MAX_TABLES = 1000
+EVENT_FIRSTS_TABLES = 8  # event tables with new columns from which one query finds them all
 Load = tuple[TablePlan, list[Column], dict[str, str]]  # a table's plan, columns and types
 _ORDER = attrgetter("received_at", "shard", "offset")
 _SOURCE = attrgetter("source")
@@ -75,6 +77,7 @@ def _typed(keys: tuple[str, ...]) -> tuple[str, str]:
 
 _TABLES = (
     "CASE s.type WHEN 'track' THEN CASE WHEN coalesce(s.event_table, '') <> '' "
+    "AND NOT coalesce(s.event_overflow, false) "
     "THEN ['tracks', s.event_table] ELSE ['tracks'] END "
     f"WHEN 'identify' THEN CASE WHEN coalesce({_text(('userId',))}, '') <> '' "
     "THEN ['identifies', 'users'] ELSE ['identifies'] END "
@@ -91,10 +94,15 @@ def is_duplicate(earlier: Loaded, received_at: datetime, home_table: str,
 
 
 class Batch:
-    def __init__(self, catalog: Catalog, window: timedelta, now: datetime) -> None:
+    def __init__(self, catalog: Catalog, window: timedelta, now: datetime,
+                 max_tables: int = MAX_TABLES) -> None:
         self.catalog = catalog
         self.window = window
         self.now = now
+        self.max_tables = max_tables
+        self._loaded_at = now.isoformat(sep=" ")
+        # rows with values kept in _overflow, per (source, "columns" or "tables")
+        self.overflows: Counter[tuple[str, str]] = Counter()
         self.merges: dict[tuple[str, str], dict[str, Merge]] = {}
         self.duplicate_rows: list[tuple[Any, ...]] = []
         self.loaded: Counter[str] = Counter()
@@ -191,25 +199,30 @@ class Batch:
         if self._load:
             self._create_stage(con)  # in the transaction: a rollback removes it too
             tracks: dict[str, list[Load]] = {}  # per source: the tracks table, event tables
-            for plan in self._plans(con):
-                load = self._prepare(con, plan)
+            plans = self._plans(con)
+            known = self._event_firsts(con, plans)
+            for plan in plans:
+                load = self._prepare(con, plan, known.get((plan.schema, plan.table)))
                 if plan.call == "track":
                     tracks.setdefault(plan.schema, []).append(load)
                 else:
-                    conflicts += _insert(con, plan.insert_statement(load[1], load[2]))
+                    conflicts += self._insert_load(con, load)
             for loads in tracks.values():
                 loads.sort(key=lambda load: load[0].event_tables)  # tracks first (stable)
-                shared = shared_load(loads)
+                plain = not any(wide.is_wide(plan, columns) for plan, columns, _ in loads)
+                shared = shared_load(loads) if plain else None
                 if shared is None:
-                    for plan, columns, types in loads:
-                        conflicts += _insert(con, plan.insert_statement(columns, types))
+                    for load in loads:
+                        conflicts += self._insert_load(con, load)
                     continue
                 con.execute(shared[0])
                 for statement in shared[1:-1]:
                     conflicts += _insert(con, statement)
                 con.execute(shared[-1])
             for (schema, table), merges in self.merges.items():
-                conflicts += upsert(con, self.catalog, schema, table, merges, self.now)
+                found, overflows = upsert(con, self.catalog, schema, table, merges, self.now)
+                conflicts += found
+                self.overflows[(schema, "columns")] += overflows
             self._bookkeeping(con)
             con.execute(f"DROP TABLE {STAGE}")
         ledger.insert(con, "duplicates", ledger.DUPLICATES, self.duplicate_rows)
@@ -241,7 +254,7 @@ class Batch:
             con.execute(
                 f"CREATE TEMP TABLE {STAGE} AS SELECT *, CASE WHEN type = 'track' "
                 f"THEN {_text(('event',))} END AS event_text, "
-                "NULL::VARCHAR AS event_table "
+                "NULL::VARCHAR AS event_table, NULL::BOOLEAN AS event_overflow "
                 f"FROM (SELECT * REPLACE (body::JSON AS body), "
                 f"json_type(body, [{typed}]) AS __t, "
                 f"json_extract_string(body, [{pointers}]) AS __s FROM {_ARROW}) s")
@@ -252,12 +265,13 @@ class Batch:
         # in DuckDB 2: the structure of one JSON array of the values), on the bodies as they
         # are, so each body is parsed once here rather than once per object extracted.
         groups = con.execute(
-            "SELECT source, type, event_text, "
+            "SELECT source, type, event_text, count(*), "
             "json_structure('[' || string_agg(body::VARCHAR, ',') || ']') -> 0 "
-            f"FROM {STAGE} GROUP BY ALL ORDER BY ALL").fetchall()
+            f"FROM {STAGE} GROUP BY source, type, event_text ORDER BY ALL").fetchall()
         plans: dict[tuple[str, str], TablePlan] = {}
-        mapping: list[tuple[str, str, str]] = []
-        for source, call, event, structure in groups:
+        mapping: list[tuple[str, str, str, bool]] = []
+        tables_left: dict[str, int] = {}  # per source: event tables it may still get
+        for source, call, event, count, structure in groups:
             found = _decode(structure)
             if not isinstance(found, dict):
                 found = {}
@@ -267,7 +281,18 @@ class Batch:
             for table, kind, is_event in ((home, home, False),) + (
                     ((event_table(event), "tracks", True),) if call == "track" else ()):
                 if is_event:
-                    mapping.append((source, event, table))
+                    new = table and (source, table) not in plans and (
+                        (source, table) not in self.catalog.tables)
+                    if new:
+                        left = tables_left.setdefault(
+                            source, self.max_tables - self.catalog.event_tables(source))
+                        tables_left[source] = left - 1
+                    if new and left <= 0:  # beyond the limit: the tracks row keeps it
+                        mapping.append((source, event, table, True))
+                        plans[(source, "tracks")].event_overflow = True
+                        self.overflows[(source, "tables")] += count
+                        continue
+                    mapping.append((source, event, table, False))
                     if not table:
                         continue
                 plan = plans.setdefault((source, table), TablePlan(source, table, kind, call,
@@ -278,9 +303,11 @@ class Batch:
         if mapping:
             tables = pa.table({"source": [m[0] for m in mapping],
                                "event_text": [m[1] for m in mapping],
-                               "event_table": [m[2] for m in mapping]})
+                               "event_table": [m[2] for m in mapping],
+                               "overflow": [m[3] for m in mapping]})
             with registered(con, _EVENTS, tables):
-                con.execute(f"UPDATE {STAGE} s SET event_table = m.event_table FROM {_EVENTS} m "
+                con.execute(f"UPDATE {STAGE} s SET event_table = m.event_table, "
+                            f"event_overflow = m.overflow FROM {_EVENTS} m "
                             "WHERE s.type = 'track' AND s.source = m.source "
                             "AND s.event_text = m.event_text")
         for plan in plans.values():
@@ -293,19 +320,68 @@ class Batch:
                          plan.leaves, plan.mixed)
         return list(plans.values())
 
-    def _prepare(self, con: duckdb.DuckDBPyConnection, plan: TablePlan) -> Load:
-        """The columns of a table's load with their types; creates what is missing."""
-        columns = plan.columns(self.now.isoformat(sep=" "))
+    def _insert_load(self, con: duckdb.DuckDBPyConnection, load: Load) -> int:
+        """Insert one table's rows; returns the rows with type conflicts."""
+        plan, columns, types = load
+        if not wide.is_wide(plan, columns):
+            return _insert(con, plan.insert_statement(columns, types))
+        conflicts, overflows = wide.load(con, plan, columns, types)
+        self.overflows[(plan.schema, "columns")] += overflows
+        return conflicts
+
+    def _new_columns(self, plan: TablePlan) -> list[Column]:
+        types = {**base_columns(plan.kind), **self.catalog.columns(plan.schema, plan.table)}
+        return [c for c in plan.columns(self._loaded_at) if c.name not in types]
+
+    def _event_firsts(self, con: duckdb.DuckDBPyConnection,
+                      plans: list[TablePlan]) -> dict[tuple[str, str], dict[str, str]]:
+        """The first values of the new columns of a source's event tables, in one query when
+        many tables have new columns (one query per table costs ~7 ms each)."""
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        per_source: dict[str, list[tuple[str, list[Column]]]] = {}
+        for plan in plans:
+            new = self._new_columns(plan) if plan.event_tables else []
+            if new and all(wide.is_long(c, plan.kind) for c in new):
+                per_source.setdefault(plan.schema, []).append((plan.table, new))
+        for schema, groups in per_source.items():
+            if len(groups) < EVENT_FIRSTS_TABLES:
+                continue
+            firsts = wide.first_values_of_events(con, schema, groups)
+            for table, columns in groups:
+                found[(schema, table)] = {c.name: firsts[(table, k)]
+                                          for k, c in enumerate(columns) if (table, k) in firsts}
+        return found
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection, plan: TablePlan,
+                 known: dict[str, str] | None = None) -> Load:
+        """The columns of a table's load with their types; creates what is missing, up to the
+        table's column limit (the columns beyond it go to `plan.overflow`). `known`: the first
+        values of its new columns, when `_event_firsts` has them."""
+        columns = plan.columns(self._loaded_at)
         types = {**base_columns(plan.kind), **self.catalog.columns(plan.schema, plan.table)}
         new = [c for c in columns if c.name not in types]
-        if new:
-            firsts = con.execute(plan.first_values_query(new)).fetchall()[0]
-            for column, first in zip(new, firsts, strict=True):
-                if first is not None:
-                    types[column.name] = infer(msgspec.json.decode(first))
-        kept = [c for c in columns if c.name in types]
-        for statement in self.catalog.ensure(plan.schema, plan.table, plan.kind,
-                                             {c.name: types[c.name] for c in kept}):
+        if known is None:
+            long = [c for c in new if wide.is_long(c, plan.kind)]
+            if len(long) <= wide.WIDE:  # few: one side-by-side query is quicker
+                long = []
+            short = [c for c in new if not wide.is_long(c, plan.kind)] if long else new
+            firsts = wide.first_values(con, plan, long)
+            if short:
+                firsts += con.execute(plan.first_values_query(short)).fetchall()[0]
+            known = {c.name: first for c, first in zip(long + short, firsts, strict=True)
+                     if first is not None}
+        for column in new:
+            if column.name in known:
+                types[column.name] = infer(msgspec.json.decode(known[column.name]))
+        found = [c for c in new if c.name in types]
+        room = max(0, self.catalog.room(plan.schema, plan.table, plan.kind))
+        plan.overflow = [c for c in found if wide.is_long(c, plan.kind)][room:]
+        beyond = {c.name for c in plan.overflow}
+        kept = [c for c in columns if c.name in types and c.name not in beyond]
+        wanted = {c.name: types[c.name] for c in kept}
+        if plan.overflow or plan.event_overflow:
+            wanted[OVERFLOW] = types[OVERFLOW] = ColumnType.JSON
+        for statement in self.catalog.ensure(plan.schema, plan.table, plan.kind, wanted):
             con.execute(statement)
         return plan, kept, types
 

@@ -7,7 +7,9 @@ as they run; if the transaction that runs the DDL fails, the loader `load`s it a
 
 Base columns exist from a table's creation on (so SQL over `user_id`, `event`, `channel` or
 `_type_conflicts` works before the first value arrives); every other column is created when its
-first non-null value comes (`ensure`, with the type of that value).
+first non-null value comes (`ensure`, with the type of that value), while the table has fewer
+than `max_columns` columns; a value for a column beyond that is kept in the row's `_overflow`
+JSON object under the column's name (`OVERFLOW`, created when first needed, outside the count).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-from trackd.warehouse.naming import quote
+from trackd.warehouse.naming import STANDARD_TABLES, quote
 from trackd.warehouse.values import CONFLICT, ColumnType, convert, infer, text
 
 V, T, J = ColumnType.VARCHAR, ColumnType.TIMESTAMP, ColumnType.JSON
@@ -47,6 +49,8 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     ColumnType.TIMESTAMP: pa.timestamp("us"),
 }
 INTERNAL_SCHEMAS = ("_trackd", "information_schema", "pg_catalog")
+OVERFLOW = "_overflow"
+MAX_COLUMNS = 1000
 
 
 def base_columns(kind: str) -> dict[str, ColumnType]:
@@ -63,12 +67,14 @@ class Fitted:
     rows: list[dict[str, Any]]
     ddl: list[str] = field(default_factory=list)
     conflicts: int = 0
+    overflows: int = 0  # rows with a value kept in _overflow
 
 
 class Catalog:
     """Tables per (schema, table) with their column types, as the loader last saw them."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_columns: int = MAX_COLUMNS) -> None:
+        self.max_columns = max_columns
         self.schemas: set[str] = set()
         self.tables: dict[tuple[str, str], dict[str, str]] = {}
 
@@ -88,6 +94,15 @@ class Catalog:
 
     def columns(self, schema: str, table: str) -> dict[str, str]:
         return self.tables.get((schema, table), {})
+
+    def event_tables(self, schema: str) -> int:
+        """How many tables the source's schema has beyond the standard ones."""
+        return sum(1 for s, t in self.tables if s == schema and t not in STANDARD_TABLES)
+
+    def room(self, schema: str, table: str, kind: str) -> int:
+        """How many more columns the table may get (`_overflow` does not count)."""
+        columns = {**base_columns(kind), **self.columns(schema, table)}
+        return self.max_columns - len(columns) + (OVERFLOW in columns)
 
     def ensure(self, schema: str, table: str, kind: str, wanted: dict[str, str]) -> list[str]:
         """DDL creating what is missing for `wanted` columns (name -> type) and the base
@@ -119,21 +134,31 @@ class Catalog:
         Null values are left out (a column appears with its first non-null value), unless
         `keep_nulls`, which keeps a null for a column that exists (an explicit null clears a
         trait). A value that does not fit its column is left out (null with `keep_nulls`) and
-        its text goes into that row's `_type_conflicts` object.
+        its text goes into that row's `_type_conflicts` object. A value for a new column of a
+        table at `max_columns` goes into the row's `_overflow` object.
         """
         out = Fitted(schema, table, [])
         columns: dict[str, str] = {**base_columns(kind), **self.columns(schema, table)}
         new: dict[str, str] = {}
+        room = self.max_columns - len(columns) + (OVERFLOW in columns)
+        overflowing = OVERFLOW in columns
         for raw in rows:
             typed: dict[str, Any] = {}
             conflicts: dict[str, str] = {}
+            overflow: dict[str, Any] = {}
             for name, value in raw.items():
                 if value is None:
                     if keep_nulls and name in columns:
                         typed[name] = None
+                    elif keep_nulls and overflowing:  # clears a trait kept in _overflow
+                        overflow[name] = None
                     continue
                 column_type = columns.get(name)
+                if column_type is None and room <= 0:
+                    overflow[name] = value
+                    continue
                 if column_type is None:
+                    room -= 1
                     column_type = columns[name] = new[name] = infer(value)
                 converted = convert(value, column_type)
                 if converted is CONFLICT:
@@ -145,6 +170,10 @@ class Catalog:
             if conflicts:
                 typed["_type_conflicts"] = conflicts
                 out.conflicts += 1
+            if overflow:
+                typed[OVERFLOW] = overflow
+                new.setdefault(OVERFLOW, ColumnType.JSON)
+                out.overflows += 1
             out.rows.append(typed)
         out.ddl = self.ensure(schema, table, kind, new)
         return out
@@ -152,7 +181,7 @@ class Catalog:
     def arrow(self, schema: str, table: str, rows: list[dict[str, Any]]) -> pa.Table:
         """Rows (typed by `fit`) as an Arrow table with the columns' own types.
 
-        `_type_conflicts` values may be dicts (encoded here as JSON text).
+        `_type_conflicts` and `_overflow` values may be dicts (encoded here as JSON text).
         """
         columns = self.columns(schema, table)
         names: dict[str, None] = {}  # every column any row has, in first-seen order
@@ -161,7 +190,7 @@ class Catalog:
         arrays: dict[str, pa.Array] = {}
         for name in names:
             values = [row.get(name) for row in rows]
-            if name == "_type_conflicts":
+            if name in ("_type_conflicts", OVERFLOW):
                 values = [v if v is None or isinstance(v, str)
                           else msgspec.json.encode(v).decode() for v in values]
             arrow_type = ARROW_TYPES.get(columns.get(name, ""))

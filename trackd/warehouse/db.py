@@ -28,6 +28,7 @@ from trackd.observability import get_logger
 
 log = get_logger("warehouse")
 FILE_NAME = "warehouse.duckdb"
+TEMP_DIR = "tmp"  # DuckDB's spill files, beside the file
 # DuckDB folds its WAL into the file (a checkpoint) once the WAL passes this size. At its
 # default, 16 MB, every 20,000-message batch (~28 MB of WAL) checkpointed on COMMIT, rewriting
 # each table's partly filled last row group (122,880 rows) again and again; at 128 MB a row
@@ -112,12 +113,18 @@ class Database:
     """
 
     def __init__(self, path: Path, *, read_only: bool = False, memory_limit_mb: int = 0,
-                 threads: int = 0) -> None:
+                 threads: int = 0, temp_mb: int = 0) -> None:
         """`memory_limit_mb` and `threads` bound DuckDB in this process (0: DuckDB's default,
-        80 % of RAM and one thread per core), so the warehouse leaves room for the gateway."""
+        80 % of RAM and one thread per core), so the warehouse leaves room for the gateway.
+        `temp_mb` caps the spill files, written in `tmp/` beside the file (private to the
+        user; 0: DuckDB's default, 90 % of the free disk)."""
         self.path = path
         self.read_only = read_only
         self._config = dict(_CONFIG)
+        self.temp_dir = path.parent / TEMP_DIR
+        self._config["temp_directory"] = str(self.temp_dir)
+        if temp_mb > 0:
+            self._config["max_temp_directory_size"] = f"{temp_mb}MB"
         if memory_limit_mb > 0:
             self._config["memory_limit"] = f"{memory_limit_mb}MB"
         if threads > 0:
@@ -136,6 +143,8 @@ class Database:
         """Open (and for writing, create and migrate) the file. Raises ConfigError if it can't."""
         if not self.read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.temp_dir.mkdir(mode=0o700, exist_ok=True)
+            self.temp_dir.chmod(0o700)
         elif not self.path.exists():
             raise ConfigError(f"no warehouse at {self.path} yet: it is created when the "
                               "server loads its first events")

@@ -80,14 +80,18 @@ class WarehouseLoader:
     def __init__(self, settings: WarehouseSettings, database: Database, reader: LogReader,
                  metrics: Registry, *, clock: Callable[[], datetime] = utcnow,
                  retry_delay: float = 0.2,
-                 thread_setup: Callable[[], object] | None = None) -> None:
+                 thread_setup: Callable[[], object] | None = None,
+                 make_room: Callable[[], int] | None = None) -> None:
         self.settings = settings
         self.database = database
         self.reader = reader
         self.clock = clock
         self.retry_delay = retry_delay
         self.thread_setup = thread_setup
-        self.catalog = Catalog()
+        # Called when a batch runs out of memory: interrupts the admin queries sharing DuckDB's
+        # memory, returns how many; the batch is then tried again (not counted as a failure).
+        self.make_room = make_room
+        self.catalog = Catalog(max_columns=settings.max_columns_per_table)
         self.position: Position = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -101,6 +105,10 @@ class WarehouseLoader:
                                            ("source",))
         self._conflicts = metrics.counter("trackd_warehouse_type_conflicts_total",
                                           "Rows with a value kept in _type_conflicts.")
+        self._overflows = metrics.counter(
+            "trackd_warehouse_overflow_total",
+            "Rows with values kept in _overflow: beyond a table's column limit (limit=columns) "
+            "or an event beyond the source's table limit (limit=tables).", ("source", "limit"))
         self._errors = metrics.counter("trackd_warehouse_load_errors_total",
                                        "Messages that could not be loaded (see load_errors).")
         self._failures = metrics.counter("trackd_warehouse_batch_failures_total",
@@ -202,7 +210,7 @@ class WarehouseLoader:
             if self._stop.is_set():
                 raise Stopping("the loader is stopping")
             try:
-                self._load(records)
+                self._load_making_room(records)
                 return
             except Exception as exc:
                 error = exc
@@ -217,11 +225,22 @@ class WarehouseLoader:
         assert error is not None
         self._record_failure(records[0], error)
 
+    def _load_making_room(self, records: list[Record]) -> None:
+        """`_load`; once more after interrupting the queries if it ran out of memory."""
+        try:
+            self._load(records)
+        except duckdb.OutOfMemoryException:
+            if self.make_room is None or not self.make_room():
+                raise
+            log.warning("warehouse batch ran out of memory; admin queries were interrupted")
+            self._stop.wait(0.1)  # their memory is released as they unwind
+            self._load(records)
+
     def _load(self, records: list[Record]) -> None:
         started = time.perf_counter()
         con = self.database.writer()
         now = self.clock()
-        batch = Batch(self.catalog, self._window, now)
+        batch = Batch(self.catalog, self._window, now, self.settings.max_tables_per_source)
         keys = [ledger.message_key(r.source, r.message_id) for r in records]
         batch.judge(ledger.find(con, keys), records, keys)
         conflicts = self._in_transaction(advanced(self.position, records), batch.write)
@@ -231,6 +250,8 @@ class WarehouseLoader:
         for source, count in batch.duplicates.items():
             self._duplicates.inc((source,), count)
         self._conflicts.inc((), conflicts)
+        for (source, limit), count in batch.overflows.items():
+            self._overflows.inc((source, limit), count)
         for received, count in batch.received.items():
             self._freshness.observe(max(0.0, (committed - received).total_seconds()),
                                     count=count)
@@ -269,7 +290,8 @@ class WarehouseLoader:
         canary = Record("trackd-canary", 0, source, "trackd-canary", "track",
                         "2024-01-01T00:00:00.000Z", _CANARY)
         con = self.database.writer()
-        batch = Batch(self.catalog, self._window, self.clock())
+        batch = Batch(self.catalog, self._window, self.clock(),
+                      self.settings.max_tables_per_source)
         try:
             batch.judge({}, [canary])
             con.begin()

@@ -29,14 +29,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trackd.warehouse.naming import payload_column, quote, snakecase
 from trackd.warehouse.sql import convert, literal, pointer, present
 from trackd.warehouse.values import ColumnType
 
+if TYPE_CHECKING:
+    from trackd.warehouse.wide import WideRows
+
 MAX_DEPTH = 10  # objects at this depth are kept as JSON text (the same as shape.flatten)
 STAGE = "__trackd_stage"
+# The properties of a track whose event is beyond the source's table limit, for `_overflow`
+_PROPERTIES = (", CASE WHEN s.event_overflow THEN json_object('properties', "
+               "json_extract(s.body, '/properties')) END AS __properties")
 Keys = tuple[str, ...]
 Structure = Any  # decoded json_group_structure: dict, list, or a type name
 
@@ -166,6 +172,10 @@ class TablePlan:
     leaves: list[Leaf] = field(default_factory=list)
     mixed: list[Mixed] = field(default_factory=list)
     paths: dict[Keys, int] = field(default_factory=dict)
+    overflow: list[Column] = field(default_factory=list)  # beyond the table's column limit
+    # tracks: some rows' events are beyond the source's table limit (`s.event_overflow`); their
+    # properties go into the row's `_overflow`
+    event_overflow: bool = False
 
     def ref(self, keys: Keys) -> tuple[str, str]:
         """SQL for the json_type and the text of the JSON value at `keys` of a row of `rows()`:
@@ -177,8 +187,9 @@ class TablePlan:
     def rows(self) -> str:
         """SQL: the table's rows of the stage, with their paths read (`ref`)."""
         pointers = "[" + (", ".join(pointer(*keys) for keys in self.paths) or "'/'") + "]"
+        properties = _PROPERTIES if self.event_overflow else ""
         return (f"(SELECT s.seq, s.event_table, json_type(s.body, {pointers}) AS __t, "
-                f"json_extract_string(s.body, {pointers}) AS __s "
+                f"json_extract_string(s.body, {pointers}) AS __s{properties} "
                 f"FROM {STAGE} s WHERE {self.where})")
 
     @property
@@ -250,7 +261,8 @@ class TablePlan:
         value, plus `__seq` and `__event_table`."""
         refs = [c.source.sql(self.ref) for c in columns if c.source is not None]
         picks = ", ".join([f"{t} AS t{i}, {s} AS s{i}" for i, (t, s) in enumerate(refs)]
-                          + ["s.seq AS __seq", "s.event_table AS __event_table"])
+                          + ["s.seq AS __seq", "s.event_table AS __event_table"]
+                          + (["s.__properties"] if self.event_overflow else []))
         return f"SELECT {picks} FROM {self.rows()} s"
 
     def first_values_query(self, columns: list[Column]) -> str:
@@ -261,9 +273,11 @@ class TablePlan:
                           for i, c in enumerate(columns))
         return f"SELECT {picks} FROM ({self._typed_levels(columns)})"
 
-    def insert_statement(self, columns: list[Column], types: dict[str, str]) -> str:
+    def insert_statement(self, columns: list[Column], types: dict[str, str],
+                         wide: WideRows | None = None) -> str:
         """SQL: INSERT the rows, typed; values that do not fit go to `_type_conflicts` (as
-        their text: a string as itself, anything else as its JSON).
+        their text: a string as itself, anything else as its JSON). `wide`: more columns,
+        typed the long way (`wide.pivot`), joined by `__seq`.
 
         Returns one row per inserted row: whether it has type conflicts.
         """
@@ -282,11 +296,22 @@ class TablePlan:
                               f"THEN s{i} END AS c{i}" for i, c in checked)
             typed = f"SELECT *, {flags} FROM ({typed})"
         conflicts = _conflicts(checked)
-        outer = ", ".join([f"v{i} AS {quote(c.name)}" for i, c in enumerate(raws)]
-                          + [f"{c.direct} AS {quote(c.name)}" for c in directs]
-                          + [f"{conflicts} AS _type_conflicts"])
+        overflow = ["__properties"] if self.event_overflow else []
+        outer = [f"v{i} AS {quote(c.name)}" for i, c in enumerate(raws)] + [
+            f"{c.direct} AS {quote(c.name)}" for c in directs]
+        source = f"({typed})"
+        if wide is not None:
+            source += f" n LEFT JOIN {wide.name} w ON w.__seq = n.__seq"
+            outer += [f"w.{alias} AS {quote(name)}" for name, alias in wide.columns.items()]
+            conflicts = _either(conflicts, "w.__conflicts::JSON")
+            if wide.overflow:
+                overflow.append("w.__overflow::JSON")
+        if overflow:
+            outer.append(f"{_either(*overflow)} AS _overflow")
+        outer.append(f"{conflicts} AS _type_conflicts")
         return (f"INSERT INTO {quote(self.schema)}.{quote(self.table)} BY NAME "
-                f"SELECT {outer} FROM ({typed}) RETURNING _type_conflicts IS NOT NULL")
+                f"SELECT {', '.join(outer)} FROM {source} "
+                "RETURNING _type_conflicts IS NOT NULL")
 
 
 TYPED = "__trackd_typed"
@@ -325,18 +350,21 @@ def shared_load(loads: list[tuple[TablePlan, list[Column], dict[str, str]]]) -> 
         return None
     schema = loads[0][0].schema
     pointers = "[" + ", ".join(pointer(*keys) for keys in paths) + "]"
+    events = loads[0][0].event_overflow  # the tracks table keeps some events' properties
     rows = (f"SELECT s.seq, s.event_table, json_type(s.body, {pointers}) AS __t, "
-            f"json_extract_string(s.body, {pointers}) AS __s FROM {STAGE} s "
-            f"WHERE s.source = {literal(schema)} AND s.type = 'track'")
+            f"json_extract_string(s.body, {pointers}) AS __s{_PROPERTIES if events else ''} "
+            f"FROM {STAGE} s WHERE s.source = {literal(schema)} AND s.type = 'track'")
     picks = ", ".join([f"{t} AS t{j}, {s} AS s{j}" for j, (t, s) in enumerate(refs)]
-                      + ["s.seq AS __seq", "s.event_table AS __event_table"])
+                      + ["s.seq AS __seq", "s.event_table AS __event_table"]
+                      + (["s.__properties"] if events else []))
     typed = ", ".join(f"{convert(f't{j}', f's{j}', kind, objects=objects)} AS v{j}"
                       for j, (_, kind, objects) in enumerate(values))
     checked = [(j, objects) for j, (_, kind, objects) in enumerate(values)
                if kind not in (ColumnType.VARCHAR, ColumnType.JSON)]
     flags = ", ".join(f"CASE WHEN {present(f't{j}', objects=objects)} AND v{j} IS NULL "
                       f"THEN s{j} END AS c{j}" for j, objects in checked)
-    keep = ", ".join(["__seq", "__event_table"] + [f"v{j}" for j in range(len(values))]
+    keep = ", ".join(["__seq", "__event_table"] + (["__properties"] if events else [])
+                     + [f"v{j}" for j in range(len(values))]
                      + [f"c{j}" for j, _ in checked])
     inner = f"SELECT *, {typed} FROM (SELECT {picks} FROM ({rows}) s)"
     if checked:
@@ -351,6 +379,7 @@ def shared_load(loads: list[tuple[TablePlan, list[Column], dict[str, str]]]) -> 
         outer = ", ".join([f"v{j} AS {quote(c.name)}" for j, c in raws]
                           + [f"{c.direct} AS {quote(c.name)}" for c in columns
                              if c.direct is not None]
+                          + (["__properties AS _overflow"] if plan.event_overflow else [])
                           + [f"{conflicts} AS _type_conflicts"])
         where = f" WHERE __event_table = {literal(plan.table)}" if plan.event_tables else ""
         statements.append(f"INSERT INTO {quote(plan.schema)}.{quote(plan.table)} BY NAME "
@@ -358,6 +387,14 @@ def shared_load(loads: list[tuple[TablePlan, list[Column], dict[str, str]]]) -> 
                           "RETURNING _type_conflicts IS NOT NULL")
     statements.append(f"DROP TABLE {TYPED}")
     return statements
+
+
+def _either(a: str, b: str | None = None) -> str:
+    """SQL: two JSON objects (or NULLs) as one (`a` alone when `b` is None)."""
+    if b is None:
+        return a
+    return (f"CASE WHEN ({b}) IS NULL THEN {a} WHEN ({a}) IS NULL THEN ({b}) "
+            f"ELSE json_merge_patch({a}, {b}) END")
 
 
 def _conflicts(flagged: list[tuple[int, Any]]) -> str:

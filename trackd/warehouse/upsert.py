@@ -2,7 +2,8 @@
 
 A trait the call omits keeps its value; a trait sent as null becomes null; a trait whose value
 does not fit its column becomes null in the column and keeps its text in `_type_conflicts`
-(a later value that fits removes it from there). `received_at` is that of the last call
+(a later value that fits removes it from there); a trait beyond the table's column limit merges
+the same way inside the row's `_overflow` object. `received_at` is that of the last call
 merged. Calls merge in the order they were loaded: by receivedAt within a batch, batch after
 batch otherwise (per-trait timestamps would be needed to reorder calls across batches).
 
@@ -20,7 +21,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-from trackd.warehouse.catalog import Catalog
+from trackd.warehouse.catalog import OVERFLOW, Catalog
 from trackd.warehouse.db import registered
 from trackd.warehouse.naming import quote
 
@@ -49,8 +50,9 @@ class Merge:
 
 
 def upsert(con: duckdb.DuckDBPyConnection, catalog: Catalog, schema: str, table: str,
-           merges: dict[str, Merge], now: datetime) -> int:
-    """Apply `merges` to `schema.table` (users or accounts). Returns rows with type conflicts."""
+           merges: dict[str, Merge], now: datetime) -> tuple[int, int]:
+    """Apply `merges` to `schema.table` (users or accounts). Returns the rows with type
+    conflicts and the rows with values kept in `_overflow`."""
     raw = [{"id": id_, "received_at": m.received_at, "uuid_ts": now, **m.values}
            for id_, m in merges.items()]
     # The columns the batch needs first (their type from each trait's first non-null value):
@@ -72,18 +74,23 @@ def upsert(con: duckdb.DuckDBPyConnection, catalog: Catalog, schema: str, table:
         con.execute(f"DELETE FROM {target} WHERE id IN (SELECT id FROM {_IDS})")
     with registered(con, _ROWS, catalog.arrow(schema, table, rows)):
         con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {_ROWS}")
-    return fitted.conflicts
+    return fitted.conflicts, fitted.overflows
 
 
 def _merged(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     row = dict(old)
     conflicts = _conflicts(old.get("_type_conflicts"))
+    overflow = _conflicts(old.get(OVERFLOW))
     for name, value in patch.items():
-        if name == "_type_conflicts":
+        if name in ("_type_conflicts", OVERFLOW):
             continue
         row[name] = value
         conflicts.pop(name, None)
     conflicts.update(patch.get("_type_conflicts") or {})
+    if patch.get(OVERFLOW) or overflow:
+        overflow.update(patch.get(OVERFLOW) or {})
+        kept = {k: v for k, v in overflow.items() if v is not None}
+        row[OVERFLOW] = msgspec.json.encode(kept).decode() if kept else None
     if conflicts:
         row["_type_conflicts"] = msgspec.json.encode(conflicts).decode()
     elif "_type_conflicts" in row:
