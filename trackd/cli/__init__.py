@@ -7,7 +7,8 @@ import sys
 import click
 
 from trackd.cli.common import CONTEXT
-from trackd.cli.data import events, quarantine, query
+from trackd.cli.data import events, quarantine
+from trackd.cli.query import query
 from trackd.cli.replay import replay
 from trackd.cli.send import send
 from trackd.cli.serve import serve
