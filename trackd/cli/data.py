@@ -10,10 +10,18 @@ from typing import Any
 
 import click
 import httpx
+from rich.text import Text
 
 from trackd.cli.common import config_options, load_settings, one_line_errors, require_data
 from trackd.cli.events import stage_rows, summary
-from trackd.cli.output import console, format_option, print_json, table, write_rows
+from trackd.cli.output import (
+    console,
+    format_option,
+    print_json,
+    print_plain,
+    table,
+    write_rows,
+)
 from trackd.server.supervisor import read_server_info
 from trackd.settings import Settings
 
@@ -73,8 +81,11 @@ def show(message_id: str, config_path: str | None, data_dir: str | None, fmt: st
             write_rows(columns, rows, fmt, str)
         else:
             out = console()
-            out.print(summary(answer), markup=False)
-            out.print(table(columns, rows))
+            if out.is_terminal:
+                out.print(Text(summary(answer), style="bold"))
+                out.print(table(columns, rows))
+            else:
+                print_plain(Text(summary(answer)), table(columns, rows, plain=True))
             if "message" in answer:
                 print_json(answer["message"])
     if not answer.get("found"):

@@ -101,9 +101,11 @@ def stage_rows(answer: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 def lookup_command(message_id: str, config_path: str | None, data_dir: str | None) -> str:
     """`trackd events show ID` as the running command was typed (program, --config,
     --data-dir), ready to paste."""
-    typed = Path(sys.argv[0]).name
-    program = ([sys.argv[0]] if typed == "trackd" else
-               [sys.executable, "-m", "trackd"] if typed == "__main__.py" else ["trackd"])
+    typed, here = Path(sys.argv[0]), Path.cwd()
+    if typed.is_absolute() and typed.is_relative_to(here):  # as the README types it
+        typed = typed.relative_to(here)
+    program = ([str(typed)] if typed.name == "trackd" else
+               [sys.executable, "-m", "trackd"] if typed.name == "__main__.py" else ["trackd"])
     words = [*program, "events", "show", message_id]
     if config_path:
         words += ["--config", config_path]

@@ -24,6 +24,8 @@ from rich.text import Text
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("table", "json", "csv")
 _PIPE_WIDTH = 1_000_000  # a table in a pipe keeps its natural width: nothing is cut
+# SIMPLE_HEAD drawn in ASCII, for pipes: a line of dashes under the header and nothing else.
+_ASCII_HEAD = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
 
 
 def format_option(fn: F) -> F:
@@ -68,10 +70,11 @@ def _cell_text(value: Any) -> Text:
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-          title: str | None = None) -> Table:
+          title: str | None = None, plain: bool = False) -> Table:
     numeric = [bool(rows) and all(_is_number(r[i]) or r[i] is None for r in rows)
                and any(r[i] is not None for r in rows) for i in range(len(columns))]
-    out = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", title_justify="left",
+    out = Table(title=title, box=_ASCII_HEAD if plain else box.SIMPLE_HEAD,
+                header_style="" if plain else "bold", title_justify="left",
                 show_edge=False, pad_edge=False)
     for name, right in zip(columns, numeric, strict=True):
         out.add_column(Text(name), justify="right" if right else "left", overflow="fold")
@@ -82,8 +85,20 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
 
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], footer: str) -> None:
     out = console()
-    out.print(table(columns, rows))
-    out.print(Text(footer, style="dim" if out.is_terminal else ""))
+    if out.is_terminal:
+        out.print(table(columns, rows))
+        out.print(Text(footer, style="dim"))
+    else:
+        print_plain(table(columns, rows, plain=True), Text(footer))
+
+
+def print_plain(*renderables: Any) -> None:
+    """Renderables as plain text for a pipe: no colour, no padding at the ends of lines."""
+    out = console()
+    with out.capture() as captured:
+        for renderable in renderables:
+            out.print(renderable)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def print_json(doc: Any) -> None:
