@@ -12,7 +12,13 @@ import click
 import httpx
 from rich.text import Text
 
-from trackd.cli.common import config_options, load_settings, one_line_errors, require_data
+from trackd.cli.common import (
+    config_options,
+    load_settings,
+    not_empty,
+    one_line_errors,
+    require_data,
+)
 from trackd.cli.events import stage_rows, summary
 from trackd.cli.output import (
     console,
@@ -52,7 +58,7 @@ def events() -> None:
 
 
 @events.command("show")
-@click.argument("message_id")
+@click.argument("message_id", callback=not_empty)
 @config_options
 @format_option
 @one_line_errors

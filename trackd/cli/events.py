@@ -111,4 +111,17 @@ def lookup_command(message_id: str, config_path: str | None, data_dir: str | Non
         words += ["--config", config_path]
     if data_dir:
         words += ["--data-dir", data_dir]
-    return " ".join(shlex.quote(w) for w in words)
+    return " ".join(shell_quote(w) for w in words)
+
+
+def shell_quote(text: str) -> str:
+    """`text` as one shell word: shlex's quoting, or bash's $'...' when it holds control
+    characters (a CR or a tab pasted raw would not survive the terminal)."""
+    if text.isprintable():
+        return shlex.quote(text)
+    escaped = "".join(_ESCAPES.get(ch) or (ch if ch.isprintable() else f"\\x{ord(ch):02x}"
+                      if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") for ch in text)
+    return f"$'{escaped}'"
+
+
+_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}

@@ -12,12 +12,20 @@ import csv
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, TextIO, TypeVar
 
 import click
 from rich import box
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -145,6 +153,9 @@ def write_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str,
     """Rows in `fmt`; the table gets `footer(count)` under it, JSON and CSV get nothing
     extra on stdout. Returns the number of rows written."""
     if fmt == "json":
+        if isinstance(rows, list) and console().is_terminal:  # all at hand: coloured
+            print_json([dict(zip(columns, row, strict=True)) for row in rows])
+            return len(rows)
         return write_json_rows(columns, rows)
     if fmt == "csv":
         return write_csv_rows(columns, rows)
@@ -153,16 +164,20 @@ def write_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str,
     return len(materialised)
 
 
+@contextmanager
+def progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr while the block runs, when stderr is a terminal; yields
+    `advance(n)`. Elsewhere (a log file, CI) it shows nothing: the summary line says it all."""
+    err = err_console()
+    if not err.is_terminal:
+        yield lambda n: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
 def plural(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
-
-
-def chunks(rows: Iterator[Sequence[Any]], size: int) -> Iterator[list[Sequence[Any]]]:
-    batch: list[Sequence[Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

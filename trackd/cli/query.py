@@ -42,12 +42,20 @@ def _server_runner(settings: Settings) -> Runner | None:
         doc = response.json()
         columns: list[str] = doc["columns"]
         rows: Rows = [[r[c] for c in columns] for r in doc["rows"]]
-        # The server says when it cut the answer; one that does not say so still cut it if it
-        # sent its whole cap.
-        cut = doc.get("truncated", len(rows) >= CAP and limit >= CAP) is True
-        return columns, rows[:limit], cut or len(rows) > limit
+        if len(rows) > limit:
+            return columns, rows[:limit], True
+        if "truncated" in doc:
+            return columns, rows, doc["truncated"] is True
+        # A server that does not say whether it cut the answer at its cap: ask for one row
+        # past the cap.
+        return columns, rows, len(rows) >= CAP and _has_row(run, sql, CAP)
 
     return run
+
+
+def _has_row(run: Runner, sql: str, offset: int) -> bool:
+    _, rows, _ = run(paged(sql)(1, offset), 1)
+    return bool(rows)
 
 
 def _offline_runner(settings: Settings) -> Runner:

@@ -10,7 +10,8 @@ import click
 import httpx
 
 from trackd.cli.common import config_options, load_settings, one_line_errors
-from trackd.cli.events import lookup_command
+from trackd.cli.common import not_empty as _not_empty
+from trackd.cli.events import lookup_command, shell_quote
 from trackd.server.supervisor import read_server_info
 
 KINDS = ("track", "identify", "page", "screen", "group", "alias")
@@ -34,14 +35,21 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
     return parsed
 
 
+def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http(s) URL, e.g. http://127.0.0.1:8088")
+    return value
+
+
 @click.command()
 @click.argument("kind", type=click.Choice(KINDS))
 @config_options
-@click.option("--url", help="Server base URL (default: the server running on this data dir).")
+@click.option("--url", callback=_http_url,
+              help="Server base URL (default: the server running on this data dir).")
 @click.option("--write-key", help="Write key (default: the first source's).")
 @click.option("--user-id")
 @click.option("--anonymous-id")
-@click.option("--message-id", help="messageId to send (default: a new UUID).")
+@click.option("--message-id", callback=_not_empty, help="messageId to send (default: a new UUID).")
 @click.option("--event", help="Event name (track).")
 @click.option("--name", help="Page or screen name.")
 @click.option("--group-id", help="Group id (group).")
@@ -83,7 +91,7 @@ def send(kind: str, config_path: str | None, data_dir: str | None, url: str | No
         raise click.ClickException(f"could not reach {url}: {exc}") from None
     if response.status_code != 200:
         raise click.ClickException(f"refused ({response.status_code}): {_reason(response)}")
-    click.echo(f"Sent {kind} with messageId {mid}")
+    click.echo(f"Sent {kind} with messageId {shell_quote(mid)}")
     click.echo(f"Look it up: {lookup_command(mid, config_path, data_dir)}")
 
 
