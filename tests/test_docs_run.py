@@ -139,6 +139,7 @@ def newcomer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Newcomer]:
 
 def test_the_banner_names_the_source_and_its_curl_and_lookup_work(newcomer: Newcomer) -> None:
     text = "".join(newcomer.banner)
+    assert "Installing" not in text  # installed already: ./scripts/serve ran no pip
     assert f"source app: write key {newcomer.write_key}" in text
     assert newcomer.admin_token not in text  # not a terminal: the secret stays in the file
     curl = next(line for line in newcomer.banner if "curl" in line).strip()
