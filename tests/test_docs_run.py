@@ -80,14 +80,19 @@ class Newcomer:
         return text
 
     def run(self, block: Block, **extra: str) -> subprocess.CompletedProcess[str]:
+        """Run `block`; docs/ write `trackd ...`, as with the venv activated (README blocks
+        name .venv/bin/trackd and run without it)."""
         text = self.fill(block.text, **extra)
+        env = self.env
+        if block.path.parent.name == "docs":
+            env = {**env, "PATH": f"{self.copy / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"}
         if block.lang == "python":
             command = [str(self.copy / ".venv" / "bin" / "python"), "-c", text]
         elif block.lang == "sql":
             command = [str(self.copy / ".venv" / "bin" / "trackd"), "query", text]
         else:
             command = ["bash", "-e", "-o", "pipefail", "-c", text]
-        return subprocess.run(command, cwd=self.copy, env=self.env, capture_output=True,
+        return subprocess.run(command, cwd=self.copy, env=env, capture_output=True,
                               text=True, timeout=120)
 
     def sh(self, line: str) -> subprocess.CompletedProcess[str]:
@@ -115,8 +120,7 @@ def newcomer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Newcomer]:
             shutil.copy2(ROOT / name, copy / name)
     (copy / ".venv").symlink_to(ROOT / ".venv")
     port = _free_port()
-    env = {**os.environ, "TRACKD_SERVER_PORT": str(port),
-           "PATH": f"{copy / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, "TRACKD_SERVER_PORT": str(port)}
     proc = subprocess.Popen(["./scripts/serve"], cwd=copy, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -211,6 +215,23 @@ def test_every_docs_example_runs_as_written(seeded: Newcomer, block: Block) -> N
     assert result.returncode == 0, f"{block.name}\n{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr
     assert '"error"' not in result.stdout, result.stdout
+
+
+def test_profile_api_errors_have_the_documented_shape_and_request_id(
+        newcomer: Newcomer) -> None:
+    """docs/warehouse.md: errors are {"error": {"code", "message"}}, every answer has a
+    Request-Id, a missing or wrong admin token included."""
+    path = "/v1/spaces/any/collections/users/profiles/user_id:nobody/traits"
+    with httpx.Client(base_url=f"http://127.0.0.1:{newcomer.port}", timeout=30) as client:
+        for auth, status, code in [(None, 401, "authentication_error"),
+                                   (("wrong-token", ""), 401, "authentication_error"),
+                                   ((newcomer.admin_token, ""), 404, "not_found")]:
+            answer = client.get(path, auth=auth)
+            assert answer.status_code == status
+            assert re.fullmatch(r"[0-9a-f-]{36}", answer.headers["request-id"])
+            assert answer.json()["error"]["code"] == code
+            assert set(answer.json()) == {"error"}
+            assert set(answer.json()["error"]) == {"code", "message"}
 
 
 def test_only_these_blocks_are_not_run() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import httpx
 
 from trackd import settings as settings_mod
 from trackd.errors import TrackdError
@@ -40,6 +41,8 @@ def one_line_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except TrackdError as exc:
             raise click.ClickException(str(exc)) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise click.ClickException(f"could not ask the server: {exc}") from None
         except OSError as exc:
             raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(
                 ": ")) from None

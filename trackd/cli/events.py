@@ -7,6 +7,7 @@ stages it does not know (added later) still get their lines from their `found` f
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,10 @@ def lookup_command(message_id: str, config_path: str | None, data_dir: str | Non
     """`trackd events show ID` as the running command was typed (program, --config,
     --data-dir), ready to paste."""
     typed, here = Path(sys.argv[0]), Path.cwd()
-    if typed.is_absolute() and typed.is_relative_to(here):  # as the README types it
+    on_path = shutil.which("trackd")
+    if on_path is not None and Path(on_path).resolve() == typed.resolve():
+        typed = Path("trackd")
+    elif typed.is_absolute() and typed.is_relative_to(here):  # as the README types it
         typed = typed.relative_to(here)
     program = ([str(typed)] if typed.name == "trackd" else
                [sys.executable, "-m", "trackd"] if typed.name == "__main__.py" else ["trackd"])
