@@ -14,7 +14,8 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -211,3 +212,34 @@ def test_with_no_server_the_files_answer_with_the_same_cap(live: Server) -> None
                  "--format", "csv")
     assert len(result.stdout.splitlines()) == 21
     assert result.stderr.startswith("Stopped at 20 rows (--limit 20)")
+
+
+def test_all_rows_keep_going_when_the_server_cuts_pages_short() -> None:
+    """A server with a cap on a result's bytes answers fewer rows than asked, truncated: the
+    pages go on from where each stopped, so --all still gets every row once."""
+    from trackd.cli.query import _every_row
+
+    data = list(range(12_000))
+    asked: list[str] = []
+
+    def run(sql: str, limit: int) -> tuple[list[str], list[Sequence[Any]], bool]:
+        asked.append(sql)
+        found = re.search(r"LIMIT (\d+) OFFSET (\d+)$", sql)
+        assert found
+        wanted, offset = int(found[1]), int(found[2])
+        rows: list[Sequence[Any]] = [[n] for n in data[offset:offset + min(wanted, 1_234)]]
+        cut = offset + len(rows) < len(data)
+        return ["n"], rows[:limit], cut
+
+    columns, rows = _every_row(run, "SELECT n FROM t ORDER BY n;")
+    assert columns == ["n"] and [r[0] for r in rows] == data
+    assert asked[0] == ("SELECT * FROM (\nSELECT n FROM t ORDER BY n\n) AS trackd_rows "
+                        "LIMIT 5001 OFFSET 0")
+
+
+def test_a_notice_for_a_cut_that_was_not_the_limit() -> None:
+    from trackd.cli.query import cap_notice
+
+    assert cap_notice(812, 10_000) == (
+        "Stopped at 812 rows (the server's cap on a result's size); the query has more. "
+        "Use --all with --format csv or json for every row.")

@@ -1,4 +1,4 @@
-"""Commands that read data: events show, quarantine (and the admin calls `query` shares).
+"""Commands that read data: events show, quarantine (`query` has its own module).
 
 When a server runs on the data dir they ask it over its admin socket (DuckDB allows one
 writing process); otherwise they open the files themselves.
@@ -6,10 +6,7 @@ writing process); otherwise they open the files themselves.
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
-import httpx
 from rich.text import Text
 
 from trackd.cli.common import (
@@ -28,28 +25,7 @@ from trackd.cli.output import (
     table,
     write_rows,
 )
-from trackd.server.supervisor import read_server_info
-from trackd.settings import Settings
-
-
-def admin_request(settings: Settings, method: str, path: str,
-                  **kw: Any) -> httpx.Response | None:
-    """The admin API of the server running on this data dir, or None when none runs."""
-    info = read_server_info(settings)
-    if info is None:
-        return None
-    transport = httpx.HTTPTransport(uds=info.admin_socket)
-    with httpx.Client(transport=transport, base_url="http://trackd-admin", timeout=300) as c:
-        return c.request(method, path, headers={
-            "Authorization": f"Bearer {settings.server.admin_token}"}, **kw)
-
-
-def fail_from(response: httpx.Response) -> click.ClickException:
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:200]
-    return click.ClickException(message)
+from trackd.cli.remote import admin_request, fail_from
 
 
 @click.group()

@@ -15,8 +15,8 @@ from typing import Any
 import click
 
 from trackd.cli.common import config_options, load_settings, one_line_errors
-from trackd.cli.data import admin_request, fail_from
 from trackd.cli.output import format_option, note, plural, write_rows
+from trackd.cli.remote import admin_request, fail_from
 from trackd.server.supervisor import read_server_info
 from trackd.settings import Settings
 
@@ -64,10 +64,26 @@ def _offline_runner(settings: Settings) -> Runner:
     engine = offline_query_engine(settings)
 
     def run(sql: str, limit: int) -> tuple[list[str], Rows, bool]:
-        columns, rows = engine.query(sql, limit=limit + 1)
-        return columns, [list(r) for r in rows[:limit]], len(rows) > limit
+        # Engines answer (columns, rows) or a result with .columns, .rows, .truncated.
+        answer: Any = engine.query(sql, limit=limit + 1)
+        columns, rows = ((answer.columns, answer.rows) if hasattr(answer, "columns")
+                         else answer)
+        cut = len(rows) > limit or getattr(answer, "truncated", False) is True
+        return columns, [list(r) for r in rows[:limit]], cut
 
     return run
+
+
+def runner(settings: Settings) -> Runner:
+    """Runs read-only SQL on the server of this data dir, or on the files when none runs:
+    `run(sql, limit)` -> (columns, at most `limit` rows, whether the query had more)."""
+    return _server_runner(settings) or _offline_runner(settings)
+
+
+def rows_of(settings: Settings, sql: str) -> tuple[list[str], Rows]:
+    """Columns and rows (up to the cap) of read-only SQL on the warehouse."""
+    columns, rows, _ = runner(settings)(sql, CAP)
+    return columns, rows
 
 
 def paged(sql: str) -> Callable[[int, int], str]:
@@ -78,23 +94,28 @@ def paged(sql: str) -> Callable[[int, int], str]:
 
 def _every_row(run: Runner, sql: str) -> tuple[list[str], Iterator[Sequence[Any]]]:
     page = paged(sql)
-    columns, first, _ = run(page(PAGE, 0), PAGE)
+    columns, first, more = run(page(PAGE + 1, 0), PAGE)  # one more row: are there more?
 
     def rows() -> Iterator[Sequence[Any]]:
-        batch, offset = first, 0
+        batch, cut, offset = first, more, 0
         while True:
             yield from batch
-            if len(batch) < PAGE:
+            offset += len(batch)
+            if not cut:
                 return
-            offset += PAGE
-            _, batch, _ = run(page(PAGE, offset), PAGE)
+            if not batch:  # a page cut short before its first row: nothing can go further
+                raise click.ClickException(f"row {offset + 1} is larger than the server's "
+                                           "cap on a result's size")
+            _, batch, cut = run(page(PAGE + 1, offset), PAGE)
 
     return columns, rows()
 
 
-def cap_notice(limit: int) -> str:
-    return (f"Stopped at {plural(limit, 'row')} (--limit {limit}); the query has more. "
-            "Raise --limit, or use --all with --format csv or json for every row.")
+def cap_notice(count: int, limit: int) -> str:
+    why = f"--limit {limit}" if count == limit else "the server's cap on a result's size"
+    return (f"Stopped at {plural(count, 'row')} ({why}); the query has more. "
+            + ("Raise --limit, or use" if count == limit else "Use")
+            + " --all with --format csv or json for every row.")
 
 
 @click.command()
@@ -113,7 +134,7 @@ def query(sql: str, config_path: str | None, data_dir: str | None, fmt: str, lim
         raise click.UsageError("--all streams rows as CSV or JSON: add --format csv or "
                                "--format json")
     settings = load_settings(config_path, data_dir)
-    run = _server_runner(settings) or _offline_runner(settings)
+    run = runner(settings)
     if every:
         columns, stream = _every_row(run, sql)
         write_rows(columns, stream, fmt, str)
@@ -121,8 +142,8 @@ def query(sql: str, config_path: str | None, data_dir: str | None, fmt: str, lim
     columns, rows, truncated = run(sql, limit)
 
     def footer(count: int) -> str:
-        return cap_notice(limit) if truncated else f"({plural(count, 'row')})"
+        return cap_notice(count, limit) if truncated else f"({plural(count, 'row')})"
 
     write_rows(columns, rows, fmt, footer)
     if truncated and fmt != "table":
-        note(cap_notice(limit))
+        note(cap_notice(len(rows), limit))
