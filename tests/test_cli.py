@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -10,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT, Server
+from tests.conftest import ROOT, Server, eventually
 
 
 def test_serve_with_no_config_prints_key_token_and_a_curl_that_works(tmp_path: Path) -> None:
@@ -25,11 +26,18 @@ def test_serve_with_no_config_prints_key_token_and_a_curl_that_works(tmp_path: P
         while not any("curl" in line for line in lines) and time.monotonic() < deadline:
             lines.append(proc.stdout.readline())
         text = "".join(lines)
-        assert re.search(r"source default: write key wk_[0-9a-f]{32}", text), text
-        assert re.search(r"admin token: adm_[0-9a-f]{32}", text), text
+        assert re.search(r"source app: write key wk_[0-9a-f]{32}", text), text
+        # Not a terminal: the secret stays in credentials.json, not in a log of this output.
+        token = json.loads((data / "credentials.json").read_text())["admin_token"]
+        assert token not in text
+        assert f"admin token: (not shown here) (kept in {data / 'credentials.json'})" in text
         curl = next(line for line in lines if "curl" in line).strip()
         result = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=30)
         assert result.stdout == '{"success":true}', result
+        lookup = proc.stdout.readline().strip()
+        assert re.fullmatch(r".* events show first-[0-9a-f]{8} --data-dir .*", lookup), lookup
+        eventually(lambda: subprocess.run(lookup, shell=True, capture_output=True,
+                                          text=True).returncode == 0)
         assert (data / "credentials.json").exists()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -42,11 +50,17 @@ def test_serve_with_no_config_prints_key_token_and_a_curl_that_works(tmp_path: P
 def test_send_a_first_event(server: Server) -> None:
     result = server.run_cli("send", "track", "--write-key", "wk_web", "--user-id", "u1",
                             "--event", "Button Clicked", "--properties", '{"plan": "pro"}')
-    assert result.stdout.strip() == '200 {"success":true}'
+    sent, lookup = result.stdout.splitlines()
+    message_id = re.fullmatch(r"Sent track with messageId ([0-9a-f-]{36})", sent)
+    assert message_id, result.stdout
+    assert lookup.startswith("Look it up: ")
+    assert lookup.endswith(f"events show {message_id[1]} --config {server.config_path} "
+                           f"--data-dir {server.data_dir}")
     refused = server.run_cli("send", "track", "--write-key", "wk_web", "--user-id", "u1",
                              check=False)
     assert refused.returncode == 1
-    assert "Missing required field: event" in refused.stdout
+    assert refused.stdout == ""
+    assert refused.stderr == "Error: refused (400): Missing required field: event\n"
 
 
 def test_bad_config_is_one_line_and_no_traceback(tmp_path: Path) -> None:

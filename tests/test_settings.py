@@ -40,7 +40,8 @@ def test_sources_and_destinations_from_environment() -> None:
 
 @pytest.mark.parametrize(("text", "env", "message"), [
     ("[server]\nport = 'x'\n", {}, "server.port: expected an integer, got 'x'"),
-    ("", {"TRACKD_SERVER_PORT": "eighty"}, "server.port: expected an integer"),
+    ("", {"TRACKD_SERVER_PORT": "eighty"}, "TRACKD_SERVER_PORT: expected an integer, got 'eighty'"),
+    ("", {"TRACKD_SERVER_WORKERS": "0"}, "TRACKD_SERVER_WORKERS: must be at least 1"),
     ("[server]\nbogus = 1\n", {}, "server: unknown setting 'bogus'"),
     ("[nope]\n", {}, "unknown section [nope]"),
     ("[warehouse]\nenabled = 'yes'\n", {}, "warehouse.enabled: expected true or false"),
@@ -73,7 +74,8 @@ def test_generated_source_and_token_are_kept_in_credentials() -> None:
     credentials: dict[str, object] = {}
     first = with_generated(load(None, env={}), credentials)
     again = with_generated(load(None, env={}), credentials)
-    assert first.sources[0].name == "default"
+    assert first.sources[0].name == "app"
+    assert credentials["default_source"] == "app"
     assert first.sources[0].write_keys == again.sources[0].write_keys
     assert first.server.admin_token == again.server.admin_token
     assert first.server.admin_token.startswith("adm_")
@@ -82,3 +84,19 @@ def test_generated_source_and_token_are_kept_in_credentials() -> None:
 def test_json_round_trip_for_workers() -> None:
     settings = load(None, env={"TRACKD_SOURCE_WEB_WRITE_KEYS": "k"})
     assert from_json(to_json(settings)) == settings
+
+
+def test_flag_errors_name_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="^--port: must be between 0 and 65535$"):
+        load(None, overrides={"port": 70000}, env={})
+    with pytest.raises(ConfigError, match="^--workers: must be at least 1$"):
+        load(write(tmp_path, "[server]\nworkers = 2\n"), overrides={"workers": 0}, env={})
+
+
+def test_a_data_dir_from_before_the_rename_keeps_its_default_source() -> None:
+    """Data dirs made when the generated source was called `default` keep that name (and so
+    their warehouse schema); new ones get `app`, which needs no quoting in SQL."""
+    credentials: dict[str, object] = {"admin_token": "adm_x" * 4, "default_write_key": "wk_old"}
+    settings = with_generated(load(None, env={}), credentials)
+    assert [(s.name, s.write_keys) for s in settings.sources] == [("default", ["wk_old"])]
+    assert credentials["default_source"] == "default"

@@ -27,6 +27,12 @@ from trackd.observability import LOG_LEVELS
 
 _SLUG = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
+# The source generated when none is configured, also its warehouse schema: `app` needs no
+# quoting in DuckDB or PostgreSQL and is no schema either has built in. Data dirs made before
+# it keep the name they were given, `default` (an SQL keyword: quote it, "default".tracks).
+DEFAULT_SOURCE = "app"
+LEGACY_DEFAULT_SOURCE = "default"
+
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, list | dict):
@@ -68,7 +74,7 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class SourceSettings:
-    name: str = _f("default", "Slug of the source; also its warehouse schema name.")
+    name: str = _f(DEFAULT_SOURCE, "Slug of the source; also its warehouse schema name.")
     write_keys: list[str] = _f([], "Write keys that send to this source.")
     rate_limit_per_second: float = _f(0.0, "Messages per second allowed (0: no limit).")
 
@@ -210,13 +216,17 @@ def _cast(where: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
 
 
-def _build(cls: type[Any], where: str, raw: Mapping[str, Any]) -> Any:
+def _build(cls: type[Any], where: str, raw: Mapping[str, Any],
+           origins: Mapping[str, str] | None = None) -> Any:
+    """`origins` names where a value came from when not the file (`--port`, an env var)."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown setting {unknown[0]!r}")
-    return cls(**{k: _cast(f"{where}.{k}", v, hints[k]) for k, v in raw.items()})
+    named = origins or {}
+    return cls(**{k: _cast(named.get(f"{where}.{k}", f"{where}.{k}"), v, hints[k])
+                  for k, v in raw.items()})
 
 
 def _env_tables(env: Mapping[str, str], prefix: str) -> dict[str, dict[str, str]]:
@@ -253,6 +263,7 @@ def load(config: Path | None, *, data_dir: str | None = None,
     if unknown:
         raise ConfigError(f"unknown section [{unknown[0]}] in {config}")
     sections: dict[str, Any] = {}
+    origins: dict[str, str] = {}  # setting -> the env var or flag that set it, for errors
     for section, cls in _SECTIONS.items():
         values = dict(raw.get(section, {}))
         if not isinstance(raw.get(section, {}), dict):
@@ -261,11 +272,12 @@ def load(config: Path | None, *, data_dir: str | None = None,
             key = f"TRACKD_{section.upper()}_{f.name.upper()}"
             if key in env:
                 values[f.name] = env[key]
+                origins[f"{section}.{f.name}"] = key
         if section == "server":
-            values.update(overrides or {})
-            if data_dir is not None:
-                values["data_dir"] = data_dir
-        sections[section] = _build(cls, section, values)
+            flags = {**(overrides or {}), **({} if data_dir is None else {"data_dir": data_dir})}
+            values.update(flags)
+            origins.update({f"server.{k}": "--" + k.replace("_", "-") for k in flags})
+        sections[section] = _build(cls, section, values, origins)
     tables: dict[str, tuple[Any, ...]] = {}
     for name, cls in _TABLES.items():
         items = raw.get(name, [])
@@ -273,7 +285,7 @@ def load(config: Path | None, *, data_dir: str | None = None,
             raise ConfigError(f"{name} must be an array of tables ([[{name}]])")
         by_name: dict[str, dict[str, Any]] = {}
         for i, item in enumerate(items):
-            key = str(item.get("name", "default" if name == "sources" else f"#{i}"))
+            key = str(item.get("name", DEFAULT_SOURCE if name == "sources" else f"#{i}"))
             by_name[key] = dict(item)
         singular = name[:-1].upper()
         for env_name, values in _env_tables(env, f"TRACKD_{singular}_").items():
@@ -286,7 +298,11 @@ def load(config: Path | None, *, data_dir: str | None = None,
     settings = Settings(server=sections["server"], warehouse=sections["warehouse"],
                         log=sections["log"], archive=sections["archive"],
                         sources=tables["sources"], destinations=tables["destinations"])
-    _check(settings)
+    try:
+        _check(settings)
+    except ConfigError as exc:
+        setting, _, reason = str(exc).partition(": ")
+        raise ConfigError(f"{origins.get(setting, setting)}: {reason}") from None
     return settings
 
 
@@ -394,8 +410,11 @@ def with_generated(settings: Settings, credentials: dict[str, Any]) -> Settings:
         generated.append("admin_token")
     sources = settings.sources
     if not sources:
+        fresh = "default_write_key" not in credentials
         key = credentials.setdefault("default_write_key", "wk_" + secrets.token_hex(16))
-        sources = (SourceSettings(name="default", write_keys=[key]),)
+        name = credentials.setdefault(
+            "default_source", DEFAULT_SOURCE if fresh else LEGACY_DEFAULT_SOURCE)
+        sources = (SourceSettings(name=name, write_keys=[key]),)
         generated.append("default_source")
     return dataclasses.replace(settings, server=server, sources=sources,
                                generated=tuple(generated))

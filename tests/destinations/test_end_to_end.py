@@ -54,7 +54,8 @@ def track(server: Server, messages: list[dict[str, Any]], key: str = "wk_web") -
 
 
 def show(server: Server, message_id: str) -> dict[str, Any]:
-    result = server.run_cli("events", "show", message_id, check=False)  # exit 1: not found
+    # exit 1: not found
+    result = server.run_cli("events", "show", message_id, "--format", "json", check=False)
     doc: dict[str, Any] = json.loads(result.stdout)
     return doc
 

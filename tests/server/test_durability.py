@@ -121,10 +121,10 @@ def test_trackd_send(make_server: Callable[..., Server]) -> None:
     server = make_server(config=GATEWAY_CONFIG)
     result = server.run_cli("send", "track", "--user-id", "cli-user", "--event", "CLI Sent",
                             "--properties", '{"plan": "pro"}')
-    assert result.stdout.startswith("200 ")
+    assert result.stdout.startswith("Sent track with messageId ")
     result = server.run_cli("send", "identify", "--user-id", "cli-user", "--write-key",
                             "wk_backend", "--traits", '{"email": "a@example.com"}')
-    assert result.stdout.startswith("200 ")
+    assert result.stdout.startswith("Sent identify with messageId ")
     records = read_all(server)
     track = [r for r in records if r.type == "track"]
     assert len(track) == 1 and track[0].source == "web"
@@ -135,7 +135,7 @@ def test_trackd_send(make_server: Callable[..., Server]) -> None:
                                                                 {"plan": "pro"})
     failed = server.run_cli("send", "track", "--user-id", "cli-user", check=False)
     assert failed.returncode != 0
-    assert "400" in failed.stdout and "Missing required field: event" in failed.stdout
+    assert "400" in failed.stderr and "Missing required field: event" in failed.stderr
 
 
 def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(

@@ -118,7 +118,7 @@ def test_sdk_traffic_lands_in_duckdb_with_columns_types_and_values(server: Serve
     out = server.run_cli("query", "SELECT id, coupon FROM web.order_completed "
                          "WHERE id = 'e2e-track-1'", "--format", "csv").stdout
     assert out.splitlines() == ["id,coupon", "e2e-track-1,SPRING"]
-    shown = json.loads(server.run_cli("events", "show", "e2e-track-1").stdout)
+    shown = json.loads(server.run_cli("events", "show", "e2e-track-1", "--format", "json").stdout)
     assert {(x["schema"], x["table"]) for x in shown["warehouse"]["loaded"]} == {
         ("web", "tracks"), ("web", "order_completed")}
 
@@ -149,7 +149,7 @@ def test_a_repeated_message_id_is_not_loaded_again_after_a_restart(server: Serve
     # With no server running, the CLI opens the warehouse read-only itself.
     out = server.run_cli("query", "SELECT count(*) AS n FROM web.checkout", "--format", "json")
     assert json.loads(out.stdout) == [{"n": 2}]
-    shown = json.loads(server.run_cli("events", "show", "dedup-me").stdout)
+    shown = json.loads(server.run_cli("events", "show", "dedup-me", "--format", "json").stdout)
     assert len(shown["warehouse"]["duplicates"]) == 1
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -40,6 +41,13 @@ class JSONResponse(Response):
 def _error(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"success": False, "error": {"type": kind, "message": message},
                          "code": kind, "message": message}, status_code=status)
+
+
+def _profile_error(status: int, code: str, message: str) -> JSONResponse:
+    """The Profile API's error shape (Segment's), with its Request-Id header, as its own
+    routes answer (trackd.warehouse.profiles)."""
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                        headers={"Request-Id": str(uuid.uuid4())})
 
 
 def _bearer_ok(request: Request, token: str) -> bool:
@@ -95,8 +103,11 @@ class AdminGuard:
                 scope["path"].startswith("/v1/spaces/") and _basic_ok(request, self.token))
             if not ok:
                 self.throttle.failed(client)
-                denied = _error(401, "authentication_error",
-                                "Admin token required: Authorization: Bearer <admin_token>")
+                denied = (_profile_error(401, "authentication_error",
+                                         "Basic auth with the admin token required")
+                          if scope["path"].startswith("/v1/spaces/") else
+                          _error(401, "authentication_error",
+                                 "Admin token required: Authorization: Bearer <admin_token>"))
                 await denied(scope, receive, send)
                 return
         await self.app(scope, receive, send)

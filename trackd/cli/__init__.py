@@ -7,7 +7,8 @@ import sys
 import click
 
 from trackd.cli.common import CONTEXT
-from trackd.cli.data import events, quarantine, query
+from trackd.cli.data import events, quarantine
+from trackd.cli.query import query
 from trackd.cli.replay import replay
 from trackd.cli.send import send
 from trackd.cli.serve import serve
@@ -25,5 +26,18 @@ for command in (serve, send, query, events, quarantine, replay):
 
 
 def main() -> None:
+    """Run the command; every error, a bad flag included, is one line on stderr."""
     restrict_process()  # every file a command creates is private to its user
-    sys.exit(cli.main(standalone_mode=True))
+    try:
+        code = cli.main(prog_name="trackd", standalone_mode=False)
+    except click.UsageError as exc:  # exit 2, as click does, but without the usage block
+        where = exc.ctx.command_path if exc.ctx is not None else "trackd"
+        click.echo(f"Error: {exc.format_message()} (see {where} --help)", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

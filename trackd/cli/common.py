@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import httpx
 
 from trackd import settings as settings_mod
 from trackd.errors import TrackdError
@@ -27,6 +28,13 @@ def config_options(fn: F) -> F:
     return fn
 
 
+def not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback: an option or argument given as "" is refused."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty")
+    return value
+
+
 def one_line_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -34,6 +42,8 @@ def one_line_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except TrackdError as exc:
             raise click.ClickException(str(exc)) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise click.ClickException(f"could not ask the server: {exc}") from None
         except OSError as exc:
             raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(
                 ": ")) from None

@@ -11,6 +11,7 @@ import click
 from trackd.archive import archive_dir
 from trackd.archive.reader import ArchiveScan
 from trackd.cli.common import config_options, load_settings, one_line_errors
+from trackd.cli.output import progress
 from trackd.destinations import ledger_dir
 from trackd.destinations.ledger import Ledger, ledger_path
 from trackd.destinations.replay import Item, Replayer, Summary, parse_when
@@ -85,9 +86,9 @@ def replay(name: str, source: str | None, since: datetime | None, until: datetim
         return
     sender = build_sender(dest)
     try:
-        with click.progressbar(length=total, label=f"Replaying {what} to {dest.name}") as bar:
+        with progress(total, f"Replaying {what} to {dest.name}") as advance:
             replayer = Replayer(dest, sender, attempts=attempts, ledger=ledger,
-                                on_progress=bar.update)
+                                on_progress=advance)
             summary = asyncio.run(_send_all(replayer, sender, items))
     finally:
         if ledger is not None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 import shlex
+import sys
 from typing import Any
 
 import click
 
 from trackd.cli.common import config_options, load_settings, one_line_errors
+from trackd.cli.events import lookup_command
 from trackd.observability import LOG_LEVELS, configure_logging
 from trackd.private import secure_data_dir
 from trackd.server.supervisor import ServerInfo
@@ -33,22 +37,30 @@ def serve(config_path: str | None, data_dir: str | None, host: str | None, port:
     settings = load_settings(config_path, data_dir, overrides, persist=True)
     configure_logging(settings.server.log_level)
     secure_data_dir(settings.data_dir)
-    run_server(settings, lambda info: _banner(settings, info))
+    run_server(settings, lambda info: _banner(settings, info, config_path, data_dir))
     click.echo("trackd stopped.")
 
 
-def _banner(settings: Settings, info: ServerInfo) -> None:
+def _banner(settings: Settings, info: ServerInfo, config_path: str | None,
+            data_dir: str | None) -> None:
     base = f"http://{info.host}:{info.port}"
     click.echo(f"trackd is listening on {base} "
                f"({settings.server.workers} worker(s), data in {settings.data_dir})")
     for src in settings.sources:
         click.echo(f"  source {src.name}: write key {src.write_keys[0]}")
     if "admin_token" in settings.generated:
-        click.echo(f"  admin token: {settings.server.admin_token}")
+        # A secret: shown to the person at the terminal, never copied into a log file.
+        kept = settings.data_dir / "credentials.json"
+        shown = settings.server.admin_token if sys.stderr.isatty() else "(not shown here)"
+        click.echo(f"  admin token: {shown} (kept in {kept})")
     if settings.sources:
         key = settings.sources[0].write_keys[0]
-        body = '{"userId":"user123","event":"Button Clicked","properties":{"plan":"pro"}}'
+        message_id = f"first-{secrets.token_hex(4)}"
+        body = json.dumps({"messageId": message_id, "userId": "user123",
+                           "event": "Button Clicked", "properties": {"plan": "pro"}},
+                          separators=(",", ":"))
         click.echo("Try it:")
         click.echo(f"  curl -u {shlex.quote(key + ':')} -H 'Content-Type: application/json' "
                    f"-d {shlex.quote(body)} {base}/v1/track")
+        click.echo(f"  {lookup_command(message_id, config_path, data_dir)}")
     click.echo("Stop with Ctrl-C.", nl=True)

@@ -48,6 +48,7 @@ class Sender:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._stopped = threading.Event()
+        self._failing = False  # an attempt failed and none has succeeded since (logged once)
 
     def deliver(self, items: Sequence[Item]) -> Outcome:
         """How the batch ended: accepted (perhaps with some messages refused one by one), or
@@ -62,9 +63,20 @@ class Sender:
             try:
                 rejected = self.endpoint.post(encoded, retry)
                 _log.debug("batch delivered: %d messages after %d retries", len(items), retry)
+                if self._failing:
+                    self._failing = False
+                    _log.warning("delivering to %s again", self.endpoint.url)
                 return Outcome(None, rejected)
             except DeliveryError as error:
                 failure = error
+            if retry == 0 and not self._failing and is_retryable(failure) and self.max_retries:
+                # Said at once, not when the retries run out minutes later; once per outage.
+                self._failing = True
+                where = "" if self.endpoint.url in str(failure) else f" to {self.endpoint.url}"
+                _log.warning(
+                    "could not deliver %d messages%s: %s; retrying up to %d times over at most "
+                    "%.0f s (lower max_retries or backoff_max to give up sooner)",
+                    len(items), where, failure, self.max_retries, self.retry_budget())
             if not is_retryable(failure) or retry >= self.max_retries:
                 _log.warning(
                     "batch of %d messages not delivered after %d retries: %s",
@@ -81,6 +93,11 @@ class Sender:
                 closed = ClientClosedError(f"client stopped before a retry succeeded: {failure}")
                 closed.__cause__ = failure
                 return Outcome(closed)
+
+    def retry_budget(self) -> float:
+        """The longest a batch can spend waiting between attempts without Retry-After."""
+        return sum(backoff_delay(n, self.backoff_base, self.backoff_max, 1.0)
+                   for n in range(1, self.max_retries + 1))
 
     def stop(self) -> None:
         """End pending and future retry waits at once (used when shutdown runs out of time)."""
