@@ -23,6 +23,7 @@ from trackd.gateway.app import basic_user
 
 if TYPE_CHECKING:
     from trackd.app import Pipeline
+    from trackd.console.access import ConsoleAccess
 
 
 class JSONResponse(Response):
@@ -56,17 +57,23 @@ class AdminGuard:
     HTTP Basic with the token as user name, as Segment's does. A write key never passes.
     """
 
-    PUBLIC = ("/openapi.json",)
+    PUBLIC = ("/openapi.json", "/readyz")
 
-    def __init__(self, app: Starlette, token: str) -> None:
+    def __init__(self, app: Starlette, token: str, console: ConsoleAccess | None = None) -> None:
         self.app = app
         self.token = token
+        self.console = console
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in self.PUBLIC:
             request = Request(scope)
             ok = _bearer_ok(request, self.token) or (
                 scope["path"].startswith("/v1/spaces/") and _basic_ok(request, self.token))
+            if not ok and self.console is not None:  # a console session (or a public page)
+                admitted = await self.console.admit(scope, receive, send)
+                if admitted is None:
+                    return
+                receive, ok = admitted, True
             if not ok:
                 denied = _error(401, "authentication_error",
                                 "Admin token required: Authorization: Bearer <admin_token>")
@@ -110,14 +117,21 @@ def build_admin(pipeline: Pipeline) -> AdminGuard:
                                        source=request.query_params.get("source"), limit=limit)
         return JSONResponse({"quarantined": rows})
 
+    async def readyz(request: Request) -> Response:
+        ready, doc = await asyncio.to_thread(pipeline.health.readiness, pipeline.stages,
+                                             pipeline.state)
+        return JSONResponse(doc, status_code=200 if ready else 503)
+
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi.document())
 
     routes = [
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/api/v1/query", query, methods=["POST"]),
         Route("/api/v1/events/{message_id:path}", event, methods=["GET"]),
         Route("/api/v1/quarantine", quarantine, methods=["GET"]),
         *pipeline.extra_routes,
     ]
-    return AdminGuard(Starlette(routes=routes), pipeline.settings.server.admin_token)
+    console = pipeline.console.access if pipeline.console is not None else None
+    return AdminGuard(Starlette(routes=routes), pipeline.settings.server.admin_token, console)

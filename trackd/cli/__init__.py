@@ -11,6 +11,7 @@ from trackd.cli.data import events, quarantine, query
 from trackd.cli.replay import replay
 from trackd.cli.send import send
 from trackd.cli.serve import serve
+from trackd.cli.status import status
 
 
 @click.group(context_settings=CONTEXT)
@@ -19,7 +20,7 @@ def cli() -> None:
     """trackd: self-hosted, Segment-compatible event tracking."""
 
 
-for command in (serve, send, query, events, quarantine, replay):
+for command in (serve, send, query, events, quarantine, replay, status):
     cli.add_command(command)
 
 

@@ -1,0 +1,31 @@
+// trackd console: what every page needs in the browser: local and relative times.
+"use strict";
+window.trackd = (function () {
+  const fmt = new Intl.DateTimeFormat(undefined, {dateStyle: "medium", timeStyle: "medium"});
+  function ago(date) {
+    const s = Math.round((Date.now() - date.getTime()) / 1000);
+    if (s < 0) return "in the future";
+    if (s < 60) return s + " s ago";
+    if (s < 3600) return Math.round(s / 60) + " min ago";
+    if (s < 172800) return Math.round(s / 3600) + " h ago";
+    return Math.round(s / 86400) + " days ago";
+  }
+  function show(el) {
+    const date = new Date(el.getAttribute("datetime"));
+    if (isNaN(date)) return;
+    el.textContent = fmt.format(date) + " (" + ago(date) + ")";
+    el.title = date.toISOString();
+  }
+  function refresh(root) { (root || document).querySelectorAll("time[datetime]").forEach(show); }
+  document.addEventListener("DOMContentLoaded", () => refresh());
+  setInterval(refresh, 5000);
+  function time(iso) {
+    const el = document.createElement("time");
+    el.setAttribute("datetime", iso);
+    el.textContent = iso;
+    show(el);
+    return el;
+  }
+  function csrf() { return document.querySelector('meta[name="csrf-token"]').content; }
+  return {ago, time, refresh, csrf};
+})();
