@@ -29,6 +29,17 @@ def _iso(epoch: float | None) -> str | None:
         "+00:00", "Z")
 
 
+RECENT_ERROR = 3600.0
+BEHIND = 60.0
+
+
+def _health(last_error: Any, lag_seconds: float, now: float) -> str:
+    """"failing" after an error in the last hour, "behind" a minute or more; else "healthy"."""
+    if last_error is not None and (last_error[1] or 0) > now - RECENT_ERROR:
+        return "failing"
+    return "behind" if lag_seconds >= BEHIND else "healthy"
+
+
 class DestinationsView:
     def __init__(self, stages: list[Stage], health: Health) -> None:
         self.workers = {s.settings.name: s for s in stages if isinstance(s, DestinationWorker)}
@@ -68,7 +79,7 @@ class DestinationsView:
                 "skipped": counts.get("skipped", 0),
                 "lastError": None if last is None else {"error": last[0], "at": _iso(last[1])},
                 "lag": {"messages": lag["messages"] + active, "seconds": lag["seconds"]},
-                "healthy": counts.get("retrying", 0) == 0 and lag["seconds"] < 60})
+                "health": _health(last, lag["seconds"], now.timestamp())})
         return out
 
     def dead_letters(self, name: str, limit: int = 100) -> list[dict[str, Any]]:

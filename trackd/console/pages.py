@@ -387,8 +387,8 @@ def _destination_table(rows: list[dict[str, Any]]) -> str:
         ["Destination", "Health", "Delivered", "Retrying", "Dead letters", "Behind",
          "Last error"],
         [[f'<a href="/console/destinations">{e(d["name"])}</a>',
-          '<span class="ok">healthy</span>' if d["healthy"] else '<span class="bad">failing'
-          '</span>', html.count(d["delivered"]), html.count(d["retrying"]),
+          f'<span class="{"ok" if d["health"] == "healthy" else "bad"}">{e(d["health"])}</span>',
+          html.count(d["delivered"]), html.count(d["retrying"]),
           html.count(d["dead"]),
           f'{html.count(d["lag"]["messages"], "msgs")}, {html.duration(d["lag"]["seconds"])}',
           (f'{e(d["lastError"]["error"])} ({when(d["lastError"]["at"])})'
