@@ -205,7 +205,7 @@ def test_first_load_of_every_page_is_at_most_300_kb(console_server: Server) -> N
 
 
 @pytest.mark.parametrize("disabled", ["false"])
-def test_console_false_turns_it_off(make_server, disabled: str) -> None:  # type: ignore[no-untyped-def]
+def test_console_false_turns_it_off(make_server, disabled: str) -> None:
     server = make_server(env={"TRACKD_SERVER_CONSOLE": disabled})
     bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     assert httpx.get(server.url + "/console/", headers=bearer).status_code == 404
