@@ -212,3 +212,12 @@ def test_console_false_turns_it_off(make_server, disabled: str) -> None:
     assert httpx.get(server.url + "/api/v1/live", headers=bearer).status_code == 404
     assert httpx.post(server.url + "/api/v1/query", headers=bearer,
                       json={"sql": "select 1"}).status_code == 200
+
+
+def test_one_visitors_session_never_opens_the_console_for_another(console_server: Server) -> None:
+    with httpx.Client(base_url=console_server.url, timeout=30) as visitor:
+        login(console_server, visitor)
+        assert visitor.get("/console/").status_code == 200
+        with httpx.Client(base_url=console_server.url, timeout=30) as stranger:
+            for path in ("/console/", "/console/live", "/api/v1/overview"):
+                assert stranger.get(path).status_code in (303, 401), path

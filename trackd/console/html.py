@@ -80,7 +80,8 @@ def first_event(base: str) -> str:
     return ('<div class="empty"><p>No messages yet. Send a first event with the write key of '
             'one of your sources (in <code>trackd.toml</code>, or printed by '
             '<code>trackd serve</code>):</p>'
-            f'<pre class="cmd">{e(FIRST_EVENT.replace("{base}", base))}</pre></div>')
+            '<pre class="cmd">' + e(FIRST_EVENT).replace(
+                "{base}", f'<span data-origin>{e(base)}</span>') + '</pre></div>')
 
 
 def csrf_field(token: str | None) -> str:
@@ -107,7 +108,7 @@ def page(title: str, body: str, *, active: str = "", csrf: str | None = None,
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>{e(title)} · trackd</title>'
-        '<link rel="stylesheet" href="/console/static/console.css">'
+        '<link rel="icon" href="data:,"><link rel="stylesheet" href="/console/static/console.css">'
         f'<meta name="csrf-token" content="{e(csrf or "")}">{head}</head><body>'
         f'<header><a class="brand" href="/console/">trackd</a><nav>{links}</nav>{logout}'
         f'</header><main><h1>{e(title)}</h1>{body}</main>'

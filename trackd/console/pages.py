@@ -21,6 +21,7 @@ from trackd.console.access import cookie_of
 from trackd.console.api import overview
 from trackd.console.html import e, url, when
 from trackd.errors import QueryRefused
+from trackd.settings import ServerSettings
 
 if TYPE_CHECKING:
     from trackd.console.service import Console
@@ -40,10 +41,10 @@ def _page(request: Request, title: str, body: str, active: str, *,
                         headers={"cache-control": "no-store"})
 
 
-def _base(request: Request) -> str:
-    host = request.headers.get("host", "127.0.0.1:8088")
-    proto = request.headers.get("x-forwarded-proto", "http")
-    return f"{proto}://{host}"
+def _base(server: ServerSettings) -> str:
+    """The tracking API's address as configured (the browser puts in the one it used)."""
+    host = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
+    return f"http://{host}:{server.port or 8088}"
 
 
 def page_routes(console: Console) -> list[Route]:
@@ -136,7 +137,7 @@ def page_routes(console: Console) -> list[Route]:
             [[e(c["consumer"]), e(c["state"]), html.count(c["messages"], "msgs"),
               html.duration(c["seconds"])] for c in doc["lag"]],
             empty="No stage reads the log.", numeric=(2, 3))
-        body = (cards + ("" if received else html.first_event(_base(request)))
+        body = (cards + ("" if received else html.first_event(_base(pipeline.settings.server)))
                 + f"<section><h2>Sources</h2>{sources}</section>{chart}"
                 + f"<section><h2>Pipeline lag</h2>{lags}</section>"
                 + f"<section><h2>Destinations</h2>{_destination_table(doc['destinations'])}"
@@ -148,7 +149,7 @@ def page_routes(console: Console) -> list[Route]:
     async def live(request: Request) -> Response:
         params = request.query_params
         types = ("track", "identify", "page", "screen", "group", "alias")
-        waiting = html.first_event(_base(request)).replace("No messages yet",
+        waiting = html.first_event(_base(pipeline.settings.server)).replace("No messages yet",
                                                            "Waiting for messages")
         body = (
             '<form id="filters" class="filters">'

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -22,8 +23,12 @@ _HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b
 
 class AdminProxy:
     def __init__(self, socket_path: str) -> None:
+        # A jar that keeps no cookie: the client is shared by every visitor, so a cookie
+        # it kept (the console's session) would be sent on behalf of everyone else.
+        jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
         self._client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=socket_path),
-                                         base_url="http://trackd-admin", timeout=STREAM_IDLE)
+                                         base_url="http://trackd-admin", timeout=STREAM_IDLE,
+                                         cookies=jar)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -17,7 +17,11 @@ window.trackd = (function () {
     el.title = date.toISOString();
   }
   function refresh(root) { (root || document).querySelectorAll("time[datetime]").forEach(show); }
-  document.addEventListener("DOMContentLoaded", () => refresh());
+  document.addEventListener("DOMContentLoaded", () => {
+    refresh();
+    // the address this page was loaded from, in the curl lines of empty states
+    document.querySelectorAll("[data-origin]").forEach((el) => { el.textContent = location.origin; });
+  });
   setInterval(refresh, 5000);
   function time(iso) {
     const el = document.createElement("time");

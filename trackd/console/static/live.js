@@ -70,7 +70,8 @@
     if (source) source.close();
     const params = new URLSearchParams();
     new FormData(form).forEach((value, key) => { if (value) params.set(key, value); });
-    history.replaceState(null, "", "?" + params.toString());
+    const query = params.toString();
+    history.replaceState(null, "", query ? "?" + query : location.pathname);
     source = new EventSource("/api/v1/live?" + params.toString());
     source.onopen = counts;
     source.onmessage = (ev) => {
