@@ -29,7 +29,9 @@ def url(value: object) -> str:
 
 def count(n: int | float, unit: str = "") -> str:
     text = f"{int(n):,}"
-    return f"{text} {unit}".rstrip() if unit else text
+    if unit and int(n) == 1 and unit.endswith("s"):
+        unit = unit[:-1]  # 1 msg, 1 row
+    return f"{text} {unit}" if unit else text
 
 
 def size(n: float) -> str:

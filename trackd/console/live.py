@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,7 +171,7 @@ class LiveHub:
         if dropped:
             self._dropped.inc((), dropped)
 
-    async def stream(self, where: Filter) -> AsyncIterator[bytes]:
+    async def stream(self, where: Filter) -> AsyncGenerator[bytes, None]:
         """SSE lines for one subscriber, until the client goes away."""
         self._loop = asyncio.get_running_loop()
         sub = Subscriber(where, self.capacity)

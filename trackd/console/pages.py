@@ -35,9 +35,10 @@ DEFAULT_SQL = ("SELECT table_schema, table_name FROM information_schema.tables\n
 
 
 def _page(request: Request, title: str, body: str, active: str, *,
-          scripts: tuple[str, ...] = ()) -> HTMLResponse:
+          scripts: tuple[str, ...] = (), head: str = "") -> HTMLResponse:
     csrf = getattr(request.state, "csrf", None)
-    return HTMLResponse(html.page(title, body, active=active, csrf=csrf, scripts=scripts),
+    return HTMLResponse(html.page(title, body, active=active, csrf=csrf, scripts=scripts,
+                                  head=head),
                         headers={"cache-control": "no-store"})
 
 
@@ -143,7 +144,8 @@ def page_routes(console: Console) -> list[Route]:
                 + f"<section><h2>Destinations</h2>{_destination_table(doc['destinations'])}"
                 + "</section>")
         return _page(request, "Overview", body, "/console/",
-                     scripts=("vendor/uPlot.iife.min.js", "overview.js"))
+                     scripts=("vendor/uPlot.iife.min.js", "overview.js"),
+                     head='<link rel="stylesheet" href="/console/static/vendor/uPlot.min.css">')
 
     # -- live ------------------------------------------------------------------------------
     async def live(request: Request) -> Response:
@@ -430,9 +432,10 @@ def _timeline(answer: dict[str, Any], console: Console) -> str:
     for d in (answer.get("destinations") or {}).get("deliveries", []):
         state = d["state"]
         ok = {"delivered": True, "dead": False}.get(state)
-        extra = ", ".join(f"{k} {v}" for k, v in d.items()
+        extra = ", ".join(f"{e(k)} {when(v) if k.endswith(('At', 'Try')) else e(v)}"
+                          for k, v in d.items()
                           if k not in ("destination", "source", "state") and v is not None)
-        step(ok, f"Destination {e(d['destination'])}: {e(state)}", e(extra))
+        step(ok, f"Destination {e(d['destination'])}: {e(state)}", extra)
     message = answer.get("message")
     json_block = html.pretty(message) if message is not None else ""
     masked = console.live.mask(json_block.encode()).decode("utf-8", "replace")

@@ -10,9 +10,15 @@ window.trackd = (function () {
     if (s < 172800) return Math.round(s / 3600) + " h ago";
     return Math.round(s / 86400) + " days ago";
   }
+  const short = new Intl.DateTimeFormat(undefined, {timeStyle: "medium"});
   function show(el) {
     const date = new Date(el.getAttribute("datetime"));
     if (isNaN(date)) return;
+    if (el.dataset.short !== undefined) {
+      el.textContent = short.format(date) + "." + String(date.getMilliseconds()).padStart(3, "0");
+      el.title = fmt.format(date) + " (" + ago(date) + ")";
+      return;
+    }
     el.textContent = fmt.format(date) + " (" + ago(date) + ")";
     el.title = date.toISOString();
   }
@@ -23,8 +29,9 @@ window.trackd = (function () {
     document.querySelectorAll("[data-origin]").forEach((el) => { el.textContent = location.origin; });
   });
   setInterval(refresh, 5000);
-  function time(iso) {
+  function time(iso, brief) {
     const el = document.createElement("time");
+    if (brief) el.dataset.short = "";
     el.setAttribute("datetime", iso);
     el.textContent = iso;
     show(el);

@@ -25,7 +25,7 @@
     const row = document.createElement("tr");
     row.className = item.status;
     const m = item.message && typeof item.message === "object" ? item.message : {};
-    cell(row, trackd.time(item.receivedAt));
+    cell(row, trackd.time(item.receivedAt, true));
     cell(row, item.status);
     cell(row, item.source);
     cell(row, item.type);
