@@ -4,7 +4,8 @@ Nothing here runs on the request path: the gateway writes the log, the tail read
 pipeline process. With no subscriber the sink returns at once. Each subscriber has a bounded
 buffer; when it is full, what does not fit is dropped and counted, for that subscriber (a
 `: dropped N` comment line before its next event) and in `trackd_live_dropped_total`. The
-tail never waits for a subscriber.
+tail never waits for a subscriber, and a full one costs no decoding: its drops are counted
+from the frames' headers, on its source, type and status filters only.
 
 Every message goes out without its `writeKey`, and any configured write key found in the
 text (a refused message is kept as it was sent) is masked.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,12 @@ class Filter:
             values["q"] = values["q"].lower()
         return cls(**values)
 
+    def matches_header(self, status: str, source: str, kind: str) -> bool:
+        """Whether a message could match, judged on what needs no decoding."""
+        return ((self.status is None or status == self.status)
+                and (self.source is None or source == self.source)
+                and (self.type is None or kind == self.type))
+
     def matches(self, item: Item) -> bool:
         return ((self.status is None or item.status == self.status)
                 and (self.source is None or item.source == self.source)
@@ -79,9 +86,17 @@ class Subscriber:
         self.dropped = 0
         self.ready = asyncio.Event()
 
+    @property
+    def full(self) -> bool:
+        return len(self.buffer) >= self.capacity
+
     def offer(self, items: Iterable[Item]) -> int:
         """Buffer what matches; returns how many were dropped for want of room."""
         dropped = 0
+        if self.full:
+            dropped = sum(1 for item in items if self.filter.matches_header(
+                item.status, item.source, item.type))
+            items = ()
         for item in items:
             if self.filter.matches(item):
                 if len(self.buffer) < self.capacity:
@@ -109,7 +124,14 @@ class LiveHub:
     # -- the tail's thread -------------------------------------------------------------------
     def sink(self, frames: Sequence[Frame], refusals: Sequence[Refusal]) -> None:
         loop = self._loop
-        if not self.subscribers or loop is None:
+        subscribers = list(self.subscribers)
+        if not subscribers or loop is None:
+            return
+        if all(sub.full for sub in subscribers):
+            # Nobody has room: count what each misses from the frames' headers, decode nothing
+            missed = _missed(subscribers, frames, refusals)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._count_missed, missed)
             return
         items = [item for frame in frames for item in self._accepted(frame)]
         items.extend(self._refused(r) for r in refusals)
@@ -166,6 +188,15 @@ class LiveHub:
         return data
 
     # -- the event loop --------------------------------------------------------------------
+    def _count_missed(self, missed: dict[Subscriber, int]) -> None:
+        for sub, count in missed.items():
+            if count:
+                sub.dropped += count
+                sub.ready.set()
+        total = sum(missed.values())
+        if total:
+            self._dropped.inc((), total)
+
     def _dispatch(self, items: list[Item]) -> None:
         dropped = sum(sub.offer(items) for sub in self.subscribers)
         if dropped:
@@ -196,3 +227,19 @@ class LiveHub:
         finally:
             self.subscribers.discard(sub)
             self._subscribers.set((), float(len(self.subscribers)))
+
+
+def _missed(subscribers: Sequence[Subscriber], frames: Sequence[Frame],
+            refusals: Sequence[Refusal]) -> dict[Subscriber, int]:
+    """Per subscriber, how many of these messages pass its source, type and status filters.
+
+    A full subscriber's drops are counted on these alone (its event, user and text filters
+    would need every message decoded: the work a stalled reader must not cost)."""
+    kinds: Counter[tuple[str, str, str]] = Counter()
+    for frame in frames:
+        for kind, n in Counter(frame.types).items():
+            kinds[("accepted", frame.source, kind)] += n
+    for refusal in refusals:
+        kinds[("refused", refusal.source, "")] += 1
+    return {sub: sum(n for key, n in kinds.items() if sub.filter.matches_header(*key))
+            for sub in subscribers}

@@ -10,7 +10,8 @@ window.trackd = (function () {
     if (s < 172800) return Math.round(s / 3600) + " h ago";
     return Math.round(s / 86400) + " days ago";
   }
-  const short = new Intl.DateTimeFormat(undefined, {timeStyle: "medium"});
+  const short = new Intl.DateTimeFormat(undefined, {hour: "2-digit", minute: "2-digit",
+                                                   second: "2-digit", hour12: false});
   function show(el) {
     const date = new Date(el.getAttribute("datetime"));
     if (isNaN(date)) return;
