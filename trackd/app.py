@@ -98,6 +98,7 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
                       render_metrics=render_metrics, cors_origins=settings.server.cors_origins,
                       trusted_proxies=settings.server.trusted_proxies, admin=proxy,
                       unhealthy=unhealthy, lifespan=(startup, shutdown))
+    proxy.stopping = lambda: gateway.draining
     return GatewayParts(gateway, writer, metrics)
 
 

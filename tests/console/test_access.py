@@ -83,7 +83,12 @@ def test_the_admin_token_opens_pages_without_a_session(console_server: Server) -
     with httpx.Client(base_url=console_server.url, timeout=30) as client:
         bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         for path in PAGES:
-            assert client.get(path, headers=bearer).status_code == 200, path
+            response = client.get(path, headers=bearer)
+            if "event=x" in path:  # an event never sent: a clear line, 404
+                assert response.status_code == 404
+                assert "has not sent that event" in response.text
+            else:
+                assert response.status_code == 200, path
 
 
 def test_an_action_without_its_csrf_token_is_refused(console_server: Server) -> None:
@@ -221,3 +226,16 @@ def test_one_visitors_session_never_opens_the_console_for_another(console_server
         with httpx.Client(base_url=console_server.url, timeout=30) as stranger:
             for path in ("/console/", "/console/live", "/api/v1/overview"):
                 assert stranger.get(path).status_code in (303, 401), path
+
+
+def test_an_open_live_stream_does_not_hold_up_a_shutdown(make_server) -> None:
+    # With shutdown_timeout = 30, a worker waiting for the stream would take 30 s to stop.
+    server = make_server(env={"TRACKD_SERVER_SHUTDOWN_TIMEOUT": "30"})
+    lines: list[str] = []
+    reader = threading.Thread(target=read_stream, args=(
+        server, "", 120, lines, {"Authorization": f"Bearer {ADMIN_TOKEN}"}), daemon=True)
+    reader.start()
+    eventually(lambda: lines)
+    assert server.stop(timeout=20) == 0
+    reader.join(20)
+    assert not reader.is_alive()

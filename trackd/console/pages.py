@@ -226,7 +226,9 @@ def page_routes(console: Console) -> list[Route]:
         found = console.counts.properties(source, kind, params.get("event") or None)
         if found is None:
             body = html.error_line("This source has not sent that event (or it was renamed).")
-            return _page(request, "Schema", body, "/console/schema")
+            missing = _page(request, "Schema", body, "/console/schema")
+            missing.status_code = 404
+            return missing
         title = found["event"] or f"({kind})"
         rows = []
         for prop in found["properties"]:
@@ -299,8 +301,10 @@ def page_routes(console: Console) -> list[Route]:
     async def replay(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in console.destinations.workers:
-            return _page(request, "Destinations", html.error_line(
+            missing = _page(request, "Destinations", html.error_line(
                 f"No destination named {name}."), "/console/destinations")
+            missing.status_code = 404
+            return missing
         summary = await console.destinations.replay(name)
         return RedirectResponse("/console/destinations?" + urlencode(
             {"replayed": summary.line()}), status_code=303)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
@@ -29,6 +30,9 @@ class AdminProxy:
         self._client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=socket_path),
                                          base_url="http://trackd-admin", timeout=STREAM_IDLE,
                                          cookies=jar)
+
+        self.stopping: Callable[[], bool] = lambda: False
+        """True once the worker drains: open event streams end then (browsers reconnect)."""
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -60,7 +64,7 @@ class AdminProxy:
                           if k.encode("latin-1").lower() not in _HOP
                           and k.lower() != "content-encoding"]
         if response.headers.get("content-type", "").startswith("text/event-stream"):
-            await _stream(response, out, receive, send)
+            await _stream(response, out, receive, send, self.stopping)
             return
         try:
             content = await response.aread()
@@ -76,8 +80,9 @@ class AdminProxy:
 
 
 async def _stream(response: httpx.Response, headers: list[Any], receive: Receive,
-                  send: Send) -> None:
-    """Pass an event stream on chunk by chunk until it ends, stalls or the client leaves."""
+                  send: Send, stopping: Callable[[], bool]) -> None:
+    """Pass an event stream on chunk by chunk until it ends, stalls, the client leaves or the
+    worker stops."""
 
     async def pump() -> None:
         await send({"type": "http.response.start", "status": response.status_code,
@@ -89,7 +94,12 @@ async def _stream(response: httpx.Response, headers: list[Any], receive: Receive
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(client_gone())]
+    async def worker_stops() -> None:
+        while not stopping():
+            await asyncio.sleep(0.2)
+
+    tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(client_gone()),
+             asyncio.ensure_future(worker_stops())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
