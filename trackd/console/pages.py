@@ -10,7 +10,6 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -19,6 +18,7 @@ from trackd.admin.lookup import where_is
 from trackd.console import html
 from trackd.console.access import cookie_of
 from trackd.console.api import overview
+from trackd.console.fragments import destination_table, lookup_box, timeline, without_key
 from trackd.console.html import e, url, when
 from trackd.errors import QueryRefused
 from trackd.settings import ServerSettings
@@ -141,7 +141,7 @@ def page_routes(console: Console) -> list[Route]:
         body = (cards + ("" if received else html.first_event(_base(pipeline.settings.server)))
                 + f"<section><h2>Sources</h2>{sources}</section>{chart}"
                 + f"<section><h2>Pipeline lag</h2>{lags}</section>"
-                + f"<section><h2>Destinations</h2>{_destination_table(doc['destinations'])}"
+                + f"<section><h2>Destinations</h2>{destination_table(doc['destinations'])}"
                 + "</section>")
         return _page(request, "Overview", body, "/console/",
                      scripts=("vendor/uPlot.iife.min.js", "overview.js"),
@@ -186,13 +186,13 @@ def page_routes(console: Console) -> list[Route]:
         message_id = request.query_params.get("id", "").strip()
         if message_id:
             return RedirectResponse(f"/console/events/{url(message_id)}", status_code=303)
-        return _page(request, "Where is my event", _lookup_box(""), "/console/events")
+        return _page(request, "Where is my event", lookup_box(""), "/console/events")
 
     async def lookup(request: Request) -> Response:
         message_id = request.path_params["message_id"]
         answer = await asyncio.to_thread(where_is, message_id, pipeline.reader, pipeline.lookups)
-        body = _lookup_box(message_id) + (
-            _timeline(answer, console) if answer["found"] else
+        body = lookup_box(message_id) + (
+            timeline(answer, console) if answer["found"] else
             html.error_line(f"No message with messageId {message_id} was found: not in the "
                             "log, the quarantine, the warehouse or any destination's ledger."))
         return _page(request, "Where is my event", body, "/console/events")
@@ -267,7 +267,7 @@ def page_routes(console: Console) -> list[Route]:
             cells.append([when(str(r["receivedAt"])), e(r["source"]),
                           f'<span class="bad">{e(r["reason"])}</span>',
                           f'<a href="/console/events/{url(mid)}">{e(mid)}</a>' if mid else "—",
-                          f'<code class="clip">{e(_without_key(body_text)[:300])}</code>'])
+                          f'<code class="clip">{e(without_key(body_text)[:300])}</code>'])
         table = html.table(["Received", "Source", "Reason", "messageId", "Message"], cells,
                            empty="Nothing refused: every message sent so far was accepted.")
         shown = f'<p class="hint">{html.count(len(rows), "refused messages")} match' + (
@@ -280,7 +280,7 @@ def page_routes(console: Console) -> list[Route]:
         summary = await asyncio.to_thread(view.summary)
         note = request.query_params.get("replayed")
         body = (f'<p class="notice" role="status">{e(note)}</p>' if note else "")
-        body += _destination_table(summary)
+        body += destination_table(summary)
         csrf = getattr(request.state, "csrf", None)
         for dest in summary:
             letters = await asyncio.to_thread(view.dead_letters, dest["name"], 50)
@@ -371,76 +371,3 @@ def page_routes(console: Console) -> list[Route]:
         Route("/console/query.csv", query_csv, methods=["GET"]),
     ]
 
-
-def _without_key(text: str) -> str:
-    try:
-        doc = msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        return text
-    if isinstance(doc, dict) and "writeKey" in doc:
-        doc.pop("writeKey")
-        return msgspec.json.encode(doc).decode()
-    return text
-
-
-def _lookup_box(message_id: str) -> str:
-    return ('<form class="filters" method="get" action="/console/events">'
-            f'<label>messageId <input name="id" value="{e(message_id)}" size="40" required>'
-            '</label><button type="submit">Find</button></form>')
-
-
-def _destination_table(rows: list[dict[str, Any]]) -> str:
-    return html.table(
-        ["Destination", "Health", "Delivered", "Retrying", "Dead letters", "Behind",
-         "Last error"],
-        [[f'<a href="/console/destinations">{e(d["name"])}</a>',
-          f'<span class="{"ok" if d["health"] == "healthy" else "bad"}">{e(d["health"])}</span>',
-          html.count(d["delivered"]), html.count(d["retrying"]),
-          html.count(d["dead"]),
-          f'{html.count(d["lag"]["messages"], "msgs")}, {html.duration(d["lag"]["seconds"])}',
-          (f'{e(d["lastError"]["error"])} ({when(d["lastError"]["at"])})'
-           if d["lastError"] else "—")] for d in rows],
-        empty="No destinations configured: add a [[destinations]] table to trackd.toml to "
-              "forward messages to webhooks or a Segment-compatible API.",
-        numeric=(2, 3, 4))
-
-
-def _timeline(answer: dict[str, Any], console: Console) -> str:
-    steps: list[str] = []
-
-    def step(ok: bool | None, title: str, detail: str = "") -> None:
-        mark = {True: "ok", False: "bad", None: "wait"}[ok]
-        steps.append(f'<li class="{mark}"><b>{title}</b> {detail}</li>')
-
-    for a in answer["accepted"]:
-        where = a.get("log")
-        detail = (f"in the log (shard {e(where['shard'])}, offset {e(where['offset'])})"
-                  if where else "")
-        step(True, f"Accepted by source {e(a['source'])}",
-             f"{e(a['type'])} at {when(a['receivedAt'])} {detail}")
-    for q in answer["quarantined"]:
-        step(False, f"Refused for source {e(q['source'])}",
-             f"at {when(q['receivedAt'])}: {e(q['reason'])}")
-    warehouse = answer.get("warehouse")
-    if warehouse is not None:
-        for d in warehouse.get("duplicates", []):
-            step(True, "Deduplicated", f"a repeat received at {when(d['receivedAt'])} was "
-                 "dropped (already loaded)")
-        for t in warehouse.get("loaded", []):
-            step(True, f"Loaded into <code>{e(t['schema'])}.{e(t['table'])}</code>",
-                 f"at {when(t['loadedAt'])}")
-        for f in warehouse.get("failed", []):
-            step(False, "Failed to load", f"{e(f['error'])} at {when(f['failedAt'])}")
-        if answer["accepted"] and not warehouse.get("loaded") and not warehouse.get("failed"):
-            step(None, "Not in the warehouse yet", e(warehouse.get("note", "")))
-    for d in (answer.get("destinations") or {}).get("deliveries", []):
-        state = d["state"]
-        ok = {"delivered": True, "dead": False}.get(state)
-        extra = ", ".join(f"{e(k)} {when(v) if k.endswith(('At', 'Try')) else e(v)}"
-                          for k, v in d.items()
-                          if k not in ("destination", "source", "state") and v is not None)
-        step(ok, f"Destination {e(d['destination'])}: {e(state)}", extra)
-    message = answer.get("message")
-    json_block = html.pretty(message) if message is not None else ""
-    masked = console.live.mask(json_block.encode()).decode("utf-8", "replace")
-    return f'<ol class="timeline">{"".join(steps)}</ol>{masked}'
