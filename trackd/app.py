@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trackd.admin.api import build_admin
+from trackd.admin.health import Health
 from trackd.gateway.app import Gateway
 from trackd.gateway.ingest import Ingestor
 from trackd.log import shard
@@ -25,6 +26,9 @@ from trackd.observability import SIZE_BUCKETS, Registry, get_logger, read_snapsh
 from trackd.server.proxy import AdminProxy
 from trackd.settings import Settings
 from trackd.types import Lookup, QueryEngine, Stage
+
+if TYPE_CHECKING:
+    from trackd.console.service import Console
 
 SNAPSHOT_INTERVAL = 2.0
 log = get_logger("app")
@@ -83,12 +87,20 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
         metrics.dump(snapshots / f"{name}.json")
         await proxy.aclose()
 
+    def unhealthy() -> str | None:
+        if writer.last_error is not None:
+            return f"the log cannot be written (disk full?): {writer.last_error}"
+        if writer.pending_bytes >= settings.server.max_pending_mb * 1024 * 1024:
+            return "the log is full: too many messages waiting for the disk"
+        return None
+
     gateway = Gateway(ingestor, metrics, ready=lambda: writer.healthy,
                       render_metrics=render_metrics, cors_origins=settings.server.cors_origins,
                       trusted_proxies=settings.server.trusted_proxies,
                       admin=None if settings.server.admin_host else proxy,  # own listener
                       public_url=settings.server.public_url,
-                      lifespan=(startup, shutdown))
+                      unhealthy=unhealthy, lifespan=(startup, shutdown))
+    proxy.stopping = lambda: gateway.draining
     return GatewayParts(gateway, writer, metrics)
 
 
@@ -105,7 +117,15 @@ class Pipeline:
         self.query_engine: QueryEngine | None = None
         self.extra_routes: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.state = "starting"  # then "running", "stopping": what /readyz reports
+        self.health = Health(self.reader, settings.data_dir)
         self._wire()
+        self.console: Console | None = None
+        if settings.server.console:
+            from trackd.console.service import Console
+
+            self.console = Console(self)
+            self.extra_routes.extend(self.console.routes())
         self.admin = build_admin(self)
 
     def _wire(self) -> None:
@@ -175,16 +195,23 @@ class Pipeline:
         log.info("pipeline started", extra={"stages": ",".join(s.name for s in self.stages)})
         self._tasks.append(asyncio.create_task(self._trim_forever()))
         self._tasks.append(asyncio.create_task(self._dump_forever()))
+        if self.console is not None:
+            await self.console.start()
+        self.state = "running"
 
     async def stop(self) -> None:
+        self.state = "stopping"
         for task in self._tasks:
             task.cancel()
+        if self.console is not None:
+            await self.console.stop()
         for stage in reversed(self.stages):
             try:
                 await stage.stop()
             except Exception:
                 log.exception("stage failed to stop cleanly", extra={"stage": stage.name})
         self.metrics.dump(self.run_dir / "metrics" / "pipeline.json")
+        self.health.close()
         self.reader.close()
         log.info("pipeline stopped")
 

@@ -70,6 +70,8 @@ class ServerSettings:
                          "(0 picks a free one).")
     admin_auth_failures: int = _f(10, "Failed admin authentications allowed per client "
                                   "address per minute; 429 beyond.")
+    console: bool = _f(True, "Serve the web console under /console/ (log in with the admin "
+                       "token).")
 
 
 @dataclass(frozen=True)

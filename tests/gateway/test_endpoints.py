@@ -53,7 +53,8 @@ def test_health_and_readiness(live: Server) -> None:
     assert httpx.get(live.url + "/healthz").status_code == 200
     ready = httpx.get(live.url + "/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True}
+    assert ready.json()["ready"] is True
+    assert isinstance(ready.json()["stages"], list)  # per stage: name, state, lag
 
 
 def sample(text: str, name: str, **labels: str) -> float:

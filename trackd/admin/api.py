@@ -29,6 +29,7 @@ PEER_HEADER = "x-trackd-peer"
 
 if TYPE_CHECKING:
     from trackd.app import Pipeline
+    from trackd.console.access import ConsoleAccess
 
 
 class JSONResponse(Response):
@@ -69,14 +70,16 @@ class AdminGuard:
     HTTP Basic with the token as user name, as Segment's does. A write key never passes.
     """
 
-    PUBLIC = ("/openapi.json",)
+    PUBLIC = ("/openapi.json", "/readyz")
 
     def __init__(self, app: Starlette, token: str, *, auth_failures: int = 10,
-                 trusted_proxies: list[str] | None = None) -> None:
+                 trusted_proxies: list[str] | None = None,
+                 console: ConsoleAccess | None = None) -> None:
         self.app = app
         self.token = token
         self.throttle = AuthThrottle(auth_failures)
         self.trusted = set(trusted_proxies or ())
+        self.console = console
 
     def client(self, request: Request) -> str:
         """The client's address: the peer, or over the unix socket the gateway worker's
@@ -101,6 +104,11 @@ class AdminGuard:
                 return
             ok = _bearer_ok(request, self.token) or (
                 scope["path"].startswith("/v1/spaces/") and _basic_ok(request, self.token))
+            if not ok and self.console is not None:  # a console session (or a public page)
+                admitted = await self.console.admit(scope, receive, send)
+                if admitted is None:
+                    return
+                receive, ok = admitted, True
             if not ok:
                 self.throttle.failed(client)
                 denied = (_profile_error(401, "authentication_error",
@@ -173,17 +181,24 @@ def build_admin(pipeline: Pipeline) -> AdminGuard:
                                        source=request.query_params.get("source"), limit=limit)
         return JSONResponse({"quarantined": rows})
 
+    async def readyz(request: Request) -> Response:
+        ready, doc = await asyncio.to_thread(pipeline.health.readiness, pipeline.stages,
+                                             pipeline.state)
+        return JSONResponse(doc, status_code=200 if ready else 503)
+
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi.document())
 
     routes = [
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/api/v1/query", query, methods=["POST"]),
         Route("/api/v1/events/{message_id:anytext}", event, methods=["GET"]),
         Route("/api/v1/quarantine", quarantine, methods=["GET"]),
         *pipeline.extra_routes,
     ]
     server = pipeline.settings.server
+    console = pipeline.console.access if pipeline.console is not None else None
     return AdminGuard(Starlette(routes=routes), server.admin_token,
                       auth_failures=server.admin_auth_failures,
-                      trusted_proxies=server.trusted_proxies)
+                      trusted_proxies=server.trusted_proxies, console=console)

@@ -12,6 +12,7 @@ from trackd.cli.query import query
 from trackd.cli.replay import replay
 from trackd.cli.send import send
 from trackd.cli.serve import serve
+from trackd.cli.status import status
 from trackd.private import restrict_process
 
 
@@ -21,7 +22,7 @@ def cli() -> None:
     """trackd: self-hosted, Segment-compatible event tracking."""
 
 
-for command in (serve, send, query, events, quarantine, replay):
+for command in (serve, send, query, events, quarantine, replay, status):
     cli.add_command(command)
 
 

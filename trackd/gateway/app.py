@@ -36,7 +36,7 @@ SINGLE = {
 }
 BATCH = ("/v1/batch", "/v1/import", "/v1/b")
 TELEMETRY = "/v1/m"
-ADMIN_PREFIXES = ("/api/", "/v1/spaces/", "/openapi.json", "/ui", "/docs")
+ADMIN_PREFIXES = ("/api/", "/v1/spaces/", "/openapi.json", "/ui", "/docs", "/console")
 _JSON = (b"content-type", b"application/json")
 _ALLOW_HEADERS = b"authorization, content-type, x-retry-count"
 _encode = msgspec.json.Encoder().encode
@@ -115,6 +115,7 @@ class Gateway:
                  ready: Callable[[], bool], render_metrics: Callable[[], str],
                  cors_origins: list[str], trusted_proxies: list[str],
                  admin: ASGIApp | None = None, public_url: str = "",
+                 unhealthy: Callable[[], str | None] = lambda: None,
                  lifespan: tuple[Callable[[], Awaitable[None]],
                                  Callable[[], Awaitable[None]]] | None = None) -> None:
         self._ingestor = ingestor
@@ -125,6 +126,7 @@ class Gateway:
         self._trusted = set(trusted_proxies)
         self._admin = admin
         self._public = public_api_host(public_url) if public_url else None
+        self._unhealthy = unhealthy
         self._lifespan = lifespan
         self.draining = False
         self._requests = metrics.counter(
@@ -140,7 +142,9 @@ class Gateway:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        if path.startswith(ADMIN_PREFIXES) and self._admin is not None:
+        if self._admin is not None and (path.startswith(ADMIN_PREFIXES) or path == "/" or (
+                path == "/readyz" and scope["method"] == "GET" and self._health() is None)):
+            # /readyz: the pipeline process answers with its stages once this worker is fine
             await self._admin(scope, receive, self._counted(
                 send, "profile" if path.startswith("/v1/spaces/") else "admin"))
             return
@@ -178,6 +182,14 @@ class Gateway:
 
         return counting
 
+    def _health(self) -> str | None:
+        """Why this worker cannot take messages now (one line), or None."""
+        if self.draining:
+            return "shutting down"
+        if not self._ready():
+            return self._unhealthy() or "the log cannot be written"
+        return self._unhealthy()
+
     async def _route(self, scope: Scope, path: str, headers: dict[bytes, bytes],
                      receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         method: str = scope["method"]
@@ -188,10 +200,16 @@ class Gateway:
                               (b"access-control-max-age", b"86400")]
         if method == "GET":
             if path == "/healthz":
+                reason = self._health()
+                if reason is not None:
+                    return 503, _encode({"status": "unavailable", "reason": reason}), []
                 return 200, b'{"status":"ok"}', []
             if path == "/readyz":
-                ok = self._ready() and not self.draining
-                return (200 if ok else 503), _encode({"ready": ok}), []
+                reason = self._health()
+                if reason is not None:
+                    return 503, _encode({"ready": False, "status": "unavailable",
+                                         "reason": reason}), []
+                return 200, _encode({"ready": True}), []
             if path == "/metrics":
                 text = self._render_metrics().encode()
                 return 200, text, [(b"content-type", b"text/plain; version=0.0.4")]
