@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from trackd.log import shard
 from trackd.log.reader import LogReader
 from trackd.log.writer import LogWriter
 from trackd.observability import SIZE_BUCKETS, Registry, get_logger, read_snapshots, render
+from trackd.plans.plans import SourcePlans
 from trackd.server.proxy import AdminProxy
 from trackd.settings import Settings
 from trackd.types import Lookup, QueryEngine, Stage
@@ -57,7 +59,9 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
     writer = LogWriter(shard.shard_path(directory, f"gw{index}"),
                        max_pending_bytes=settings.server.max_pending_mb * 1024 * 1024,
                        on_commit=on_commit)
-    ingestor = Ingestor(settings.sources, writer, metrics, workers=settings.server.workers)
+    plans = SourcePlans(settings.sources).load()
+    ingestor = Ingestor(settings.sources, writer, metrics, workers=settings.server.workers,
+                        plans=plans.by_source)
     proxy = AdminProxy(str(run_dir / "admin.sock"))
     name = f"gateway-{index}"
     snapshots = run_dir / "metrics"
@@ -74,6 +78,8 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
     async def startup() -> None:
         writer.start(asyncio.get_running_loop())
         tasks.append(asyncio.create_task(dump_forever()))
+        if plans.paths:  # SIGHUP (forwarded by the supervisor) reloads the tracking plans
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, plans.reload)
         (run_dir / f"ready-{index}").touch()
 
     async def shutdown() -> None:

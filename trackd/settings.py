@@ -50,6 +50,8 @@ class SourceSettings:
     name: str = _f("default", "Slug of the source; also its warehouse schema name.")
     write_keys: list[str] = _f([], "Write keys that send to this source.")
     rate_limit_per_second: float = _f(0.0, "Messages per second allowed (0: no limit).")
+    tracking_plan: str = _f("", "YAML tracking plan checked on every message (path relative "
+                            "to the config file; empty: none).")
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,10 @@ def load(config: Path | None, *, data_dir: str | None = None,
             entry.update(values)
         built = tuple(_build(cls, f"{name}[{k}]", v) for k, v in by_name.items())
         tables[name] = built
+    if config is not None:  # a plan's path is relative to the file that names it
+        tables["sources"] = tuple(
+            dataclasses.replace(src, tracking_plan=str(config.parent / src.tracking_plan))
+            if src.tracking_plan else src for src in tables["sources"])
     settings = Settings(server=sections["server"], warehouse=sections["warehouse"],
                         log=sections["log"], archive=sections["archive"],
                         sources=tables["sources"], destinations=tables["destinations"])

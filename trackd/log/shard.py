@@ -33,6 +33,20 @@ CREATE TABLE IF NOT EXISTS quarantine (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS quarantine_message_id ON quarantine(message_id);
+CREATE TABLE IF NOT EXISTS violations (     -- tracking plan violations (see records.Violation)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    message_id TEXT,
+    type TEXT NOT NULL,
+    event TEXT,
+    violation TEXT NOT NULL,
+    path TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    message TEXT NOT NULL,
+    plan_version INTEGER NOT NULL,
+    action TEXT NOT NULL
+);
 """
 
 # Shards written before frames kept one row per message in `events`, whose `offset` was the

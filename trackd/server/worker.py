@@ -56,6 +56,7 @@ class _Worker(uvicorn.Server):
 
 def main(argv: list[str]) -> None:
     run_dir, index, fd = Path(argv[0]), int(argv[1]), int(argv[2])
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the gateway handles it (plan reload)
     configure_logging()
     settings = from_json((run_dir / "settings.json").read_text())
     sock = socket.socket(fileno=fd)

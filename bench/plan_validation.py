@@ -1,0 +1,153 @@
+"""Cost of checking one message against a tracking plan of 50 events, in process.
+
+    .venv/bin/python bench/plan_validation.py [--seconds 1]
+
+Times, per message, (1) each JSON Schema library alone validating the properties of a typical
+e-commerce event against its compiled schema (jsonschema-rs, jsonschema, fastjsonschema, each
+when installed; fastjsonschema gets the same schema as draft-07, the newest it knows), and
+(2) trackd's whole `Plan.judge` (schema check + unplanned-property walk + common schema) on a
+valid and on an invalid message, next to what the gateway already spends on a message without
+a plan (`problem` + `enrich` + encoding), so the added cost reads as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from trackd.messages.enrich import Envelope, MessageIds, enrich
+from trackd.messages.validate import problem
+from trackd.plans.plan import load
+
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["order_id", "revenue", "currency"],
+    "properties": {
+        "order_id": {"type": "string", "pattern": "^ord_[0-9a-f]+$"},
+        "revenue": {"type": "number", "minimum": 0},
+        "currency": {"type": "string", "enum": ["USD", "EUR", "GBP"]},
+        "coupon": {"type": "string", "maxLength": 40},
+        "products": {"type": "array", "maxItems": 100, "items": {
+            "type": "object", "required": ["sku"],
+            "properties": {"sku": {"type": "string"}, "price": {"type": "number"},
+                           "quantity": {"type": "integer", "minimum": 1}}}},
+    },
+}
+MESSAGE: dict[str, Any] = {
+    "type": "track", "event": "Event 25", "userId": "user-123", "messageId": "m-1",
+    "timestamp": "2026-12-04T12:00:00.000Z",
+    "context": {"library": {"name": "analytics-python", "version": "2.4.0"},
+                "ip": "10.0.0.1", "page": {"url": "https://shop.example/checkout"}},
+    "properties": {"order_id": "ord_5f2a", "revenue": 42.5, "currency": "EUR",
+                   "coupon": "WINTER", "products": [
+                       {"sku": "sku-1", "price": 20.0, "quantity": 1},
+                       {"sku": "sku-2", "price": 22.5, "quantity": 2}]},
+}
+
+
+def plan_text(events: int = 50) -> str:
+    plan = {"name": "bench", "version": 1,
+            "controls": {"unplanned_events": "flag", "unplanned_properties": "flag",
+                         "violations": "flag"},
+            "events": {f"Event {i}": {"properties": EVENT_SCHEMA} for i in range(events)},
+            "identify": {"traits": {"type": "object",
+                                    "properties": {"email": {"type": "string"}}}},
+            "common": {"type": "object", "required": ["userId"],
+                       "properties": {"context": {"type": "object"}}}}
+    return yaml.safe_dump(plan, sort_keys=False)
+
+
+def per_call(fn: Callable[[], object], seconds: float) -> float:
+    """Microseconds per call of `fn`, best of 3 timed runs of about `seconds` / 3 each."""
+    runs = []
+    for _ in range(3):
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / 3:
+            for _ in range(200):
+                fn()
+            count += 200
+        runs.append((time.perf_counter() - started) / count * 1e6)
+    return min(runs)
+
+
+def libraries(schema: dict[str, Any]) -> dict[str, Callable[[Any], bool]]:
+    out: dict[str, Callable[[Any], bool]] = {}
+    try:
+        rs = importlib.import_module("jsonschema_rs")
+        out["jsonschema-rs " + version("jsonschema-rs")] = rs.validator_for(
+            schema, validate_formats=True).is_valid
+    except ImportError:
+        pass
+    try:
+        js = importlib.import_module("jsonschema")
+        out["jsonschema " + version("jsonschema")] = js.Draft202012Validator(schema).is_valid
+    except ImportError:
+        pass
+    try:
+        fjs = importlib.import_module("fastjsonschema")
+        compiled = fjs.compile({"$schema": "http://json-schema.org/draft-07/schema#", **schema})
+
+        def fast(value: Any) -> bool:
+            try:
+                compiled(value)
+            except fjs.JsonSchemaException:
+                return False
+            return True
+
+        out["fastjsonschema " + fjs.VERSION + " (draft-07)"] = fast
+    except ImportError:
+        pass
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    args = parser.parse_args()
+    props = MESSAGE["properties"]
+    print("| what | µs per message |\n| --- | ---: |")
+    for name, is_valid in libraries(EVENT_SCHEMA).items():
+        assert is_valid(props)
+        cost = per_call(lambda: is_valid(props), args.seconds)  # noqa: B023 - used at once
+        print(f"| {name}: properties of a valid event | {cost:.2f} |")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.yaml"
+        path.write_text(plan_text())
+        plan = load(path)
+    bad = copy.deepcopy(MESSAGE)
+    bad["properties"]["revenue"] = "42.5"
+    bad["properties"]["shipping"] = 4.0
+    assert plan.judge(copy.deepcopy(MESSAGE)) is None
+    assert plan.judge(copy.deepcopy(bad)) is not None
+    ids, encode = MessageIds(), msgspec.json.Encoder().encode
+    received = datetime.now(UTC)
+
+    def no_plan() -> None:
+        message = dict(MESSAGE)
+        problem(message, None)
+        enrich(message, Envelope(received, "127.0.0.1"), ids)
+        encode(message)
+
+    base = per_call(no_plan, args.seconds)
+    print(f"| gateway work on a message without a plan (validate, enrich, encode) | {base:.2f} |")
+    good = per_call(lambda: plan.judge(MESSAGE), args.seconds)
+    print(f"| trackd `Plan.judge`, 50-event plan, valid message | {good:.2f} "
+          f"({good / base:.2f}x the work without a plan) |")
+    worse = per_call(lambda: plan.judge(copy.deepcopy(bad)), args.seconds)
+    deep = per_call(lambda: copy.deepcopy(bad), args.seconds)
+    print(f"| trackd `Plan.judge`, 50-event plan, 2 violations | {worse - deep:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
