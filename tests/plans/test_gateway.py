@@ -9,6 +9,8 @@ and the metrics.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +207,38 @@ def test_a_broken_plan_stops_the_server_with_one_line(tmp_path: Path) -> None:
         "plans/app.yaml:6: controls.violations: unknown value 'drop': use one of flag, omit, "
         "block"), lines
     assert "Traceback" not in server.output.read_text()
+
+
+def test_plan_infer_reads_what_the_warehouse_has_seen(live: Server, tmp_path: Path) -> None:
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("track", {"user_id": f"u{i}", "event": "Song Played",
+                   "properties": {"title": f"t{i}", "seconds": 30 + i, "genre": "jazz"}})
+        for i in range(4)]
+    calls.append(("identify", {"user_id": "u1", "traits": {"email": "u1@example.com"}}))
+    ids = send(live, "wk_free", calls)
+
+    def loaded() -> list[dict[str, Any]] | None:
+        rows = query(live, "SELECT message_id, body FROM _trackd.events WHERE source = 'free'")
+        return rows if set(ids) <= {row["message_id"] for row in rows} else None
+
+    bodies = eventually(loaded)  # with those of the other tests that sent to `free`
+    messages = tmp_path / "seen.jsonl"
+    messages.write_text("".join(row["body"] + "\n" for row in bodies))
+    plan = tmp_path / "free.yaml"
+    result = live.run_cli("plan", "infer", "--source", "free", "--since", "1h", "-o", str(plan))
+    assert result.stderr.startswith(
+        f"wrote {plan} ({len(bodies)} messages of source free since 1h ago")
+    text = plan.read_text()
+    assert "Song Played:" in text and "seconds:\n          type: integer" in text
+    assert live.run_cli("plan", "lint", str(plan)).returncode == 0
+    tested = subprocess.run([sys.executable, "-m", "trackd", "plan", "test", str(plan),
+                             str(messages)], capture_output=True, text=True, timeout=60)
+    assert tested.stdout == (f"{len(bodies)} messages checked against plan free version 1: "
+                             "all keep it\n")
+    assert tested.returncode == 0
+
+
+def test_plan_lint_without_files_checks_the_configured_plans(live: Server) -> None:
+    out = live.run_cli("plan", "lint").stdout.splitlines()
+    assert [line.split("/")[-1] for line in out] == [
+        f"{name}.yaml: ok (plan shop, version 3, 2 events)" for name in ("web", "app", "lean")]

@@ -8,6 +8,7 @@ import click
 
 from trackd.cli.common import CONTEXT
 from trackd.cli.data import events, quarantine, query
+from trackd.cli.plan import plan
 from trackd.cli.replay import replay
 from trackd.cli.send import send
 from trackd.cli.serve import serve
@@ -19,7 +20,7 @@ def cli() -> None:
     """trackd: self-hosted, Segment-compatible event tracking."""
 
 
-for command in (serve, send, query, events, quarantine, replay):
+for command in (serve, send, query, events, quarantine, replay, plan):
     cli.add_command(command)
 
 

@@ -44,21 +44,24 @@ def _fail_from(response: httpx.Response) -> click.ClickException:
 @one_line_errors
 def query(sql: str, config_path: str | None, data_dir: str | None, fmt: str) -> None:
     """Run read-only SQL on the warehouse and print the rows."""
-    settings = load_settings(config_path, data_dir)
+    columns, rows = rows_of(load_settings(config_path, data_dir), sql)
+    click.echo(_format(columns, rows, fmt), nl=False)
+
+
+def rows_of(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
+    """Read-only SQL on the warehouse: through the running server, else from the file."""
     response = _admin(settings, "POST", "/api/v1/query", json={"sql": sql})
     if response is not None:
         if response.status_code != 200:
             raise _fail_from(response)
         doc = response.json()
         columns: list[str] = doc["columns"]
-        rows = [[r[c] for c in columns] for r in doc["rows"]]
-    else:
-        from trackd.app import offline_query_engine
+        return columns, [[r[c] for c in columns] for r in doc["rows"]]
+    from trackd.app import offline_query_engine
 
-        engine = offline_query_engine(settings)
-        columns, raw = engine.query(sql)
-        rows = [list(r) for r in raw]
-    click.echo(_format(columns, rows, fmt), nl=False)
+    engine = offline_query_engine(settings)
+    columns, raw = engine.query(sql)
+    return columns, [list(r) for r in raw]
 
 
 def _format(columns: list[str], rows: list[list[Any]], fmt: str) -> str:

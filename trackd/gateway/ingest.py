@@ -352,7 +352,10 @@ class Ingestor:
     async def _store(self, entries: list[Entry], refused: list[Refused],
                      violations: list[Violation] | None = None) -> None:
         try:
-            await self._writer.append(entries, refused, violations or ())
+            if violations:
+                await self._writer.append(entries, refused, violations)
+            else:
+                await self._writer.append(entries, refused)
         except LogFull:
             raise Unavailable("Server busy: retry later", retry_after=1) from None
         except LogClosed:
