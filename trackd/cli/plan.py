@@ -198,16 +198,21 @@ def _from_warehouse(config_path: str | None, data_dir: str | None, source: str,
 @one_line_errors
 def reload(config_path: str | None, data_dir: str | None) -> None:
     """Make the running server reload its tracking plans (as SIGHUP does)."""
-    from trackd.plans.plans import SourcePlans
     from trackd.server.supervisor import read_server_info
 
     settings = load_settings(config_path, data_dir)
     info = read_server_info(settings)
     if info is None:
         raise click.ClickException(f"no trackd server is running on {settings.data_dir}")
-    broken = SourcePlans(settings.sources).reload()
+    broken = []
+    for source in settings.sources:
+        if source.tracking_plan:
+            try:
+                load(Path(source.tracking_plan))
+            except PlanError as exc:
+                broken.append(str(exc))
     os.kill(info.pid, signal.SIGHUP)
-    for error in broken.values():
+    for error in broken:
         click.echo(f"{error} (the server keeps the previous plan)", err=True)
     if broken:
         sys.exit(1)

@@ -3,12 +3,11 @@
 `SourcePlans.by_source` is the dict the gateway reads (source name -> Plan); a reload replaces
 its entries one by one (the event loop's thread does it between requests, so a request sees
 one plan or the other, never half of one). A plan that no longer loads keeps the previous one:
-the error is logged and kept in `errors` (and in `<run_dir>/plans.json` for `trackd status`).
+the error is logged and kept in `errors`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from trackd.errors import PlanError
@@ -48,13 +47,3 @@ class SourcePlans:
                                                     "events": len(plan.events)})
         self.errors = errors
         return errors
-
-    def status(self) -> dict[str, object]:
-        return {name: {"file": str(self.paths[name]), "version": plan.version,
-                       "error": self.errors.get(name)}
-                for name, plan in self.by_source.items()}
-
-    def write_status(self, path: Path) -> None:
-        partial = path.with_name(f".{path.name}.tmp")
-        partial.write_text(json.dumps(self.status(), indent=2))
-        partial.replace(path)
