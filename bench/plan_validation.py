@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -81,29 +82,40 @@ def per_call(fn: Callable[[], object], seconds: float) -> float:
     return min(runs)
 
 
-def libraries(schema: dict[str, Any]) -> dict[str, Callable[[Any], bool]]:
-    out: dict[str, Callable[[Any], bool]] = {}
+Compile = Callable[[Any], Callable[[Any], bool]]
+
+
+def libraries() -> dict[str, Compile]:
+    """Each installed candidate: its name and version -> schema -> `is_valid`."""
+    out: dict[str, Compile] = {}
     try:
         rs = importlib.import_module("jsonschema_rs")
-        out["jsonschema-rs " + version("jsonschema-rs")] = rs.validator_for(
+        out["jsonschema-rs " + version("jsonschema-rs")] = lambda schema: rs.validator_for(
             schema, validate_formats=True).is_valid
     except ImportError:
         pass
     try:
         js = importlib.import_module("jsonschema")
-        out["jsonschema " + version("jsonschema")] = js.Draft202012Validator(schema).is_valid
+        out["jsonschema " + version("jsonschema")] = lambda schema: js.Draft202012Validator(
+            schema, format_checker=js.Draft202012Validator.FORMAT_CHECKER).is_valid
     except ImportError:
         pass
     try:
         fjs = importlib.import_module("fastjsonschema")
-        compiled = fjs.compile({"$schema": "http://json-schema.org/draft-07/schema#", **schema})
 
-        def fast(value: Any) -> bool:
-            try:
-                compiled(value)
-            except fjs.JsonSchemaException:
-                return False
-            return True
+        def fast(schema: Any) -> Callable[[Any], bool]:
+            draft7 = ({"$schema": "http://json-schema.org/draft-07/schema#", **schema}
+                      if isinstance(schema, dict) else schema)
+            compiled = fjs.compile(draft7)
+
+            def is_valid(value: Any) -> bool:
+                try:
+                    compiled(value)
+                except fjs.JsonSchemaException:
+                    return False
+                return True
+
+            return is_valid
 
         out["fastjsonschema " + fjs.VERSION + " (draft-07)"] = fast
     except ImportError:
@@ -111,13 +123,41 @@ def libraries(schema: dict[str, Any]) -> dict[str, Callable[[Any], bool]]:
     return out
 
 
+def conformance(suite: Path) -> None:
+    """Cases of the JSON-Schema-Test-Suite files under `suite` each library gets right
+    (format.json left out: trackd asserts formats, optional/format/*.json checks that)."""
+    files = sorted(p for p in suite.rglob("*.json") if p.name != "format.json")
+    print("| library | cases right | wrong | schemas refused |\n| --- | ---: | ---: | ---: |")
+    for name, compile_schema in libraries().items():
+        right = wrong = refused = 0
+        for path in files:
+            for group in json.loads(path.read_text()):
+                try:
+                    is_valid = compile_schema(group["schema"])
+                except Exception:  # the library cannot compile this schema
+                    refused += len(group["tests"])
+                    continue
+                for case in group["tests"]:
+                    try:
+                        ok = is_valid(case["data"]) == case["valid"]
+                    except Exception:
+                        ok = False
+                    right, wrong = right + ok, wrong + (not ok)
+        print(f"| {name} | {right} | {wrong} | {refused} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument("--suite", type=Path,
+                        help="also run the JSON-Schema-Test-Suite files under this folder")
     args = parser.parse_args()
+    if args.suite:
+        conformance(args.suite)
     props = MESSAGE["properties"]
     print("| what | µs per message |\n| --- | ---: |")
-    for name, is_valid in libraries(EVENT_SCHEMA).items():
+    for name, compile_schema in libraries().items():
+        is_valid = compile_schema(EVENT_SCHEMA)
         assert is_valid(props)
         cost = per_call(lambda: is_valid(props), args.seconds)  # noqa: B023 - used at once
         print(f"| {name}: properties of a valid event | {cost:.2f} |")

@@ -58,7 +58,7 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
     directory.mkdir(parents=True, exist_ok=True)
     writer = LogWriter(shard.shard_path(directory, f"gw{index}"),
                        max_pending_bytes=settings.server.max_pending_mb * 1024 * 1024,
-                       on_commit=on_commit)
+                       on_commit=on_commit, fsync=not settings.server.ephemeral)
     plans = SourcePlans(settings.sources).load()
     ingestor = Ingestor(settings.sources, writer, metrics, workers=settings.server.workers,
                         plans=plans.by_source)
@@ -108,6 +108,7 @@ class Pipeline:
         self.lookups: dict[str, Lookup] = {}
         self.query_engine: QueryEngine | None = None
         self.extra_routes: list[Any] = []
+        self.public_paths: list[str] = []  # extra routes open without the admin token
         self._tasks: list[asyncio.Task[None]] = []
         self._wire()
         self.admin = build_admin(self)
@@ -165,6 +166,11 @@ class Pipeline:
         archive = build_archive(self.settings, self.reader, self.metrics, self.settings.data_dir)
         if archive is not None:
             self.stages.append(archive)
+        if self.settings.server.ephemeral:  # what arrived, for an app's tests
+            from trackd.testing.endpoints import TEST_PATHS, test_routes
+
+            self.extra_routes.extend(test_routes(self.reader))
+            self.public_paths.extend(TEST_PATHS)
 
     async def start(self) -> None:
         for stage in self.stages:

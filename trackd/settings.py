@@ -43,6 +43,8 @@ class ServerSettings:
     cors_origins: list[str] = _f(["*"], "Origins allowed by CORS on the tracking paths.")
     trusted_proxies: list[str] = _f([], "Peers whose X-Forwarded-For sets context.ip.")
     shutdown_timeout: float = _f(10.0, "Seconds to finish in-flight work on SIGTERM.")
+    ephemeral: bool = _f(False, "Set by `trackd serve --ephemeral`: throwaway data, no fsync, "
+                         "test endpoints.")
 
 
 @dataclass(frozen=True)

@@ -58,12 +58,13 @@ class AdminGuard:
 
     PUBLIC = ("/openapi.json",)
 
-    def __init__(self, app: Starlette, token: str) -> None:
+    def __init__(self, app: Starlette, token: str, public: tuple[str, ...] = ()) -> None:
         self.app = app
         self.token = token
+        self.public = (*self.PUBLIC, *public)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.PUBLIC:
+        if scope["type"] == "http" and scope["path"] not in self.public:
             request = Request(scope)
             ok = _bearer_ok(request, self.token) or (
                 scope["path"].startswith("/v1/spaces/") and _basic_ok(request, self.token))
@@ -120,4 +121,5 @@ def build_admin(pipeline: Pipeline) -> AdminGuard:
         Route("/api/v1/quarantine", quarantine, methods=["GET"]),
         *pipeline.extra_routes,
     ]
-    return AdminGuard(Starlette(routes=routes), pipeline.settings.server.admin_token)
+    return AdminGuard(Starlette(routes=routes), pipeline.settings.server.admin_token,
+                      public=tuple(pipeline.public_paths))

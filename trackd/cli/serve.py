@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,14 +21,33 @@ from trackd.settings import Settings
 @click.option("--host", help="Listen address (default 127.0.0.1).")
 @click.option("--port", type=int, help="Listen port (default 8088; 0 picks a free one).")
 @click.option("--workers", type=int, help="Gateway processes (one per core uses every core).")
+@click.option("--ephemeral", is_flag=True,
+              help="For tests: data in a temporary directory removed on exit, no fsync, "
+                   "test endpoints, no warehouse, archive or destinations.")
+@click.option("--write-key", help="--ephemeral: the write key of the default source "
+                                  "(default: test) when the config names no source.")
 @one_line_errors
 def serve(config_path: str | None, data_dir: str | None, host: str | None, port: int | None,
-          workers: int | None) -> None:
+          workers: int | None, ephemeral: bool, write_key: str | None) -> None:
     """Start the server: tracking API, pipeline and admin API."""
     overrides: dict[str, Any] = {k: v for k, v in
                                  {"host": host, "port": port, "workers": workers}.items()
                                  if v is not None}
-    settings = load_settings(config_path, data_dir, overrides, persist=True)
+    if not ephemeral:
+        if write_key is not None:
+            raise click.UsageError("--write-key goes with --ephemeral")
+        _run(load_settings(config_path, data_dir, overrides, persist=True))
+        return
+    if data_dir is not None:
+        raise click.UsageError("--ephemeral uses a temporary data dir: leave out --data-dir")
+    from trackd.testing import ephemeral as mode
+
+    with tempfile.TemporaryDirectory(prefix="trackd-ephemeral-") as temporary:
+        mode.prepare(Path(temporary), write_key or mode.DEFAULT_WRITE_KEY)
+        _run(mode.ephemeral(load_settings(config_path, temporary, overrides, persist=True)))
+
+
+def _run(settings: Settings) -> None:
     configure_logging()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     run_server(settings, lambda info: _banner(settings, info))

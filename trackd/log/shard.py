@@ -84,8 +84,9 @@ def list_shards(log_dir: Path) -> list[str]:
     return sorted(p.name[: -len(SUFFIX)] for p in log_dir.glob(f"*{SUFFIX}"))
 
 
-def connect(path: Path, *, write: bool) -> sqlite3.Connection:
-    """Open a shard. Writers get WAL + synchronous=FULL: a COMMIT returns after fsync.
+def connect(path: Path, *, write: bool, fsync: bool = True) -> sqlite3.Connection:
+    """Open a shard. Writers get WAL + synchronous=FULL: a COMMIT returns after fsync (not
+    with `fsync=False`: throwaway data, `trackd serve --ephemeral`).
 
     Any connection upgrades a shard still in the one-row-per-message layout (a reader may be
     the first to open the shard of a worker that no longer runs).
@@ -97,7 +98,7 @@ def connect(path: Path, *, write: bool) -> sqlite3.Connection:
     if write:
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only in a new file
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
         conn.executescript(SCHEMA)
     if _has_table(conn, "events"):
         _migrate(conn)

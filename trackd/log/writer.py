@@ -61,8 +61,9 @@ class LogWriter:
     """
 
     def __init__(self, path: Path, *, max_pending_bytes: int,
-                 on_commit: CommitObserver | None = None) -> None:
+                 on_commit: CommitObserver | None = None, fsync: bool = True) -> None:
         self.path = path
+        self._fsync = fsync
         self._max_pending = max_pending_bytes
         self._pending = 0
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -75,7 +76,8 @@ class LogWriter:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        conn = shard.connect(self.path, write=True)  # fail here, at start-up, not later
+        # fail here, at start-up, not later
+        conn = shard.connect(self.path, write=True, fsync=self._fsync)
         self._seq = shard.last_seq(conn)
         self._thread = threading.Thread(target=self._run, args=(conn,), name="log-writer",
                                         daemon=True)
