@@ -1,5 +1,7 @@
 """Cost of checking one message against a tracking plan of 50 events, in process.
 
+Run from the repository root (it imports bench/bodies.py for the bench scenarios' bodies).
+
     .venv/bin/python bench/plan_validation.py [--seconds 1]
 
 Times, per message, (1) each JSON Schema library alone validating the properties of a typical
@@ -146,6 +148,57 @@ def conformance(suite: Path) -> None:
         print(f"| {name} | {right} | {wrong} | {refused} |")
 
 
+class _NoLog:
+    """Stands in for the log writer: only the request path's CPU is measured here."""
+
+    async def append(self, *args: object) -> None:
+        return None
+
+
+def ingest_cost(rounds: int = 9) -> None:
+    """CPU per message of the gateway's request handling (parse, validate, judge, enrich,
+    encode; no HTTP, no disk) on the bench scenarios' bodies, without and with the 50-event
+    plan of the trackd-2w-plan target, alternated, best of `rounds` (process time)."""
+    import asyncio
+
+    import bodies
+
+    from trackd.gateway.ingest import Ingestor
+    from trackd.observability import Registry
+    from trackd.settings import SourceSettings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        templates = bodies.write_templates(Path(tmp), "k")
+        lines = {name: [line.split("\t", 1)[1].replace(bodies.MID, "m").encode()
+                        for line in Path(spec["file"]).read_text().splitlines()]
+                 for name, spec in templates.items() if name in ("single", "batch")}
+        (Path(tmp) / "plan.yaml").write_text(bodies.tracking_plan())
+        plan = load(Path(tmp) / "plan.yaml")
+    sources = (SourceSettings(name="bench", write_keys=["k"]),)
+    without = Ingestor(sources, _NoLog(), Registry())  # type: ignore[arg-type]
+    with_plan = Ingestor(sources, _NoLog(), Registry(),  # type: ignore[arg-type]
+                         plans={"bench": plan})
+
+    async def per_message(ingestor: Ingestor, scenario: str) -> float:
+        started = time.process_time()
+        for body in lines[scenario]:
+            if scenario == "batch":
+                await ingestor.batch(body, "k", "10.0.0.1")
+            else:
+                await ingestor.single("track", body, "k", "10.0.0.1")
+        count = len(lines[scenario]) * (bodies.BATCH_SIZE if scenario == "batch" else 1)
+        return (time.process_time() - started) / count * 1e6
+
+    print("| gateway request path (no HTTP, no disk) | µs per message without a plan "
+          "| with the 50-event plan |\n| --- | ---: | ---: |")
+    for scenario in ("batch", "single"):
+        plain, planned = [], []
+        for _ in range(rounds):
+            plain.append(asyncio.run(per_message(without, scenario)))
+            planned.append(asyncio.run(per_message(with_plan, scenario)))
+        print(f"| {scenario} | {min(plain):.2f} | {min(planned):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
@@ -154,6 +207,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.suite:
         conformance(args.suite)
+    ingest_cost()
     props = MESSAGE["properties"]
     print("| what | µs per message |\n| --- | ---: |")
     for name, compile_schema in libraries().items():

@@ -98,7 +98,7 @@ class Plan:
         self._traits = {kind: _compile(doc, (kind, "traits"), data[kind].get("traits"))
                         for kind in ("identify", "group") if isinstance(data.get(kind), dict)}
         common = _compile(doc, ("common",), data.get("common"))
-        self._common = None if common is None else common.open_at_top()
+        self._common = None if common is None else common.as_common()
 
     @property
     def events(self) -> list[str]:
