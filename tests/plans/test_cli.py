@@ -61,6 +61,8 @@ BROKEN = {
         "5: identify.traits.requried: unknown JSON Schema keyword 'requried' (annotations "
         "start with x-)"),
     "no version": ("name: web\nevents: {}\n", "1: (plan): version: missing"),
+    "alias that contains itself": ("version: 1\ncommon: &c\n  allOf: [*c]\n",
+                                   "1: nested too deep (or an alias that contains itself)"),
     "remote $ref": (
         "version: 1\ncommon:\n  $ref: https://example.com/schema.json\n",
         "3: common: $ref must point inside the plan"),

@@ -75,7 +75,11 @@ def parse(text: str, name: str) -> Document:
     doc = Document(name, None)
     if node is None:
         raise PlanError(f"{name}:1: the tracking plan is empty")
-    doc.data = _build(node, (), doc)
+    try:
+        doc.data = _build(node, (), doc)
+    except RecursionError:
+        raise PlanError(f"{name}:1: nested too deep (or an alias that contains itself)"
+                        ) from None
     if not isinstance(doc.data, dict):
         raise PlanError(f"{name}:1: a tracking plan must be a mapping (name, version, events...)")
     return doc
