@@ -131,3 +131,34 @@ def write_templates(directory: Path, write_key: str, seed: int = 6) -> dict[str,
                      "events_per_request": BATCH_SIZE if name == "batch" else 1,
                      "mean_bytes": sum(sizes) / len(sizes)}
     return out
+
+
+def tracking_plan(events: int = 50) -> str:
+    """A tracking plan of `events` events (the EVENTS above among them, with the schema of
+    their properties) that every message of the scenarios keeps: the `trackd-2w-plan` target
+    measures what checking costs, not what refusing saves."""
+    product = {
+        "type": "object", "required": ["product_id", "price"],
+        "properties": {
+            "product_id": {"type": "string", "pattern": "^prod-[0-9]+$"},
+            "sku": {"type": "string", "maxLength": 16},
+            "category": {"type": "string", "enum": ["Games", "Books", "Garden", "Kitchen"]},
+            "name": {"type": "string"}, "brand": {"type": "string"},
+            "price": {"type": "number", "minimum": 0},
+            "quantity": {"type": "integer", "minimum": 1},
+            "currency": {"type": "string", "enum": ["USD", "EUR", "GBP"]},
+            "position": {"type": "integer"}, "value": {"type": "number"},
+            "url": {"type": "string"}, "image_url": {"type": "string"}}}
+    names = EVENTS + [f"Planned Event {i}" for i in range(events - len(EVENTS))]
+    plan = {
+        "name": "bench", "version": 1,
+        "controls": {"unplanned_events": "flag", "unplanned_properties": "flag",
+                     "violations": "flag"},
+        "events": {name: {"properties": product} for name in names},
+        "identify": {"traits": {"type": "object", "properties": {
+            "email": {"type": "string"}, "plan": {"type": "string", "enum": ["free", "pro"]},
+            "logins": {"type": "integer", "minimum": 0}}}},
+        "pages": {"*": {"properties": {"type": "object", "required": ["url"]}}},
+        "common": {"type": "object", "required": ["context", "messageId"]},
+    }
+    return json.dumps(plan, indent=1)  # JSON is YAML

@@ -6,13 +6,14 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-TARGET_ORDER = ["nginx", "baseline", "floor", "trackd-1w", "trackd-2w"]
+TARGET_ORDER = ["nginx", "baseline", "floor", "trackd-1w", "trackd-2w", "trackd-2w-plan"]
 LABELS = {
     "nginx": "nginx static 200 (2 workers)",
     "baseline": "naive FastAPI + pydantic + SQLite commit/request (2 workers)",
     "floor": "design floor: raw ASGI + msgspec + group commit, nothing else (2 workers)",
     "trackd-1w": "trackd, fsync before 200, 1 worker",
     "trackd-2w": "trackd, fsync before 200, 2 workers",
+    "trackd-2w-plan": "trackd, 2 workers, tracking plan of 50 events on the source",
 }
 SCENARIO_TITLES = {
     "single": "one track per request (POST /v1/track)",
@@ -191,6 +192,12 @@ def targets_table(doc: dict[str, Any]) -> list[str]:
                          f"{_int(e2e['achieved_events_s'])} events/s (half of the "
                          f"{_int(fresh['drain_rate_messages_s'])} messages/s the warehouse "
                          f"loads alone) | {verdict(p95 is not None and p95 <= 2)} |")
+    for scenario, floor in (("batch", 0.8), ("single", 0.85)):
+        with_plan = round_ratios(doc, scenario, "trackd-2w-plan", "trackd-2w")
+        if with_plan:
+            lines.append(f"| {scenario} with a 50-event plan >= {floor}x the same server "
+                         f"without | {_range(with_plan, _ratio)} (per-round ratios) "
+                         f"| {verdict(_median(with_plan) >= floor)} |")
     queries = doc.get("queries")
     if queries:
         q = queries["queries"]["count by event"]

@@ -41,6 +41,7 @@ TARGETS = [
     targets.Target("floor", "floor", 2),
     targets.Target("trackd-1w", "trackd", 1),
     targets.Target("trackd-2w", "trackd", 2),
+    targets.Target("trackd-2w-plan", "trackd", 2, plan=True),
 ]
 SCENARIOS = ["single", "batch", "mixed"]
 

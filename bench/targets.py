@@ -6,7 +6,8 @@
   under uvicorn from bench/.venv-baseline;
 - floor: bench/baselines/floor (the stack benchmark's minimal durable design: raw ASGI,
   msgspec, group commit into SQLite) under uvicorn from trackd's own venv;
-- trackd: `trackd serve` with its defaults (fsync before 200), 1 or 2 gateway workers.
+- trackd: `trackd serve` with its defaults (fsync before 200), 1 or 2 gateway workers;
+  trackd-2w-plan: the same with a tracking plan of 50 events on its source (bodies.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import bodies
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -72,7 +75,7 @@ trim_interval = 3600.0
 [[sources]]
 name = "{source}"
 write_keys = ["{key}"]
-"""
+{source_extra}"""
 GATEWAY_ONLY = """
 # --gateway-only: no log consumers, to measure the tracking API alone.
 [warehouse]
@@ -88,6 +91,7 @@ class Target:
     name: str  # "nginx", "baseline", "floor", "trackd-1w", "trackd-2w"
     kind: str  # "nginx", "baseline", "floor", "trackd"
     workers: int
+    plan: bool = False  # trackd: a 50-event tracking plan on the source
 
 
 @dataclass
@@ -233,8 +237,13 @@ def start(target: Target, workdir: Path, port: int, *, baseline_venv: Path,
     else:
         data_dir = workdir / "data"
         config = workdir / "trackd.toml"
+        source_extra = ""
+        if target.plan:
+            (workdir / "plan.yaml").write_text(bodies.tracking_plan())
+            source_extra = 'tracking_plan = "plan.yaml"\n'
         config.write_text(TRACKD_TOML.format(token=ADMIN_TOKEN, source=SOURCE, key=WRITE_KEY,
-                                             extra=GATEWAY_ONLY if gateway_only else ""))
+                                             extra=GATEWAY_ONLY if gateway_only else "",
+                                             source_extra=source_extra))
         command = [str(ROOT / ".venv" / "bin" / "trackd"), "serve", "--config", str(config),
                    "--data-dir", str(data_dir), "--port", str(port),
                    "--workers", str(target.workers)]

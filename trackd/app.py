@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from trackd.log import shard
 from trackd.log.reader import LogReader
 from trackd.log.writer import LogWriter
 from trackd.observability import SIZE_BUCKETS, Registry, get_logger, read_snapshots, render
+from trackd.plans.plans import SourcePlans
 from trackd.server.proxy import AdminProxy
 from trackd.settings import Settings
 from trackd.types import Lookup, QueryEngine, Stage
@@ -60,8 +62,10 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
     directory.mkdir(parents=True, exist_ok=True)
     writer = LogWriter(shard.shard_path(directory, f"gw{index}"),
                        max_pending_bytes=settings.server.max_pending_mb * 1024 * 1024,
-                       on_commit=on_commit)
-    ingestor = Ingestor(settings.sources, writer, metrics, workers=settings.server.workers)
+                       on_commit=on_commit, fsync=not settings.server.ephemeral)
+    plans = SourcePlans(settings.sources).load()
+    ingestor = Ingestor(settings.sources, writer, metrics, workers=settings.server.workers,
+                        plans=plans.by_source)
     proxy = AdminProxy(str(run_dir / "admin.sock"))
     name = f"gateway-{index}"
     snapshots = run_dir / "metrics"
@@ -78,6 +82,8 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
     async def startup() -> None:
         writer.start(asyncio.get_running_loop())
         tasks.append(asyncio.create_task(dump_forever()))
+        if plans.paths:  # SIGHUP (forwarded by the supervisor) reloads the tracking plans
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, plans.reload)
         (run_dir / f"ready-{index}").touch()
 
     async def shutdown() -> None:
@@ -116,6 +122,7 @@ class Pipeline:
         self.lookups: dict[str, Lookup] = {}
         self.query_engine: QueryEngine | None = None
         self.extra_routes: list[Any] = []
+        self.public_paths: list[str] = []  # extra routes open without the admin token
         self._tasks: list[asyncio.Task[None]] = []
         self.state = "starting"  # then "running", "stopping": what /readyz reports
         self.health = Health(self.reader, settings.data_dir)
@@ -187,6 +194,11 @@ class Pipeline:
         archive = build_archive(self.settings, self.reader, self.metrics, self.settings.data_dir)
         if archive is not None:
             self.stages.append(archive)
+        if self.settings.server.ephemeral:  # what arrived, for an app's tests
+            from trackd.testing.endpoints import TEST_PATHS, test_routes
+
+            self.extra_routes.extend(test_routes(self.reader))
+            self.public_paths.extend(TEST_PATHS)
 
     async def start(self) -> None:
         for stage in self.stages:

@@ -2,6 +2,7 @@
 
     TrackdError
     ├── ConfigError                 bad trackd.toml / environment; one clear line at start-up
+    │   └── PlanError               a tracking plan that does not load (file:line: field: why)
     ├── RequestRejected             an HTTP request refused; carries status, error type, message
     │   ├── AuthenticationError     401 authentication_error
     │   ├── InvalidRequest          400 invalid_request_error (not JSON, not an object, bad UTF-8)
@@ -27,6 +28,10 @@ class TrackdError(Exception):
 
 class ConfigError(TrackdError):
     """The configuration is invalid; the message says which key and why."""
+
+
+class PlanError(ConfigError):
+    """A tracking plan is invalid; the message names the file, the line and the field."""
 
 
 class RequestRejected(TrackdError):

@@ -72,6 +72,8 @@ class ServerSettings:
                                   "address per minute; 429 beyond.")
     console: bool = _f(True, "Serve the web console under /console/ (log in with the admin "
                        "token).")
+    ephemeral: bool = _f(False, "Set by `trackd serve --ephemeral`: throwaway data, no fsync, "
+                         "test endpoints.")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class SourceSettings:
     name: str = _f(DEFAULT_SOURCE, "Slug of the source; also its warehouse schema name.")
     write_keys: list[str] = _f([], "Write keys that send to this source.")
     rate_limit_per_second: float = _f(0.0, "Messages per second allowed (0: no limit).")
+    tracking_plan: str = _f("", "YAML tracking plan checked on every message (path relative "
+                            "to the config file; empty: none).")
 
 
 @dataclass(frozen=True)
@@ -297,6 +301,10 @@ def load(config: Path | None, *, data_dir: str | None = None,
             entry.update(values)
         built = tuple(_build(cls, f"{name}[{k}]", v) for k, v in by_name.items())
         tables[name] = built
+    if config is not None:  # a plan's path is relative to the file that names it
+        tables["sources"] = tuple(
+            dataclasses.replace(src, tracking_plan=str(config.parent / src.tracking_plan))
+            if src.tracking_plan else src for src in tables["sources"])
     settings = Settings(server=sections["server"], warehouse=sections["warehouse"],
                         log=sections["log"], archive=sections["archive"],
                         sources=tables["sources"], destinations=tables["destinations"])

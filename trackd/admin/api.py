@@ -74,12 +74,14 @@ class AdminGuard:
 
     def __init__(self, app: Starlette, token: str, *, auth_failures: int = 10,
                  trusted_proxies: list[str] | None = None,
-                 console: ConsoleAccess | None = None) -> None:
+                 console: ConsoleAccess | None = None,
+                 public: tuple[str, ...] = ()) -> None:
         self.app = app
         self.token = token
         self.throttle = AuthThrottle(auth_failures)
         self.trusted = set(trusted_proxies or ())
         self.console = console
+        self.public = (*self.PUBLIC, *public)
 
     def client(self, request: Request) -> str:
         """The client's address: the peer, or over the unix socket the gateway worker's
@@ -92,7 +94,7 @@ class AdminGuard:
         return peer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.PUBLIC:
+        if scope["type"] == "http" and scope["path"] not in self.public:
             request = Request(scope)
             client = self.client(request)
             wait = self.throttle.retry_after(client)
@@ -201,4 +203,5 @@ def build_admin(pipeline: Pipeline) -> AdminGuard:
     console = pipeline.console.access if pipeline.console is not None else None
     return AdminGuard(Starlette(routes=routes), server.admin_token,
                       auth_failures=server.admin_auth_failures,
-                      trusted_proxies=server.trusted_proxies, console=console)
+                      trusted_proxies=server.trusted_proxies, console=console,
+                      public=tuple(pipeline.public_paths))

@@ -6,6 +6,8 @@ import json
 import secrets
 import shlex
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import click
@@ -26,15 +28,36 @@ from trackd.settings import Settings
 @click.option("--workers", type=int, help="Gateway processes (one per core uses every core).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="Server log detail (default info: a line per notable event).")
+@click.option("--ephemeral", is_flag=True,
+              help="For tests: data in a temporary directory removed on exit, no fsync, "
+                   "test endpoints, no warehouse, archive or destinations.")
+@click.option("--write-key", help="--ephemeral: the write key of the default source "
+                                  "(default: test) when the config names no source.")
 @one_line_errors
 def serve(config_path: str | None, data_dir: str | None, host: str | None, port: int | None,
-          workers: int | None, log_level: str | None) -> None:
+          workers: int | None, log_level: str | None, ephemeral: bool,
+          write_key: str | None) -> None:
     """Start the server: tracking API, pipeline and admin API."""
     overrides: dict[str, Any] = {k: v for k, v in
                                  {"host": host, "port": port, "workers": workers,
                                   "log_level": log_level}.items()
                                  if v is not None}
-    settings = load_settings(config_path, data_dir, overrides, persist=True)
+    if not ephemeral:
+        if write_key is not None:
+            raise click.UsageError("--write-key goes with --ephemeral")
+        _run(load_settings(config_path, data_dir, overrides, persist=True), config_path, data_dir)
+        return
+    if data_dir is not None:
+        raise click.UsageError("--ephemeral uses a temporary data dir: leave out --data-dir")
+    from trackd.testing import ephemeral as mode
+
+    with tempfile.TemporaryDirectory(prefix="trackd-ephemeral-") as temporary:
+        mode.prepare(Path(temporary), write_key or mode.DEFAULT_WRITE_KEY)
+        _run(mode.ephemeral(load_settings(config_path, temporary, overrides, persist=True)),
+             config_path, None)
+
+
+def _run(settings: Settings, config_path: str | None, data_dir: str | None) -> None:
     configure_logging(settings.server.log_level)
     secure_data_dir(settings.data_dir)
     run_server(settings, lambda info: _banner(settings, info, config_path, data_dir))

@@ -27,12 +27,13 @@ from trackd.errors import (
     ValidationFailed,
 )
 from trackd.gateway.ratelimit import TokenBucket
-from trackd.log.records import Entry, Refused
+from trackd.log.records import Entry, Refused, Violation
 from trackd.log.writer import LogWriter
 from trackd.messages import limits
 from trackd.messages.enrich import Envelope, MessageIds, enrich
 from trackd.messages.validate import parse_timestamp, problem
 from trackd.observability import SIZE_BUCKETS, Registry
+from trackd.plans.plan import Judgement, Plan
 from trackd.settings import SourceSettings
 
 _encode = msgspec.json.Encoder().encode
@@ -104,7 +105,8 @@ class Ingestor:
     """The tracking API's logic, independent of HTTP framing."""
 
     def __init__(self, sources: tuple[SourceSettings, ...], writer: LogWriter,
-                 metrics: Registry, *, workers: int = 1) -> None:
+                 metrics: Registry, *, workers: int = 1,
+                 plans: dict[str, Plan] | None = None) -> None:
         self._by_key = {key: src for src in sources for key in src.write_keys}
         self._buckets = {src.name: TokenBucket(src.rate_limit_per_second / workers)
                          for src in sources if src.rate_limit_per_second > 0}
@@ -116,6 +118,11 @@ class Ingestor:
                                         "Messages refused, by reason.", ("reason",))
         self._per_request = metrics.histogram("trackd_messages_per_request",
                                               "Messages in one request.", SIZE_BUCKETS)
+        # Source name -> tracking plan; the same dict is updated in place by a reload.
+        self._plans: dict[str, Plan] = {} if plans is None else plans
+        self._violations = metrics.counter(
+            "trackd_plan_violations_total", "Tracking plan violations, by kind and action.",
+            ("source", "violation", "action"))
 
     def source_for(self, write_key: str | None) -> SourceSettings | None:
         return None if write_key is None else self._by_key.get(write_key)
@@ -148,20 +155,27 @@ class Ingestor:
         self._rate_limit(source, 1)
         envelope = Envelope(datetime.now(UTC), ip)
         reason = problem(message, kind)
+        plan = self._plans.get(source.name)
+        judged = None if reason is not None or plan is None else plan.judge(message)
+        if judged is not None and judged.blocked is not None:
+            reason = judged.reason
         if reason is not None:
-            await self._store([], [self._refused_item(source, message, body, None, reason,
-                                                      envelope)])
+            item = self._refused_item(source, message, body, None, reason, envelope)
+            await self._store([], [item], self._recorded(source, judged, item.message_id,
+                                                         envelope, message))
             self._refused.inc((reason.split(":")[0],))
             raise ValidationFailed(reason)
         entry = self._entry(source, message, envelope)
-        await self._store([entry], [])
+        await self._store([entry], [], self._recorded(source, judged, entry.message_id,
+                                                      envelope, message))
         self._accepted.inc((source.name, entry.type))
         self._per_request.observe(1)
         return Outcome(200, {"success": True})
 
     async def batch(self, body: bytes, header_key: str | None, ip: str | None) -> Outcome:
-        source, count, entries, refused, rejected = self._judge_batch(body, header_key, ip)
-        await self._store(entries, refused)
+        source, count, entries, refused, rejected, violations = self._judge_batch(
+            body, header_key, ip)
+        await self._store(entries, refused, violations)
         for kind, accepted in Counter([entry.type for entry in entries]).items():
             self._accepted.inc((source.name, kind), accepted)
         self._per_request.observe(count)
@@ -178,7 +192,7 @@ class Ingestor:
 
     def _judge_batch(self, body: bytes, header_key: str | None, ip: str | None
                      ) -> tuple[SourceSettings, int, list[Entry], list[Refused],
-                                list[dict[str, Any]]]:
+                                list[dict[str, Any]], list[Violation]]:
         """Everything a batch request does before the log: parse, authenticate, check the
         envelope, judge each item. Apart from `batch`, so that the decoded items (several times
         the body's size) are freed before the request waits for its commit."""
@@ -246,7 +260,7 @@ class Ingestor:
 
     def _judge_items(self, source: SourceSettings, messages: Iterable[Any],
                raws: list[msgspec.Raw] | None, body: bytes, envelope: Envelope
-               ) -> tuple[list[Entry], list[Refused], list[dict[str, Any]]]:
+               ) -> tuple[list[Entry], list[Refused], list[dict[str, Any]], list[Violation]]:
         """Each item alone: accepted (enriched and encoded) or refused with its reason.
 
         `raws` holds the items as sent, when they had to be read (None when the body is too
@@ -256,15 +270,22 @@ class Ingestor:
         entries: list[Entry] = []
         refused: list[Refused] = []
         rejected: list[dict[str, Any]] = []
+        violations: list[Violation] = []
         name, received_at, new_id = source.name, envelope.received_at, self._ids
+        plan = self._plans.get(name)  # None for a source without a plan: no cost per item
         for index, message in enumerate(messages):
             reason: str | None
+            judged: Judgement | None = None
             if not isinstance(message, dict):
                 reason = "Message must be a JSON object"
             elif raws is not None and len(raws[index]) > limits.MAX_MESSAGE_BYTES:
                 reason = "Event payload exceeds 32KB limit"
             else:
                 reason = problem(message, None)
+                if reason is None and plan is not None:
+                    judged = plan.judge(message)
+                    if judged is not None and judged.blocked is not None:
+                        reason = judged.reason
             if reason is None:
                 message_id = enrich(message, envelope, new_id)
                 try:
@@ -274,6 +295,9 @@ class Ingestor:
                 else:
                     entries.append(Entry(name, message_id, message["type"], received_at,
                                          encoded))
+                    if judged is not None:
+                        violations += self._recorded(source, judged, message_id, envelope,
+                                                     message)
                     continue
             if raws is None:
                 raws = _raw_items(body)
@@ -283,7 +307,21 @@ class Ingestor:
             rejected.append({"index": index, "messageId": item.message_id,
                              "error": {"type": "validation_error", "message": reason}})
             self._refused.inc((reason.split(":")[0],))
-        return entries, refused, rejected
+            if judged is not None:
+                violations += self._recorded(source, judged, item.message_id, envelope,
+                                             message)
+        return entries, refused, rejected, violations
+
+    def _recorded(self, source: SourceSettings, judged: Judgement | None,
+                  message_id: str | None, envelope: Envelope,
+                  message: dict[str, Any]) -> list[Violation]:
+        """A message's plan violations as log records, counted in the metrics."""
+        if judged is None:
+            return []
+        for violation in judged.violations:
+            self._violations.inc((source.name, violation.kind, violation.action))
+        return judged.records(source.name, message_id, envelope.received_at,
+                              str(message["type"]))
 
     def _entry(self, source: SourceSettings, message: dict[str, Any],
                envelope: Envelope) -> Entry:
@@ -311,9 +349,13 @@ class Ingestor:
                 raise RateLimited(f"Rate limit of source {source.name} exceeded",
                                   retry_after=int(wait))
 
-    async def _store(self, entries: list[Entry], refused: list[Refused]) -> None:
+    async def _store(self, entries: list[Entry], refused: list[Refused],
+                     violations: list[Violation] | None = None) -> None:
         try:
-            await self._writer.append(entries, refused)
+            if violations:
+                await self._writer.append(entries, refused, violations)
+            else:
+                await self._writer.append(entries, refused)
         except LogFull:
             raise Unavailable("Server busy: retry later", retry_after=1) from None
         except LogClosed:

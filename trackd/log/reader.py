@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS offsets (
 );
 CREATE TABLE IF NOT EXISTS consumers (name TEXT PRIMARY KEY);
 """
+VIOLATION_COLUMNS = ("received_at, source, message_id, type, event, violation, path, rule, "
+                     "message, plan_version, action")
 _COLUMNS = "seq, count, source, received_at, message_ids, types, sizes, body"
 _SELECT = f"SELECT {_COLUMNS} FROM frames WHERE seq > ? ORDER BY seq"
 _decode_ids = msgspec.json.Decoder(list[str]).decode
@@ -197,6 +199,23 @@ class LogReader:
                        for i, rec, src, mid, idx, reason, body in rows)
         out.sort(key=lambda q: str(q["receivedAt"]), reverse=True)
         return out[:limit]
+
+    def read_violations(self, after: Position, limit: int = 5000, *,
+                        message_id: str | None = None) -> list[tuple[Any, ...]]:
+        """Tracking plan violations after `after` (per shard, the last id read), shard by
+        shard in order, each as (shard, id, *VIOLATION_COLUMNS); only those of one message
+        when `message_id` is given."""
+        out: list[tuple[Any, ...]] = []
+        for name in self.shards():
+            if len(out) >= limit:
+                break
+            with self._lock:
+                rows = self._query(
+                    name, f"SELECT id, {VIOLATION_COLUMNS} FROM violations WHERE id > ? "
+                    "AND (? IS NULL OR message_id = ?) ORDER BY id LIMIT ?",
+                    (after.get(name, 0), message_id, message_id, limit - len(out)))
+            out.extend((name, *row) for row in rows)
+        return out
 
     # -- trimming --------------------------------------------------------------------------
     def trim(self, consumers: Sequence[str] | None = None) -> int:

@@ -36,6 +36,24 @@ class Refused:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A message that broke its source's tracking plan, at one JSON path: written in the same
+    commit as the message (accepted or refused), so the warehouse's `_violations` gets it."""
+
+    source: str
+    message_id: str | None
+    received_at: str
+    type: str
+    event: str | None
+    violation: str
+    path: str
+    rule: str
+    message: str
+    plan_version: int
+    action: str
+
+
 @dataclass(slots=True)
 class Record:
     """An entry read back from the log, with its position.

@@ -33,6 +33,20 @@ CREATE TABLE IF NOT EXISTS quarantine (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS quarantine_message_id ON quarantine(message_id);
+CREATE TABLE IF NOT EXISTS violations (     -- tracking plan violations (see records.Violation)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    message_id TEXT,
+    type TEXT NOT NULL,
+    event TEXT,
+    violation TEXT NOT NULL,
+    path TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    message TEXT NOT NULL,
+    plan_version INTEGER NOT NULL,
+    action TEXT NOT NULL
+);
 """
 
 # Shards written before frames kept one row per message in `events`, whose `offset` was the
@@ -70,8 +84,9 @@ def list_shards(log_dir: Path) -> list[str]:
     return sorted(p.name[: -len(SUFFIX)] for p in log_dir.glob(f"*{SUFFIX}"))
 
 
-def connect(path: Path, *, write: bool) -> sqlite3.Connection:
-    """Open a shard. Writers get WAL + synchronous=FULL: a COMMIT returns after fsync.
+def connect(path: Path, *, write: bool, fsync: bool = True) -> sqlite3.Connection:
+    """Open a shard. Writers get WAL + synchronous=FULL: a COMMIT returns after fsync (not
+    with `fsync=False`: throwaway data, `trackd serve --ephemeral`).
 
     Any connection upgrades a shard still in the one-row-per-message layout (a reader may be
     the first to open the shard of a worker that no longer runs).
@@ -83,7 +98,7 @@ def connect(path: Path, *, write: bool) -> sqlite3.Connection:
     if write:
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only in a new file
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
         conn.executescript(SCHEMA)
     if _has_table(conn, "events"):
         _migrate(conn)

@@ -25,7 +25,7 @@ import msgspec
 
 from trackd.errors import LogClosed, LogFull, LogWriteFailed
 from trackd.log import shard
-from trackd.log.records import Entry, Refused
+from trackd.log.records import Entry, Refused, Violation
 
 _INSERT_FRAMES = ("INSERT INTO frames (seq, count, received_at, source, message_ids, types, "
                   "sizes, body) VALUES ")
@@ -36,6 +36,10 @@ _INSERT_REFUSED = (
     "INSERT INTO quarantine (received_at, source, message_id, batch_index, reason, body) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+_INSERT_VIOLATIONS = (
+    "INSERT INTO violations (received_at, source, message_id, type, event, violation, path, "
+    "rule, message, plan_version, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _MAX_GROUP_BYTES = 32 * 1024 * 1024
 
 CommitObserver = Callable[[float, int], None]
@@ -43,7 +47,7 @@ CommitObserver = Callable[[float, int], None]
 
 _Frame = tuple[int, str, str, bytes, bytes, bytes, bytes]
 """(count, received_at, source, message_ids, types, sizes, body): a row of `frames` less seq."""
-_Job = tuple[list[_Frame], Sequence[Refused], "asyncio.Future[None]", int]
+_Job = tuple[list[_Frame], Sequence[Refused], "asyncio.Future[None]", int, Sequence[Violation]]
 _encode = msgspec.json.Encoder().encode
 
 
@@ -57,8 +61,9 @@ class LogWriter:
     """
 
     def __init__(self, path: Path, *, max_pending_bytes: int,
-                 on_commit: CommitObserver | None = None) -> None:
+                 on_commit: CommitObserver | None = None, fsync: bool = True) -> None:
         self.path = path
+        self._fsync = fsync
         self._max_pending = max_pending_bytes
         self._pending = 0
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -71,7 +76,8 @@ class LogWriter:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        conn = shard.connect(self.path, write=True)  # fail here, at start-up, not later
+        # fail here, at start-up, not later
+        conn = shard.connect(self.path, write=True, fsync=self._fsync)
         self._seq = shard.last_seq(conn)
         self._thread = threading.Thread(target=self._run, args=(conn,), name="log-writer",
                                         daemon=True)
@@ -85,8 +91,10 @@ class LogWriter:
     def healthy(self) -> bool:
         return not self._closing and self.last_error is None
 
-    async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = ()) -> None:
-        """Store entries and refused messages; return once they are fsync'd.
+    async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = (),
+                     violations: Sequence[Violation] = ()) -> None:
+        """Store entries, refused messages and their plan violations; return once they are
+        fsync'd.
 
         Raises LogFull (too much waiting), LogClosed (shutting down) or LogWriteFailed (the
         commit failed, e.g. disk full: none of these records were stored).
@@ -98,7 +106,7 @@ class LogWriter:
             raise LogFull("too many messages waiting for the disk")
         fut: asyncio.Future[None] = self._loop.create_future()
         self._pending += size
-        self._queue.put((frames(entries), refused, fut, size))
+        self._queue.put((frames(entries), refused, fut, size, violations))
         # Not shielded: a request cancelled meanwhile cancels only its wait; the writer still
         # commits its messages, and `_resolve` skips a future already done.
         await fut
@@ -144,15 +152,20 @@ class LogWriter:
                 rows.append((seq, *frame))
         refused = [(r.received_at, r.source, r.message_id, r.index, r.reason, r.body)
                    for job in jobs for r in job[1]]
+        violations = [(v.received_at, v.source, v.message_id, v.type, v.event, v.violation,
+                       v.path, v.rule, v.message, v.plan_version, v.action)
+                      for job in jobs for v in job[4]]
         error: Exception | None = None
         messages = 0
         try:
-            if refused or len(rows) > _MAX_ROWS_PER_INSERT:
+            if refused or violations or len(rows) > _MAX_ROWS_PER_INSERT:
                 conn.execute("BEGIN")
                 if rows:
                     _insert_frames(conn, rows)
                 if refused:
                     conn.executemany(_INSERT_REFUSED, refused)
+                if violations:
+                    conn.executemany(_INSERT_VIOLATIONS, violations)
                 conn.execute("COMMIT")
             elif rows:
                 # One statement, its own transaction: the insert, the commit and its fsync
@@ -174,7 +187,7 @@ class LogWriter:
             self._loop.call_soon_threadsafe(self._resolve, jobs, error)
 
     def _resolve(self, jobs: list[_Job], error: Exception | None) -> None:
-        for _entries, _refused, fut, size in jobs:
+        for _entries, _refused, fut, size, _violations in jobs:
             self._pending -= size
             if fut.done():
                 continue

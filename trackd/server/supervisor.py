@@ -28,6 +28,7 @@ import uvicorn
 from trackd.app import Pipeline
 from trackd.errors import ConfigError
 from trackd.observability import get_logger
+from trackd.plans.plans import SourcePlans
 from trackd.private import listen_unix, write_private
 from trackd.server import orphans
 from trackd.server.priority import lower_thread_priority
@@ -131,6 +132,7 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
     for stale in [*run_dir.glob("ready-*"), *run_dir.glob("metrics/gateway-*.json"),
                   run_dir / "admin.sock", run_dir / "server.json"]:
         stale.unlink(missing_ok=True)
+    SourcePlans(settings.sources).load()  # a broken tracking plan stops here, in one line
     write_private(run_dir / "settings.json", to_json(settings))
     sockets = _bind(settings.server.host, settings.server.port, settings.server.workers)
     try:
@@ -179,6 +181,8 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    workers: dict[int, subprocess.Popen[bytes]] = {}
+    loop.add_signal_handler(signal.SIGHUP, _forward, workers, signal.SIGHUP)
     pipeline = Pipeline(settings, run_dir)
     await pipeline.start()
     admin_sock_path = run_dir / "admin.sock"
@@ -188,7 +192,6 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
     listener = _admin_listener(settings, pipeline) if admin_sock else None
     listener_task = asyncio.create_task(listener.serve(sockets=[admin_sock])) if (
         listener and admin_sock) else None
-    workers: dict[int, subprocess.Popen[bytes]] = {}
     try:
         for index in range(settings.server.workers):
             workers[index] = _spawn(run_dir, index, sockets[index])
@@ -220,6 +223,14 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, 5)
         await pipeline.stop()
+
+
+def _forward(workers: dict[int, subprocess.Popen[bytes]], sig: signal.Signals) -> None:
+    """Pass a signal on to every running worker (SIGHUP: reload the tracking plans)."""
+    log.info("signal forwarded to the gateway workers", extra={"signal": sig.name})
+    for proc in workers.values():
+        if proc.poll() is None:
+            proc.send_signal(sig)
 
 
 def _spawn(run_dir: Path, index: int, sock: socket.socket) -> subprocess.Popen[bytes]:

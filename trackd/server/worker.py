@@ -67,6 +67,7 @@ def main(argv: list[str]) -> None:
     run_dir, index, fd, parent = Path(argv[0]), int(argv[1]), int(argv[2]), int(argv[3])
     die_with_parent(parent)
     restrict_process()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the gateway handles it (plan reload)
     settings = from_json((run_dir / "settings.json").read_text())
     configure_logging(settings.server.log_level)
     sock = socket.socket(fileno=fd)

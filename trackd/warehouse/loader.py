@@ -42,6 +42,7 @@ from trackd.warehouse import ledger, sql
 from trackd.warehouse.batch import Batch
 from trackd.warehouse.catalog import Catalog
 from trackd.warehouse.db import Database
+from trackd.warehouse.violations import ViolationLoader
 
 CONSUMER = "warehouse"
 T = TypeVar("T")
@@ -98,6 +99,7 @@ class WarehouseLoader:
         self._last_prune = 0.0
         self._window = timedelta(days=max(0.0, settings.dedup_window_days))
         self._batch_rows = max(1, settings.batch_rows)
+        self.violations = ViolationLoader(reader, self._batch_rows)
         self._loaded = metrics.counter("trackd_warehouse_messages_loaded_total",
                                        "Messages loaded into the warehouse.", ("source",))
         self._duplicates = metrics.counter("trackd_warehouse_duplicates_total",
@@ -192,15 +194,16 @@ class WarehouseLoader:
     def load_once(self) -> int:
         """One round: read a batch, load it (splitting it on failure), mirror the position."""
         self._maybe_prune()
+        moved = self.violations.load_once(self.database.writer())  # <source>._violations
         records = self.reader.read(CONSUMER, limit=self._batch_rows, position=self.position)
         if not records:
-            return 0
+            return moved
         self._load_resilient(records)
         try:
             self.reader.commit(CONSUMER, self.position)
         except Exception:  # only lag metrics and trimming wait for it; DuckDB has the truth
             log.exception("could not mirror the warehouse position to the log")
-        return len(records)
+        return moved + len(records)
 
     def _load_resilient(self, records: list[Record]) -> None:
         error: Exception | None = None

@@ -108,7 +108,7 @@ def event_table(event: str) -> str:
     `tracks`).
     """
     slug = identifier(event)
-    if slug in STANDARD_TABLES:
+    if slug in STANDARD_TABLES or slug == "_violations":  # the tracking plan's table
         return "_" + slug
     return slug
 
