@@ -7,12 +7,17 @@ it back with `start()`: its data dir is kept.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
+
+import nats
+import nats.js.errors
 
 MACHINE_NATS = "nats://127.0.0.1:4222"
 
@@ -37,6 +42,17 @@ def free_port() -> int:
 
 def unique_stream() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def delete_stream(name: str) -> None:
+    """Remove a test's stream from the machine's server."""
+    async def delete() -> None:
+        nc = await nats.connect(MACHINE_NATS)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(name)
+        await nc.close()
+
+    asyncio.run(delete())
 
 
 class NatsNode:

@@ -52,7 +52,7 @@ from trackd.observability import get_logger
 from trackd.settings import LogSettings
 
 log = get_logger("log")
-STREAM_FULL = 10047  # JetStream's error code for "maximum bytes exceeded" (discard new)
+STREAM_FULL = 10077  # JetStream's error code for "maximum bytes exceeded" (discard new)
 SCAN_BATCH = 1000
 
 
@@ -66,6 +66,18 @@ class QuarantineEntry(msgspec.Struct, array_like=True):
     body: bytes
 
 
+class _ApiError(msgspec.Struct):
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    """JetStream's answer to a publish: `seq` (and `duplicate`), or an `error`."""
+
+    error: _ApiError | None = None
+
+
+_decode_puback = msgspec.json.Decoder(_PubAck).decode
 _encode_quarantine = msgspec.msgpack.Encoder().encode
 _decode_quarantine = msgspec.msgpack.Decoder(QuarantineEntry).decode
 
@@ -100,6 +112,9 @@ class JetStreamLog:
         self._connecting: asyncio.Task[None] | None = None
         self._closing = False
         self._consumers: list[JetStreamConsumer] = []
+        self._inbox: str | None = None  # PubAcks come to <inbox>.<token>
+        self._acks: dict[str, asyncio.Future[None]] = {}
+        self._token = 0
         self.last_error: str | None = None
 
     # -- connection --------------------------------------------------------------------------
@@ -125,11 +140,16 @@ class JetStreamLog:
             log.info("NATS reconnected")
             self.last_error = None
 
-        self._nc = await nats.connect(
-            servers, name="trackd", allow_reconnect=True, max_reconnect_attempts=-1,
+        # One try per server now (the caller retries); once connected, reconnect for ever.
+        nc = await nats.connect(
+            servers, name="trackd", allow_reconnect=True, max_reconnect_attempts=1,
             reconnect_time_wait=self._reconnect_wait, connect_timeout=2,
             error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
+        nc.options["max_reconnect_attempts"] = -1
+        self._nc = nc
         self._js = self._nc.jetstream(timeout=self.publish_timeout)
+        self._inbox = self._nc.new_inbox()
+        await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_puback)
         await self._ensure_stream()
 
     async def _connect_forever(self) -> None:
@@ -198,40 +218,70 @@ class JetStreamLog:
     # -- producing ---------------------------------------------------------------------------
     async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = ()) -> None:
         """Publish all, then wait for every PubAck (see the module docstring)."""
-        if not self._stream_ready:
-            self._jetstream()  # says why
+        self._jetstream()  # raises while unreachable or closing
+        nc = self._nc
+        if nc is None or not self._stream_ready or self._inbox is None:
             raise LogWriteFailed("the NATS log's stream is not set up yet")
-        js = self._jetstream()
         stream = self.stream
-        futures: list[asyncio.Future[api.PubAck]] = []
+        tokens: list[str] = []
+        futures: list[asyncio.Future[None]] = []
+
+        def expect() -> str:
+            self._token += 1
+            token = str(self._token)
+            tokens.append(token)
+            futures.append(self._acks.setdefault(token, asyncio.get_running_loop()
+                                                 .create_future()))
+            return f"{self._inbox}.{token}"
+
         try:
             for e in entries:
-                futures.append(await js.publish_async(
-                    f"{stream}.m.{e.source}.{bucket(e.message_id)}", e.body, headers={
-                        MSG_ID: f"{e.source}:{e.message_id}", "Trackd-Type": e.type,
-                        "Trackd-Received-At": e.received_at}))
+                await nc.publish(f"{stream}.m.{e.source}.{bucket(e.message_id)}", e.body,
+                                 reply=expect(), headers={
+                                     MSG_ID: f"{e.source}:{e.message_id}",
+                                     "Trackd-Type": e.type,
+                                     "Trackd-Received-At": e.received_at})
             for r in refused:
-                futures.append(await js.publish_async(
-                    f"{stream}.q.{r.source}.{bucket(r.message_id)}", _encode_quarantine(
-                        QuarantineEntry(r.received_at, r.message_id, r.index, r.reason,
-                                        r.body))))
+                await nc.publish(f"{stream}.q.{r.source}.{bucket(r.message_id)}",
+                                 _encode_quarantine(QuarantineEntry(
+                                     r.received_at, r.message_id, r.index, r.reason, r.body)),
+                                 reply=expect())
             await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout)
         except TimeoutError:
             raise LogWriteFailed(f"NATS did not acknowledge the messages within "
                                  f"{self.publish_timeout:g} s") from None
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == STREAM_FULL:
-                raise LogFull(f"the NATS stream {stream} is full") from None
-            raise LogWriteFailed(f"NATS refused the messages: {exc.description}") from None
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
+        except nats.errors.Error as exc:
             raise LogWriteFailed(f"could not publish to NATS: "
                                  f"{exc or type(exc).__name__}") from None
         finally:
-            for fut in futures:  # the others' exceptions, retrieved so none is logged
+            for token in tokens:  # PubAcks still due after a failure are ignored
+                self._acks.pop(token, None)
+            for fut in futures:  # every outcome retrieved, so none is logged as lost
                 if fut.done() and not fut.cancelled():
                     fut.exception()
                 else:
                     fut.cancel()
+
+    async def _on_puback(self, msg: Msg) -> None:
+        """A PubAck (or JetStream's refusal) for one published message."""
+        fut = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
+        if fut is None or fut.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            fut.set_exception(LogWriteFailed(f"no NATS stream {self.stream} answered"))
+            return
+        try:
+            answer = _decode_puback(msg.data)
+        except msgspec.DecodeError:
+            fut.set_exception(LogWriteFailed("NATS answered a publish with no PubAck"))
+            return
+        if answer.error is None:
+            fut.set_result(None)
+        elif answer.error.err_code == STREAM_FULL:
+            fut.set_exception(LogFull(f"the NATS stream {self.stream} is full"))
+        else:
+            fut.set_exception(LogWriteFailed(
+                f"NATS refused the messages: {answer.error.description}"))
 
     # -- consuming ---------------------------------------------------------------------------
     async def consumer(self, name: str, *, start: Start = "first") -> JetStreamConsumer:
