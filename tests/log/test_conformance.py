@@ -262,3 +262,20 @@ def test_the_sqlite_consumer_keeps_a_position_a_stage_can_store(open_log: Opener
             assert ids(await again.read(10)) == ["m2", "m3"]
             assert await again.position() == stored
     run(body)
+
+
+def test_any_message_id_comes_back_as_sent(open_log: Opener) -> None:
+    """messageIds are the sender's: spaces, CR/LF, %, non-ASCII, a header-like text."""
+    odd = [" edge ", "a\r\nNats-Msg-Id: b", "100%25", "ü-✓", "tab\there", "x" * 300]
+
+    async def body() -> None:
+        async with open_log() as log:
+            consumer = await log.source.consumer("warehouse")
+            await log.producer.append([entry(mid) for mid in odd])
+            assert ids(await read_all(consumer, len(odd))) == odd
+            for mid in odd:
+                assert ids(await log.source.find(mid)) == [mid]
+            await log.producer.append([entry(odd[1])])  # NATS: the same id, stored once
+            more = await consumer.read(10, wait=0.3)
+            assert ids(more) == ([] if log.kind == "nats" else [odd[1]])
+    run(body)

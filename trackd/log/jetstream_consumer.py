@@ -14,7 +14,9 @@ ack has been applied (one round trip per batch, not per record).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Sequence
+from urllib.parse import quote, unquote
 
 import nats.errors
 import nats.js.errors
@@ -25,6 +27,8 @@ from trackd.errors import LogWriteFailed
 from trackd.log.records import Record
 
 MSG_ID = "Nats-Msg-Id"
+_PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+_PLAIN = re.compile(r"[!-$&-~]*")  # printable ASCII, no space, no %
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
 
@@ -47,14 +51,23 @@ def consumer_name(durable: str) -> str:
     return out.decode()
 
 
+def header_value(message_id: str) -> bytes:
+    """A messageId as a header value: printable ASCII but `%` as is, the rest %-escaped (a
+    write key chooses messageIds: CR, LF or edge spaces must not reach the protocol)."""
+    if _PLAIN.fullmatch(message_id):
+        return message_id.encode()
+    return quote(message_id, safe=_PRINTABLE).encode()
+
+
 def record_of(msg: Msg) -> Record:
     """A log record from a message on `<stream>.m.<source>.<bucket>`."""
     headers = msg.headers or {}
     source = msg.subject.split(".")[2]
-    msg_id = headers.get(MSG_ID, "")
+    msg_id = headers.get(MSG_ID, "")[len(source) + 1:]
     return Record(msg.metadata.stream or "", msg.metadata.sequence.stream, source,
-                  msg_id[len(source) + 1:], headers.get("Trackd-Type", ""),
-                  headers.get("Trackd-Received-At", ""), msg.data)
+                  unquote(msg_id) if "%" in msg_id else msg_id,
+                  headers.get("Trackd-Type", ""), headers.get("Trackd-Received-At", ""),
+                  msg.data)
 
 
 class JetStreamConsumer:
