@@ -12,9 +12,10 @@ holds two kinds of subjects:
   own subjects, which no consumer reads and trimming keeps.
 
 `append` publishes every message at once (no round trip per message) and returns after the
-PubAck of each; no PubAck within `publish_timeout`, NATS unreachable, or no stream answering
-raise `LogWriteFailed`; a full stream (`max_mb`) raises `LogFull`: the gateway answers 503
-either way. The client reconnects by itself: the next append after NATS returns succeeds.
+PubAck of each. NATS unreachable raises `LogUnavailable`; no PubAck within `publish_timeout` or
+no stream answering, `LogWriteFailed`; a full stream (`max_mb`), `LogFull`: all are LogErrors,
+which the gateway answers with 503 and Retry-After. The client reconnects by itself: the next
+append after NATS returns succeeds.
 
 Each consumer name is a durable pull consumer (`trackd.log.jetstream_consumer`). `trim` purges
 the message subjects below the lowest acknowledgement floor of the durable consumers, as the
@@ -39,7 +40,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from trackd.errors import LogClosed, LogError, LogFull, LogWriteFailed
+from trackd.errors import LogClosed, LogError, LogFull, LogUnavailable, LogWriteFailed
 from trackd.log.jetstream_consumer import (
     MSG_ID,
     JetStreamConsumer,
@@ -140,7 +141,7 @@ class JetStreamLog:
     # -- connection --------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect and make the stream; if NATS is not there yet, keep trying in the background
-        (appends fail with LogWriteFailed meanwhile)."""
+        (appends fail with LogUnavailable meanwhile)."""
         try:
             await self._connect()
         except Exception as exc:
@@ -214,7 +215,7 @@ class JetStreamLog:
         if self._closing:
             raise LogClosed("the log is shutting down")
         if self._js is None or self._nc is None or not self._nc.is_connected:
-            raise LogWriteFailed(f"NATS is unreachable ({self.last_error or 'not connected'})")
+            raise LogUnavailable(f"NATS is unreachable ({self.last_error or 'not connected'})")
         return self._js
 
     @property
@@ -247,7 +248,7 @@ class JetStreamLog:
         self._jetstream()  # raises while unreachable or closing
         nc = self._nc
         if nc is None or not self._stream_ready or self._inbox is None:
-            raise LogWriteFailed("the NATS log's stream is not set up yet")
+            raise LogUnavailable("the NATS log's stream is not set up yet")
         total = len(entries) + len(refused)
         if not total:
             return
@@ -321,7 +322,8 @@ class JetStreamLog:
                 max_ack_pending=self.settings.max_ack_pending,
                 filter_subject=f"{self.stream}.m.>"))
         sub = await js.pull_subscribe_bind(durable=durable, stream=self.stream)
-        consumer = JetStreamConsumer(name, sub)
+        consumer = JetStreamConsumer(name, sub, lambda: self._nc is not None
+                                     and self._nc.is_connected)
         self._consumers.append(consumer)
         return consumer
 

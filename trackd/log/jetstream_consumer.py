@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import quote, unquote
 
 import nats.errors
@@ -23,7 +23,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from trackd.errors import LogWriteFailed
+from trackd.errors import LogUnavailable, LogWriteFailed
 from trackd.log.records import Record
 
 MSG_ID = "Nats-Msg-Id"
@@ -73,21 +73,25 @@ def record_of(msg: Msg) -> Record:
 class JetStreamConsumer:
     """A `LogConsumer` (see `trackd.log.protocol`): one handle on a durable consumer."""
 
-    def __init__(self, name: str, sub: JetStreamContext.PullSubscription) -> None:
+    def __init__(self, name: str, sub: JetStreamContext.PullSubscription,
+                 connected: Callable[[], bool]) -> None:
         self.name = name
         self._sub = sub
+        self._connected = connected
         self._inflight: dict[int, Msg] = {}  # stream sequence -> the message to ack
         self._closed = False
 
     async def read(self, limit: int, *, wait: float = 0.0) -> list[Record]:
         if self._closed:
             return []
+        if not self._connected():
+            raise LogUnavailable("cannot read: NATS is unreachable")
         try:
             msgs = await self._sub.fetch(max(1, limit), timeout=max(wait, 0.05))
         except TimeoutError:  # nats.errors.TimeoutError is one too
             return []
         except (nats.errors.Error, nats.js.errors.Error) as exc:
-            raise LogWriteFailed(f"could not read from NATS: {exc or type(exc).__name__}"
+            raise LogUnavailable(f"could not read from NATS: {exc or type(exc).__name__}"
                                  ) from None
         records = []
         for msg in msgs:

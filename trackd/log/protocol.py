@@ -6,10 +6,11 @@ level below; each adds one thing of its own, said at the end.
 
 Producer (the gateway): `LogProducer.append(entries, refused)` returns only once every entry
 and refused message is durable, and raises a `LogError` otherwise (`LogFull`: back-pressure;
-`LogWriteFailed`: the log is unreachable or failed; `LogClosed`: shutting down), which the
-gateway answers with 503 and Retry-After, never 200. A failed append may have stored some of
-its messages: the client retries the request, and the copies are removed by messageId (on
-JetStream already at the log, within its duplicate window; on either log in the warehouse).
+`LogUnavailable`: the log's servers are unreachable; `LogWriteFailed`: the write failed;
+`LogClosed`: shutting down), which the gateway answers with 503 and Retry-After, never 200. A
+failed append may have stored some of its messages: the client retries the request, and the
+copies are removed by messageId (on JetStream already at the log, within its duplicate window;
+on either log in the warehouse).
 
   - SQLite: durable = committed and fsync'd on this host's disk.
   - JetStream: durable = a PubAck for every message, i.e. stored by a quorum of the stream's
