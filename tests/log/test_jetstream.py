@@ -24,7 +24,7 @@ from tests.log.natsd import (
 from tests.log.test_conformance import entry, eventually, ids, read_all, run
 from trackd.errors import LogError, LogFull, LogUnavailable
 from trackd.log.jetstream import JetStreamLog
-from trackd.log.jetstream_consumer import consumer_name, durable_name
+from trackd.log.jetstream_consumer import JetStreamConsumer, consumer_name, durable_name
 from trackd.log.records import Entry, Record
 from trackd.settings import LogSettings
 
@@ -167,6 +167,14 @@ async def _appends(log: JetStreamLog, message_id: str) -> bool:
     return True
 
 
+async def _consumer(log: JetStreamLog) -> JetStreamConsumer | None:
+    """The `warehouse` consumer, or None while the restarted cluster cannot answer yet."""
+    try:
+        return await log.consumer("warehouse")
+    except LogUnavailable:
+        return None
+
+
 async def _refused(log: JetStreamLog, message_id: str) -> bool:
     return not await _appends(log, message_id)
 
@@ -193,7 +201,7 @@ def test_an_r3_stream_keeps_accepting_with_one_node_killed(tmp_path: Path) -> No
             assert not log.healthy
             cluster.start()  # every node back, same data dirs; the same client reconnects
             await eventually(lambda: _appends(log, "after"), timeout=60)
-            consumer = await log.consumer("warehouse")
+            consumer = await eventually(lambda: _consumer(log), timeout=60)
             got = set(ids(await read_all(consumer, 23, timeout=30)))
             assert {"before", "one-down", "after"} <= got
         finally:

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 import nats
@@ -99,6 +100,24 @@ class _Waiter:
 
     done: asyncio.Future[None]
     remaining: int
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _answered(method: Callable[P, Coroutine[Any, Any, R]]
+              ) -> Callable[P, Coroutine[Any, Any, R]]:
+    """A JetStream API call's failure (no answer, no quorum yet) as LogUnavailable."""
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            raise LogUnavailable(f"NATS did not answer: {exc or type(exc).__name__}"
+                                 ) from None
+
+    return wrapper
 
 
 def _hpub(subject: bytes, reply: bytes, headers: bytes, payload: bytes) -> bytes:
@@ -308,6 +327,7 @@ class JetStreamLog:
                 f"NATS refused the messages: {answer.error.description}"))
 
     # -- consuming ---------------------------------------------------------------------------
+    @_answered
     async def consumer(self, name: str, *, start: Start = "first") -> JetStreamConsumer:
         js = self._jetstream()
         durable = durable_name(name)
@@ -331,13 +351,16 @@ class JetStreamLog:
         infos = await self._jetstream().consumers_info(self.stream)
         return [i for i in infos if i.config.durable_name]
 
+    @_answered
     async def consumers(self) -> list[str]:
         return sorted(consumer_name(i.config.durable_name or "") for i in await self._durables())
 
+    @_answered
     async def unregister(self, name: str) -> None:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self._jetstream().delete_consumer(self.stream, durable_name(name))
 
+    @_answered
     async def lag(self, name: str) -> int:
         try:
             info = await self._jetstream().consumer_info(self.stream, durable_name(name))
@@ -345,6 +368,7 @@ class JetStreamLog:
             return 0
         return (info.num_pending or 0) + (info.num_ack_pending or 0)
 
+    @_answered
     async def trim(self) -> int:
         """Purge the messages below every durable consumer's acknowledgement floor."""
         durables = await self._durables()
@@ -364,12 +388,14 @@ class JetStreamLog:
         return int(answer.get("purged", 0))
 
     # -- lookups -------------------------------------------------------------------------------
+    @_answered
     async def find(self, message_id: str, source: str | None = None) -> list[Record]:
         subject = f"{self.stream}.m.{source or '*'}.{bucket(message_id).decode()}"
         return [record for msg in await self._scan(subject)
                 if (record := record_of(msg)).message_id == message_id
                 and (source is None or record.source == source)]
 
+    @_answered
     async def quarantined(self, *, source: str | None = None, message_id: str | None = None,
                           limit: int = 100) -> list[Quarantined]:
         """Newest first: scans back from the end of the stream in growing windows."""
