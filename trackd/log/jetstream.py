@@ -261,8 +261,9 @@ class JetStreamLog:
 
         The messages of one call share a reply subject: JetStream answers each exactly once,
         so counting the answers is enough. They are written to the connection as one buffer
-        of HPUB commands (nats-py's `publish` costs about as much per message as the server
-        takes to store it).
+        of HPUB commands through nats-py's internal `_send_command` (its `publish` costs about
+        as much per message as the server takes to store it; docs/benchmarks.md), which is
+        why pyproject pins nats-py below 3.
         """
         self._jetstream()  # raises while unreachable or closing
         nc = self._nc
