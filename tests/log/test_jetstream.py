@@ -100,6 +100,21 @@ def test_a_retried_request_within_the_duplicate_window_is_stored_once(stream: st
 
 
 @needs_machine_nats
+def test_a_restart_with_other_settings_updates_the_stream(stream: str) -> None:
+    async def body() -> None:
+        for window in (120.0, 30.0):
+            log = JetStreamLog(LogSettings(url=MACHINE_NATS, stream=stream,
+                                           duplicate_window_s=window))
+            await log.start()
+            assert log._js is not None
+            info = await log._js.stream_info(stream)
+            await log.close()
+            assert info.config.duplicate_window == window
+            assert info.config.subjects == [f"{stream}.m.>", f"{stream}.q.>"]
+    run(body)
+
+
+@needs_machine_nats
 def test_a_full_stream_refuses_with_log_full_and_trimming_makes_room(stream: str) -> None:
     async def body() -> None:
         log = JetStreamLog(LogSettings(url=MACHINE_NATS, stream=stream, max_mb=1))
