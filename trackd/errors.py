@@ -12,7 +12,8 @@
     ├── LogError                    the durable log could not do what was asked
     │   ├── LogFull                 too much waiting to be committed: back-pressure
     │   ├── LogClosed               the writer is shutting down
-    │   └── LogWriteFailed          the commit failed (disk full, I/O error); nothing was stored
+    │   ├── LogWriteFailed          the commit failed (disk full, I/O error, no PubAck in time)
+    │   └── LogUnavailable          the log cannot be reached (NATS down): nothing read or stored
     ├── QueryRefused                a warehouse query that is not read-only or does not parse
     └── DeliveryError               a destination did not take a message
         ├── RetryableDeliveryError  408, 429, 5xx, network: try again later
@@ -90,6 +91,10 @@ class LogClosed(LogError):
 
 class LogWriteFailed(LogError):
     """A commit failed; none of its records were stored."""
+
+
+class LogUnavailable(LogError):
+    """The log's servers cannot be reached (the NATS log); retried until they are back."""
 
 
 class QueryRefused(TrackdError):

@@ -108,6 +108,16 @@ class WarehouseSettings:
 @dataclass(frozen=True)
 class LogSettings:
     trim_interval: float = _f(60.0, "Seconds between trims of records every consumer passed.")
+    url: str = _f("", "NATS servers of the NATS JetStream log, comma-separated "
+                  "(nats://host:4222,...); empty: the embedded SQLite log.")
+    stream: str = _f("trackd", "NATS log: JetStream stream name (letters, digits, - and _).")
+    replicas: int = _f(1, "NATS log: copies of the stream (1-5; 3 survives one server down).")
+    duplicate_window_s: float = _f(120.0, "NATS log: seconds a messageId is remembered to "
+                                   "store a retried message once.")
+    max_mb: int = _f(0, "NATS log: stream size bound in MiB; when full, 503 (0: no bound).")
+    ack_wait_s: float = _f(30.0, "NATS log: seconds before a record read and not acknowledged "
+                           "is delivered again.")
+    max_ack_pending: int = _f(20000, "NATS log: records a consumer may hold unacknowledged.")
 
 
 @dataclass(frozen=True)
@@ -378,6 +388,7 @@ def _check(settings: Settings) -> None:
                 raise ConfigError(f"{where}.{key}: must be more than 0")
         if dest.backoff_max < dest.backoff_min:
             raise ConfigError(f"{where}.backoff_max: must be at least backoff_min")
+    _check_log(settings.log)
     if settings.archive.flush_rows < 1:
         raise ConfigError("archive.flush_rows: must be at least 1")
     if settings.archive.flush_interval <= 0:
@@ -404,6 +415,27 @@ def _check_server(server: ServerSettings) -> None:
     if server.admin_token and len(server.admin_token) < MIN_ADMIN_TOKEN:
         raise ConfigError(f"server.admin_token: must be at least {MIN_ADMIN_TOKEN} characters "
                           "(leave it out to have one generated)")
+
+
+def _check_log(log: LogSettings) -> None:
+    """The NATS log's settings; checked even before `serve` can use them."""
+    for url in log.url.split(","):
+        if log.url and not re.match(r"^(nats|tls)://[^\s/]+$", url.strip()):
+            raise ConfigError(f"log.url: expected nats://host:port[,nats://...], got {url!r}")
+    if not re.match(r"^[A-Za-z0-9_-]{1,64}$", log.stream):
+        raise ConfigError("log.stream: letters, digits, - and _ only (at most 64)")
+    if not 1 <= log.replicas <= 5:
+        raise ConfigError("log.replicas: must be between 1 and 5")
+    for key in ("duplicate_window_s", "ack_wait_s"):
+        if getattr(log, key) <= 0:
+            raise ConfigError(f"log.{key}: must be more than 0")
+    if log.max_mb < 0:
+        raise ConfigError("log.max_mb: must not be negative")
+    if log.max_ack_pending < 1:
+        raise ConfigError("log.max_ack_pending: must be at least 1")
+    if log.url:
+        raise ConfigError("log.url: trackd serve does not run on the NATS log yet; "
+                          "leave log.url empty for the embedded log")
 
 
 def with_generated(settings: Settings, credentials: dict[str, Any]) -> Settings:

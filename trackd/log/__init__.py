@@ -11,4 +11,9 @@ Interface (what later stages may rely on):
 - `LogReader.trim(keep_after)`: delete records every registered consumer has passed.
 
 Positions are per shard: a `Position` maps shard name to the last offset consumed.
+
+The seam both logs sit behind (`protocol`: LogProducer, LogConsumer, LogSource; what a stage may
+rely on on each log): `sqlite` puts the writer and reader above behind it, `jetstream` is the
+log on NATS JetStream (`jetstream_consumer`: one durable pull consumer per name). The stages
+still use LogWriter/LogReader directly; moving them to the seam is the next step.
 """
