@@ -18,9 +18,9 @@ from tests.gateway.helpers import post
 PAGES = ["/console/", "/console/live", "/console/events", "/console/events/some-id",
          "/console/schema", "/console/schema/event?source=web&type=track&event=x",
          "/console/quarantine", "/console/destinations", "/console/query?sql=select+1",
-         "/console/query.csv?sql=select+1"]
+         "/console/query.csv?sql=select+1", "/console/violations"]
 APIS = ["/api/v1/live", "/api/v1/overview", "/api/v1/volume", "/api/v1/lag",
-        "/api/v1/destinations", "/api/v1/schema"]
+        "/api/v1/destinations", "/api/v1/schema", "/api/v1/violations"]
 WRITE_KEY_CREDENTIALS = [{"Authorization": f"Bearer {WRITE_KEY}"},
                          {"Authorization": "Basic d2tfd2ViOg=="},  # wk_web:
                          {"Cookie": f"trackd_session={WRITE_KEY}"}]

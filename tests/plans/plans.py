@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 SHOP_PLAN = """\
 name: shop
 version: 3
@@ -35,6 +37,14 @@ identify:
       email: {{type: string, format: email}}
       plan: {{type: string}}
 """
+
+
+def write_plans(root: Path) -> None:
+    """`root/plans`: `web` flags every violation, `app` blocks every one, `lean` omits them."""
+    (root / "plans").mkdir()
+    (root / "plans" / "web.yaml").write_text(shop_plan())
+    (root / "plans" / "app.yaml").write_text(shop_plan("block", "block", "block"))
+    (root / "plans" / "lean.yaml").write_text(shop_plan("flag", "omit", "omit"))
 
 
 def shop_plan(events: str = "flag", properties: str = "flag", violations: str = "flag") -> str:

@@ -21,7 +21,7 @@ from segment.analytics import Client
 
 from tests.conftest import Server, eventually
 from tests.gateway.helpers import ADMIN_TOKEN, quarantined, running_server, stored, stored_one
-from tests.plans.plans import CONFIG, shop_plan
+from tests.plans.plans import CONFIG, shop_plan, write_plans
 
 GOOD = {"order_id": "o-1", "revenue": 10.5, "currency": "USD"}
 
@@ -29,10 +29,7 @@ GOOD = {"order_id": "o-1", "revenue": 10.5, "currency": "USD"}
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("plans")
-    (root / "plans").mkdir()
-    (root / "plans" / "web.yaml").write_text(shop_plan())
-    (root / "plans" / "app.yaml").write_text(shop_plan("block", "block", "block"))
-    (root / "plans" / "lean.yaml").write_text(shop_plan("flag", "omit", "omit"))
+    write_plans(root)
     with running_server(root / "data", CONFIG) as server:
         yield server
 

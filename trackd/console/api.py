@@ -89,6 +89,11 @@ def api_routes(console: Console) -> list[Route]:
         source = request.query_params.get("source") or None
         return JSONResponse({"events": console.counts.catalogue(datetime.now(UTC), source)})
 
+    async def violations(request: Request) -> Response:
+        source = request.query_params.get("source") or None
+        return JSONResponse({"groups": console.counts.violation_groups(datetime.now(UTC),
+                                                                       source)})
+
     async def properties(request: Request) -> Response:
         params = request.query_params
         source, kind = params.get("source"), params.get("type")
@@ -117,5 +122,6 @@ def api_routes(console: Console) -> list[Route]:
         Route("/api/v1/destinations/{name}/replay", replay, methods=["POST"]),
         Route("/api/v1/schema", schema, methods=["GET"]),
         Route("/api/v1/schema/properties", properties, methods=["GET"]),
+        Route("/api/v1/violations", violations, methods=["GET"]),
         Route("/api/v1/live", live, methods=["GET"]),
     ]

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from trackd.log.tail import Frame, Refusal
+from trackd.log.tail import Flag, Frame, Refusal
 
 MAX_EVENTS = 2000
 MAX_PROPERTIES = 200
@@ -87,16 +87,22 @@ class Counts:
         self.hours: dict[str, dict[str, list[int]]] = {}
         # "source\ttype\tevent" -> stats (see _event)
         self.events: dict[str, dict[str, Any]] = {}
-        self.positions: dict[str, dict[str, int]] = {"frames": {}, "refusals": {}}
+        # "source\tevent\tkind" -> tracking plan violations (see _violations)
+        self.violations: dict[str, dict[str, Any]] = {}
+        self.positions: dict[str, dict[str, int]] = {"frames": {}, "refusals": {},
+                                                     "violations": {}}
         self._dirty = False
         if path is not None and path.is_file():
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads(path.read_text())
                 self.minutes, self.hours = doc["minutes"], doc["hours"]
                 self.events, self.positions = doc["events"], doc["positions"]
+                self.violations = doc.get("violations", {})
+                self.positions.setdefault("violations", {})
 
     # -- counting (the tail's thread) ------------------------------------------------------
-    def add(self, frames: Sequence[Frame], refusals: Sequence[Refusal]) -> None:
+    def add(self, frames: Sequence[Frame], refusals: Sequence[Refusal],
+            flags: Sequence[Flag] = ()) -> None:
         with self._lock:
             for frame in frames:
                 self._volume(frame.source, frame.received_at, len(frame.types), 0)
@@ -105,7 +111,34 @@ class Counts:
             for refusal in refusals:
                 self._volume(refusal.source, refusal.received_at, 0, 1)
                 self.positions["refusals"][refusal.shard] = refusal.id
+            for flag in flags:
+                self._violation(flag)
+                self.positions["violations"][flag.shard] = flag.id
             self._dirty = True
+
+    def _violation(self, flag: Flag) -> None:
+        v = flag.record
+        event = v.event or ""
+        key = f"{v.source}\t{event}\t{v.violation}"
+        group = self.violations.get(key)
+        if group is None and len(self.violations) >= MAX_EVENTS:
+            event = OTHER_EVENTS
+            key = f"{v.source}\t{event}\t{v.violation}"
+            group = self.violations.get(key)
+        if group is None:
+            group = self.violations[key] = {
+                "source": v.source, "type": v.type, "event": event, "kind": v.violation,
+                "total": 0, "minutes": {}, "hours": {}, "lastSeen": v.received_at,
+                "samples": []}
+        group["total"] += 1
+        for buckets, at in ((group["minutes"], _minute(v.received_at)),
+                            (group["hours"], _hour(v.received_at))):
+            buckets[at] = buckets.get(at, 0) + 1
+        group["lastSeen"] = max(group["lastSeen"], v.received_at)
+        samples: list[dict[str, Any]] = group["samples"]
+        samples.insert(0, {"messageId": v.message_id, "receivedAt": v.received_at,
+                           "path": v.path, "message": v.message[:200], "action": v.action})
+        del samples[MAX_SAMPLES:]
 
     def _volume(self, source: str, at: str, accepted: int, refused: int) -> None:
         for buckets, key in ((self.minutes, _minute(at)), (self.hours, _hour(at))):
@@ -252,6 +285,32 @@ class Counts:
             return {"source": source, "type": kind, "event": event or None,
                     "sampled": stats["sampled"], "total": stats["total"], "properties": rows}
 
+    def violation_groups(self, now: datetime,
+                         source: str | None = None) -> list[dict[str, Any]]:
+        """Violations per source, event and kind: counts over 1 hour, 24 hours and 7 days
+        (and since counting began), the newest few as samples; most in the last day first."""
+        hour_ago = _minute((now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
+        day_ago = _minute((now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"))
+        week_ago = _hour((now - timedelta(days=7)).strftime("%Y-%m-%dT%H"))
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            for group in self.violations.values():
+                if source is not None and group["source"] != source:
+                    continue
+                minutes: dict[str, int] = group["minutes"]
+                out.append({
+                    "source": group["source"], "type": group["type"],
+                    "event": group["event"] or None, "kind": group["kind"],
+                    "counts": {"hour": sum(n for m, n in minutes.items() if m > hour_ago),
+                               "day": sum(n for m, n in minutes.items() if m > day_ago),
+                               "week": sum(n for h, n in group["hours"].items()
+                                           if h > week_ago),
+                               "all": group["total"]},
+                    "lastSeen": group["lastSeen"], "samples": list(group["samples"])})
+        out.sort(key=lambda g: (-g["counts"]["day"], -g["counts"]["all"], g["source"],
+                                g["event"] or "", g["kind"]))
+        return out
+
     # -- keeping -----------------------------------------------------------------------------
     def prune(self, now: datetime) -> None:
         """Forget minutes older than a day and hours older than 7 days."""
@@ -259,10 +318,12 @@ class Counts:
             "%Y-%m-%dT%H:%M"))
         oldest_hour = _hour((now - timedelta(hours=HOURS_KEPT)).strftime("%Y-%m-%dT%H"))
         with self._lock:
-            for rows in self.minutes.values():
+            for rows in (*self.minutes.values(), *(v["minutes"] for v in
+                                                  self.violations.values())):
                 for key in [k for k in rows if k < oldest_minute]:
                     del rows[key]
-            for buckets in (*self.hours.values(), *(e["hours"] for e in self.events.values())):
+            for buckets in (*self.hours.values(), *(e["hours"] for e in self.events.values()),
+                            *(v["hours"] for v in self.violations.values())):
                 for key in [k for k in buckets if k < oldest_hour]:
                     del buckets[key]
 
@@ -272,7 +333,8 @@ class Counts:
         self.prune(datetime.now(UTC))
         with self._lock:
             text = json.dumps({"minutes": self.minutes, "hours": self.hours,
-                               "events": self.events, "positions": self.positions})
+                               "events": self.events, "violations": self.violations,
+                               "positions": self.positions})
             self._dirty = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".tmp")

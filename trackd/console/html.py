@@ -12,7 +12,8 @@ from typing import Any
 from urllib.parse import quote
 
 NAV = (("/console/", "Overview"), ("/console/live", "Live"), ("/console/events", "Lookup"),
-       ("/console/schema", "Schema"), ("/console/quarantine", "Quarantine"),
+       ("/console/schema", "Schema"), ("/console/violations", "Violations"),
+       ("/console/quarantine", "Quarantine"),
        ("/console/destinations", "Destinations"), ("/console/query", "Query"))
 FIRST_EVENT = ("curl -u 'YOUR_WRITE_KEY:' -H 'Content-Type: application/json' \\\n"
                "  -d '{\"userId\":\"user123\",\"event\":\"Button Clicked\","
@@ -96,6 +97,14 @@ def options(values: Iterable[str], selected: str | None, *, blank: str) -> str:
         chosen = " selected" if value == selected else ""
         out.append(f'<option value="{e(value)}"{chosen}>{e(value)}</option>')
     return "".join(out)
+
+
+def source_picker(source_names: Iterable[str], source: str | None) -> str:
+    """A form choosing one source (or all) that submits on change."""
+    return ('<form class="filters"><label>Source <select name="source" '
+            'onchange="this.form.submit()">'
+            f'{options(source_names, source, blank="all")}</select></label>'
+            '<noscript><button>Show</button></noscript></form>')
 
 
 def page(title: str, body: str, *, active: str = "", csrf: str | None = None,

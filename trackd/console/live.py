@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from trackd.log.tail import Frame, Refusal
+from trackd.log.tail import Flag, Frame, Refusal
 from trackd.observability import Registry
 
 BUFFER = 1000
@@ -122,19 +122,21 @@ class LiveHub:
                                           "Live stream subscribers connected.")
 
     # -- the tail's thread -------------------------------------------------------------------
-    def sink(self, frames: Sequence[Frame], refusals: Sequence[Refusal]) -> None:
+    def sink(self, frames: Sequence[Frame], refusals: Sequence[Refusal],
+             flags: Sequence[Flag] = ()) -> None:
         loop = self._loop
         subscribers = list(self.subscribers)
         if not subscribers or loop is None:
             return
         if all(sub.full for sub in subscribers):
             # Nobody has room: count what each misses from the frames' headers, decode nothing
-            missed = _missed(subscribers, frames, refusals)
+            missed = _missed(subscribers, frames, refusals, flags)
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._count_missed, missed)
             return
         items = [item for frame in frames for item in self._accepted(frame)]
         items.extend(self._refused(r) for r in refusals)
+        items.extend(self._flagged(f) for f in flags)
         if items:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._dispatch, items)
@@ -152,17 +154,24 @@ class LiveHub:
         return out
 
     def _refused(self, refusal: Refusal) -> Item:
-        try:
-            message: Any = msgspec.json.decode(refusal.body)
-        except msgspec.DecodeError:
-            message = refusal.body.decode("utf-8", "replace")
+        message = _decoded(refusal.body)
         kind = message.get("type") if isinstance(message, dict) else None
         return self._item("refused", refusal.source, refusal.received_at,
                           refusal.message_id, kind if isinstance(kind, str) else "", message,
                           refusal.reason)
 
+    def _flagged(self, flag: Flag) -> Item:
+        """A violation, with the message as stored (null when it is no longer in the log)."""
+        message = None if flag.body is None else _decoded(flag.body)
+        v = flag.record
+        detail = {"kind": v.violation, "path": v.path, "rule": v.rule, "action": v.action,
+                  "planVersion": v.plan_version}
+        return self._item("violation", v.source, v.received_at, v.message_id, v.type,
+                          message, flag.reason, detail)
+
     def _item(self, status: str, source: str, received_at: str, message_id: str | None,
-              kind: str, message: Any, reason: str | None) -> Item:
+              kind: str, message: Any, reason: str | None,
+              violation: dict[str, Any] | None = None) -> Item:
         ids: tuple[str, ...] = ()
         event = ""
         if isinstance(message, dict):
@@ -175,6 +184,8 @@ class LiveHub:
                                "messageId": message_id, "type": kind}
         if reason is not None:
             doc["reason"] = reason
+        if violation is not None:
+            doc["violation"] = violation
         doc["message"] = message
         data = self.mask(_encode(doc))
         return Item(status, source, kind, event, ids, data.decode("utf-8", "replace").lower(),
@@ -229,8 +240,15 @@ class LiveHub:
             self._subscribers.set((), float(len(self.subscribers)))
 
 
+def _decoded(body: bytes) -> Any:
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body.decode("utf-8", "replace")
+
+
 def _missed(subscribers: Sequence[Subscriber], frames: Sequence[Frame],
-            refusals: Sequence[Refusal]) -> dict[Subscriber, int]:
+            refusals: Sequence[Refusal], flags: Sequence[Flag]) -> dict[Subscriber, int]:
     """Per subscriber, how many of these messages pass its source, type and status filters.
 
     A full subscriber's drops are counted on these alone (its event, user and text filters
@@ -241,5 +259,7 @@ def _missed(subscribers: Sequence[Subscriber], frames: Sequence[Frame],
             kinds[("accepted", frame.source, kind)] += n
     for refusal in refusals:
         kinds[("refused", refusal.source, "")] += 1
+    for flag in flags:
+        kinds[("violation", flag.record.source, flag.record.type)] += 1
     return {sub: sum(n for key, n in kinds.items() if sub.filter.matches_header(*key))
             for sub in subscribers}

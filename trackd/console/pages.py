@@ -20,6 +20,7 @@ from trackd.console.access import cookie_of
 from trackd.console.api import overview
 from trackd.console.fragments import destination_table, lookup_box, timeline, without_key
 from trackd.console.html import e, url, when
+from trackd.console.violations import violations_body
 from trackd.errors import QueryRefused
 from trackd.settings import ServerSettings
 
@@ -201,10 +202,7 @@ def page_routes(console: Console) -> list[Route]:
     async def schema(request: Request) -> Response:
         source = request.query_params.get("source") or None
         events = console.counts.catalogue(datetime.now(UTC), source)
-        picker = ('<form class="filters"><label>Source <select name="source" '
-                  'onchange="this.form.submit()">'
-                  f'{html.options(source_names, source, blank="all")}</select></label>'
-                  '<noscript><button>Show</button></noscript></form>')
+        picker = html.source_picker(source_names, source)
         rows = []
         for ev in events:
             link = "/console/schema/event?" + urlencode(
@@ -250,6 +248,11 @@ def page_routes(console: Console) -> list[Route]:
         return _page(request, f"Schema: {title}", body, "/console/schema")
 
     # -- quarantine ------------------------------------------------------------------------
+    async def violations(request: Request) -> Response:
+        body = violations_body(console, request.query_params.get("source") or None,
+                               source_names)
+        return _page(request, "Violations", body, "/console/violations")
+
     async def quarantine(request: Request) -> Response:
         source = request.query_params.get("source") or None
         reason = (request.query_params.get("reason") or "").strip()
@@ -365,6 +368,7 @@ def page_routes(console: Console) -> list[Route]:
         Route("/console/events/{message_id:path}", lookup, methods=["GET"]),
         Route("/console/schema", schema, methods=["GET"]),
         Route("/console/schema/event", schema_event, methods=["GET"]),
+        Route("/console/violations", violations, methods=["GET"]),
         Route("/console/quarantine", quarantine, methods=["GET"]),
         Route("/console/destinations", destinations, methods=["GET"]),
         Route("/console/destinations/{name}/replay", replay, methods=["POST"]),

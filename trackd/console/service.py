@@ -32,6 +32,7 @@ class Console:
         self.tail = LogTail(pipeline.reader.log_dir, thread_setup=lower_thread_priority)
         self.tail.frames.update(self.counts.positions["frames"])
         self.tail.refusals.update(self.counts.positions["refusals"])
+        self.tail.violations.update(self.counts.positions.get("violations", {}))
         self.tail.sinks += [self.counts.add, self.live.sink]
         self.destinations = DestinationsView(pipeline.stages, pipeline.health)
         self._saver: asyncio.Task[None] | None = None
