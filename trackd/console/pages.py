@@ -20,6 +20,7 @@ from trackd.console.access import cookie_of
 from trackd.console.api import overview
 from trackd.console.fragments import destination_table, lookup_box, timeline, without_key
 from trackd.console.html import e, url, when
+from trackd.console.live import STATUSES
 from trackd.console.violations import violations_body
 from trackd.errors import QueryRefused
 from trackd.settings import ServerSettings
@@ -165,7 +166,7 @@ def page_routes(console: Console) -> list[Route]:
             f'value="{e(params.get("user_id"))}"></label>'
             f'<label>Text <input name="q" type="search" value="{e(params.get("q"))}"></label>'
             f'<label>Status <select name="status">'
-            f'{html.options(("accepted", "refused"), params.get("status"), blank="all")}'
+            f'{html.options(STATUSES, params.get("status"), blank="all")}'
             '</select></label>'
             '<button type="button" id="pause" aria-pressed="false">Pause</button>'
             '<span id="live-state" role="status">connecting…</span></form>'
