@@ -4,10 +4,13 @@ and block (`app`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +20,11 @@ from tests.conftest import Server, eventually
 from tests.console.test_access import login, read_stream
 from tests.gateway.helpers import ADMIN_TOKEN, post, running_server
 from tests.plans.plans import CONFIG, write_plans
+from trackd.console.counts import Counts
+from trackd.log import tail as tail_module
+from trackd.log.records import Entry, Violation
+from trackd.log.tail import Flag, LogTail
+from trackd.log.writer import LogWriter
 
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -101,3 +109,42 @@ def test_the_violations_page_groups_by_event_and_kind_with_counts_and_samples(
         assert f"/console/events/{tag}-2" in page.text  # a sample links to its message
         assert "wk_web" not in page.text
         assert client.get("/console/violations?source=app").status_code == 200
+
+
+def test_the_tail_hands_each_violation_over_once_with_its_message_across_limited_looks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = "2026-05-01T12:30:15.000Z"
+
+    async def write() -> None:
+        writer = LogWriter(tmp_path / "gw0.log.db", max_pending_bytes=1 << 26)
+        writer.start(asyncio.get_running_loop())
+        for i in range(5):  # one request (frame) each; from m2 on, with one violation
+            body = {"type": "track", "event": "Paid", "messageId": f"m{i}",
+                    "properties": {"revenue": str(i)}}
+            await writer.append([Entry("web", f"m{i}", "track", at, json.dumps(body).encode())],
+                                violations=[Violation(
+                                    "web", f"m{i}", at, "track", "Paid", "type_mismatch",
+                                    "properties.revenue", 'type: "number"', "not a number", 3,
+                                    "flag")] if i >= 2 else ())
+        await asyncio.to_thread(writer.close)
+
+    asyncio.run(write())
+    # each look reads two frames: the first sees m2's and m3's violations but not their
+    # messages, so they wait for the next look
+    monkeypatch.setattr(tail_module, "FRAME_LIMIT", 2)
+    tail = LogTail(tmp_path)
+    counts = Counts(None)
+    seen: list[Flag] = []
+    tail.sinks += [counts.add, lambda frames, refusals, flags: seen.extend(flags)]
+    looks = 0
+    while tail.poll() or looks == 0:
+        looks += 1
+    tail.poll()
+    tail.stop()
+    assert [f.record.message_id for f in seen] == ["m2", "m3", "m4"]
+    for flag in seen:  # each with its own message, as stored
+        assert json.loads(flag.body or b"{}")["messageId"] == flag.record.message_id
+    [group] = counts.violation_groups(datetime(2026, 5, 1, 12, 45, tzinfo=UTC))
+    assert (group["event"], group["kind"], group["counts"]["hour"]) == ("Paid",
+                                                                        "type_mismatch", 3)
+    assert [s["messageId"] for s in group["samples"]] == ["m4", "m3", "m2"]  # newest first
