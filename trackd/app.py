@@ -83,7 +83,14 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
         writer.start(asyncio.get_running_loop())
         tasks.append(asyncio.create_task(dump_forever()))
         if plans.paths:  # SIGHUP (forwarded by the supervisor) reloads the tracking plans
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, plans.reload)
+            status = run_dir / "plans" / f"{name}.json"
+            await asyncio.to_thread(plans.write_status, status)
+
+            def reload() -> None:
+                plans.reload()
+                plans.write_status(status)
+
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
         (run_dir / f"ready-{index}").touch()
 
     async def shutdown() -> None:

@@ -117,3 +117,26 @@ def test_a_plan_reloads_under_load_with_no_failed_request(
     assert load.failures == []
     assert load.sent > 40
     assert server.proc is not None and server.proc.poll() is None
+
+
+def test_readyz_and_status_show_each_plan_version_and_the_last_reload_error(
+        tmp_path: Path, make_server: Any) -> None:
+    (tmp_path / "web.yaml").write_text(plan(1, "Known"))
+    server: Server = make_server(CONFIG)
+
+    def plans() -> dict[str, Any]:
+        doc: dict[str, Any] = httpx.get(server.url + "/readyz", timeout=30).json()
+        return dict(doc.get("plans", {}))
+
+    assert eventually(lambda: plans() == {"web": {"versions": [1], "reloadFailed": False}})
+    (tmp_path / "web.yaml").write_text("version: 3\ncontrols: {violations: drop}\n")
+    assert server.run_cli("plan", "reload", check=False).returncode == 1
+    # the plan in force stays; the public answer says a reload failed, not the error's text
+    assert eventually(lambda: plans() == {"web": {"versions": [1], "reloadFailed": True}})
+    status = server.run_cli("status", check=False).stdout
+    assert ("plan web: version 1; last reload failed (previous plan kept): "
+            f"{tmp_path / 'web.yaml'}:2: controls.violations: unknown value 'drop'") in status
+    (tmp_path / "web.yaml").write_text(plan(2, "Known"))
+    server.run_cli("plan", "reload")
+    assert eventually(lambda: plans() == {"web": {"versions": [2], "reloadFailed": False}})
+    assert "plan web: version 2\n" in server.run_cli("status", check=False).stdout

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from trackd.log.reader import LogReader
 from trackd.log.tail import LogTail
+from trackd.plans.plans import read_status
 
 SIZE_CACHE_SECONDS = 10.0
 
@@ -61,6 +62,11 @@ class Health:
                                "stages": listed}
         if not ready:
             doc["reason"] = f"the pipeline is {state}"
+        plans = read_status(self.data_dir / "run" / "plans")
+        if plans:  # public: the versions and whether a reload failed, not the error's text
+            doc["plans"] = {name: {"versions": plan["versions"],
+                                   "reloadFailed": plan["error"] is not None}
+                            for name, plan in plans.items()}
         return ready, doc
 
     def disk(self) -> dict[str, int]:

@@ -11,7 +11,8 @@ import httpx
 from trackd.admin.health import directory_size
 from trackd.cli.common import config_options, load_settings, one_line_errors
 from trackd.console.html import duration, size
-from trackd.server.supervisor import read_server_info
+from trackd.plans.plans import read_status
+from trackd.server.supervisor import read_server_info, run_dir_of
 
 
 def _get(client: httpx.Client, path: str) -> tuple[int, dict[str, Any]]:
@@ -60,6 +61,11 @@ def status(config_path: str | None, data_dir: str | None) -> None:
                 lines.append(f"  {stage.get('name', '?'):<28} {stage.get('state', '?'):<9} "
                              f"{lag.get('messages', 0):>10,} msgs behind, oldest "
                              f"{duration(float(lag.get('seconds', 0)))}")
+            for source, plan in sorted(read_status(run_dir_of(settings) / "plans").items()):
+                versions = ", ".join(str(v) for v in plan.get("versions", []))
+                error = plan.get("error")
+                lines.append(f"plan {source}: version {versions}" + (
+                    f"; last reload failed (previous plan kept): {error}" if error else ""))
     if settings.data_dir.exists():
         free = shutil.disk_usage(settings.data_dir).free
         lines.append(f"disk: {size(directory_size(settings.data_dir))} in "
