@@ -130,7 +130,8 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     orphans.stop_leftover_workers(run_dir, settings.server.shutdown_timeout + 5)
     for stale in [*run_dir.glob("ready-*"), *run_dir.glob("metrics/gateway-*.json"),
-                  run_dir / "admin.sock", run_dir / "server.json"]:
+                  *run_dir.glob("plans/gateway-*.json"), run_dir / "admin.sock",
+                  run_dir / "server.json"]:
         stale.unlink(missing_ok=True)
     SourcePlans(settings.sources).load()  # a broken tracking plan stops here, in one line
     write_private(run_dir / "settings.json", to_json(settings))
