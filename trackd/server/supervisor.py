@@ -216,6 +216,7 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
                                 extra={"worker": index, "code": proc.returncode})
                     workers[index] = _spawn(run_dir, index, sockets[index])
     finally:
+        pipeline.stopping()
         await _stop_workers(workers, settings.server.shutdown_timeout)
         for server, task in [(admin, admin_task), (listener, listener_task)]:
             if server is not None and task is not None:
