@@ -106,3 +106,14 @@ def test_wrong_tokens_on_the_console_login_count_with_the_admin_apis(
                          transport=httpx.HTTPTransport(local_address="127.0.0.2"))
     with other:
         assert other.post("/console/login", data={"token": ADMIN}).status_code == 303
+
+
+def test_requests_without_any_credential_are_not_counted(
+        make_server: Callable[..., Server]) -> None:
+    """A console tab whose session expired keeps polling: it must not lock its user out."""
+    server = make_server(config(server_extra="admin_auth_failures = 2"))
+    with server.client() as client:
+        for _ in range(5):
+            assert client.get("/api/v1/quarantine").status_code == 401
+        assert client.post("/console/login", data={"token": ADMIN}).status_code == 303
+        assert client.get("/api/v1/quarantine", headers=BEARER).status_code == 200
