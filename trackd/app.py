@@ -218,8 +218,15 @@ class Pipeline:
             await self.console.start()
         self.state = "running"
 
-    async def stop(self) -> None:
+    def stopping(self) -> None:
+        """Shutdown has begun: running admin queries end now rather than at query_timeout, so
+        that neither their requests nor the warehouse hold the server up."""
         self.state = "stopping"
+        if self.query_engine is not None:
+            self.query_engine.interrupt_all("because the server is stopping")
+
+    async def stop(self) -> None:
+        self.stopping()
         for task in self._tasks:
             task.cancel()
         if self.console is not None:

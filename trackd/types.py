@@ -41,9 +41,11 @@ class QueryEngine(Protocol):
 
     `query` runs in the calling thread; `run` runs on the engine's own bounded pool (the admin
     API uses it, so queries never take the threads of other work). `limit` lowers the engine's
-    row cap for one query.
+    row cap for one query. `interrupt_all` ends every running query (its answer gives `reason`).
     """
 
     def query(self, sql: str, *, limit: int | None = None) -> QueryResult: ...
 
     async def run(self, sql: str, *, limit: int | None = None) -> QueryResult: ...
+
+    def interrupt_all(self, reason: str) -> int: ...

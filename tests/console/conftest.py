@@ -14,7 +14,9 @@ from tests.gateway.helpers import running_server
 
 ADMIN_TOKEN = "test-admin-token"
 WRITE_KEY = "wk_web"
-CONSOLE_CONFIG = DEFAULT_CONFIG + """
+# The access tests knock with wrong credentials on purpose, more often than the throttle lets.
+CONSOLE_CONFIG = DEFAULT_CONFIG.replace("[server]\n", "[server]\nadmin_auth_failures = 1000\n",
+                                        1) + """
 [[destinations]]
 name = "broken-hook"
 url = "http://127.0.0.1:9/never"

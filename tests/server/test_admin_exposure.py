@@ -87,3 +87,33 @@ def test_a_short_admin_token_is_refused_with_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert "server.admin_token: must be at least 16 characters" in lines[0]
+
+
+def test_wrong_tokens_on_the_console_login_count_with_the_admin_apis(
+        make_server: Callable[..., Server]) -> None:
+    server = make_server(config(server_extra="admin_auth_failures = 3"))
+    with server.client() as client:
+        for _ in range(3):
+            wrong = client.post("/console/login", data={"token": "not-the-admin-token"})
+            assert wrong.status_code == 401
+            assert "That is not the admin token." in wrong.text
+        refused = client.post("/console/login", data={"token": ADMIN})
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        # One throttle per client, whichever door it knocked on.
+        assert client.get("/api/v1/quarantine", headers=BEARER).status_code == 429
+    other = httpx.Client(base_url=server.url, timeout=30,
+                         transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    with other:
+        assert other.post("/console/login", data={"token": ADMIN}).status_code == 303
+
+
+def test_requests_without_any_credential_are_not_counted(
+        make_server: Callable[..., Server]) -> None:
+    """A console tab whose session expired keeps polling: it must not lock its user out."""
+    server = make_server(config(server_extra="admin_auth_failures = 2"))
+    with server.client() as client:
+        for _ in range(5):
+            assert client.get("/api/v1/quarantine").status_code == 401
+        assert client.post("/console/login", data={"token": ADMIN}).status_code == 303
+        assert client.get("/api/v1/quarantine", headers=BEARER).status_code == 200

@@ -88,7 +88,7 @@ def test_log_level_setting_from_the_environment(make_server: MakeServer) -> None
                             text=True, timeout=60,
                             env={**os.environ, "TRACKD_SERVER_LOG_LEVEL": "loud"})
     assert result.returncode != 0
-    assert "server.log_level: must be one of debug, info, warning, error" in result.stderr
+    assert "TRACKD_SERVER_LOG_LEVEL: must be one of debug, info, warning, error" in result.stderr
 
 
 def test_a_destination_down_then_up_and_dead_letters_are_a_line_each(make_server: MakeServer

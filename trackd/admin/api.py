@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from trackd.admin import openapi
 from trackd.admin.lookup import where_is
-from trackd.admin.throttle import AuthThrottle
+from trackd.admin.throttle import AUTH_FAILED, AuthThrottle
 from trackd.errors import QueryRefused
 from trackd.gateway.app import basic_user
 
@@ -106,13 +106,17 @@ class AdminGuard:
                 return
             ok = _bearer_ok(request, self.token) or (
                 scope["path"].startswith("/v1/spaces/") and _basic_ok(request, self.token))
-            if not ok and self.console is not None:  # a console session (or a public page)
+            if not ok and self.console is not None and self.console.claims(scope):
+                # The login form counts a wrong token on this same throttle (one per client,
+                # whichever door it knocks on): see trackd.console.pages.
+                scope.setdefault("state", {})[AUTH_FAILED] = lambda: self.throttle.failed(client)
                 admitted = await self.console.admit(scope, receive, send)
                 if admitted is None:
                     return
                 receive, ok = admitted, True
             if not ok:
-                self.throttle.failed(client)
+                if "authorization" in request.headers:  # a wrong credential, not none at all
+                    self.throttle.failed(client)
                 denied = (_profile_error(401, "authentication_error",
                                          "Basic auth with the admin token required")
                           if scope["path"].startswith("/v1/spaces/") else

@@ -16,6 +16,9 @@ from collections.abc import Callable
 
 WINDOW = 60.0
 MAX_CLIENTS = 10_000
+AUTH_FAILED = "admin_auth_failed"
+"""The request state key under which the admin guard hands the pages it lets through (the
+console's login form) a callable that counts one failed login for the client."""
 
 
 def client_key(address: str) -> str:

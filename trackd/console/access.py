@@ -58,6 +58,14 @@ class ConsoleAccess:
     def public(path: str) -> bool:
         return path == "/" or path.startswith(PUBLIC)
 
+    def claims(self, scope: Scope) -> bool:
+        """Whether the console answers this request without the admin token: its public
+        paths, its pages and requests with a live session. Anything else is the admin guard's
+        to refuse (and to count as a failed authentication)."""
+        path: str = scope["path"]
+        return (self.public(path) or path.startswith("/console")
+                or self.sessions.nonce(cookie_of(scope)) is not None)
+
     async def admit(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
         """The `receive` to go on with when the request may pass; None when it was answered."""
         path: str = scope["path"]

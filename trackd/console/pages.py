@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from trackd.admin.lookup import where_is
+from trackd.admin.throttle import AUTH_FAILED
 from trackd.console import html
 from trackd.console.access import cookie_of
 from trackd.console.api import overview
@@ -84,6 +85,9 @@ def page_routes(console: Console) -> list[Route]:
         if not next_path.startswith("/console/") or next_path.startswith("//"):
             next_path = "/console/"
         if not sessions.token_ok(token):
+            failed = request.scope.get("state", {}).get(AUTH_FAILED)
+            if failed is not None:  # the admin API's per-client throttle: 429 beyond
+                failed()
             return HTMLResponse(login_form("That is not the admin token.", next_path),
                                 status_code=401)
         secure = request.headers.get("x-forwarded-proto") == "https"

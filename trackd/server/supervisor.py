@@ -167,8 +167,8 @@ def _admin_listener(settings: Settings, pipeline: Pipeline) -> _AdminServer:
     """The admin API on its own TCP address, with the gateway's bounds on connections."""
     return _AdminServer(uvicorn.Config(
         pipeline.admin, http=protocol_class(Limits.of(settings.server)), ws="none",
-        lifespan="off", log_level="warning", access_log=False, server_header=False,
-        proxy_headers=False))
+        lifespan="off", log_level="warning", log_config=None, access_log=False,
+        server_header=False, proxy_headers=False))
 
 
 async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
@@ -187,8 +187,8 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
     pipeline = Pipeline(settings, run_dir)
     await pipeline.start()
     admin_sock_path = run_dir / "admin.sock"
-    admin = _AdminServer(uvicorn.Config(pipeline.admin, lifespan="off",
-                                        log_level="warning", access_log=False))
+    admin = _AdminServer(uvicorn.Config(pipeline.admin, lifespan="off", log_level="warning",
+                                        log_config=None, access_log=False))
     admin_task = asyncio.create_task(admin.serve(sockets=[listen_unix(admin_sock_path)]))
     listener = _admin_listener(settings, pipeline) if admin_sock else None
     listener_task = asyncio.create_task(listener.serve(sockets=[admin_sock])) if (
@@ -217,6 +217,7 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
                                 extra={"worker": index, "code": proc.returncode})
                     workers[index] = _spawn(run_dir, index, sockets[index])
     finally:
+        pipeline.stopping()
         await _stop_workers(workers, settings.server.shutdown_timeout)
         for server, task in [(admin, admin_task), (listener, listener_task)]:
             if server is not None and task is not None:

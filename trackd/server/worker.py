@@ -77,8 +77,9 @@ def main(argv: list[str]) -> None:
     # http: uvicorn's httptools protocol with bounds on headers, time and connections.
     config = uvicorn.Config(parts.gateway, loop="uvloop", lifespan="on", ws="none",
                             http=protocol_class(Limits.of(settings.server)),
-                            log_level="warning", access_log=False, server_header=False,
-                            date_header=False, backlog=2048, proxy_headers=False,
+                            log_level="warning", log_config=None, access_log=False,
+                            server_header=False, date_header=False, backlog=2048,
+                            proxy_headers=False,
                             timeout_graceful_shutdown=int(settings.server.shutdown_timeout))
     server = _Worker(config, parts.gateway,
                      min(settings.server.drain_seconds, settings.server.shutdown_timeout), parent)
