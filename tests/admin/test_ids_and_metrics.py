@@ -31,10 +31,10 @@ def test_ids_with_special_characters_round_trip(server: Server) -> None:
             assert doc["messageId"] == message_id
             assert doc["message"]["event"] == f"E{i}"
     for i, message_id in enumerate(IDS):
-        shown = server.run_cli("events", "show", message_id)
+        shown = server.run_cli("events", "show", message_id, "--format", "json")
         doc = json.loads(shown.stdout[shown.stdout.index("{"):])
         assert doc["messageId"] == message_id and doc["message"]["event"] == f"E{i}", shown
-    missing = server.run_cli("events", "show", "abc", check=False)
+    missing = server.run_cli("events", "show", "abc", "--format", "json", check=False)
     assert missing.returncode != 0 and "abc" in missing.stderr
 
 

@@ -19,8 +19,8 @@ HOOK = "TRACKD_DESTINATION_HOOK_"
     ({HOOK + "POLL_INTERVAL": "0"}, "destinations[hook].poll_interval: must be more than 0"),
     ({HOOK + "BACKOFF_MIN": "5", HOOK + "BACKOFF_MAX": "1"},
      "destinations[hook].backoff_max: must be at least backoff_min"),
-    ({"TRACKD_ARCHIVE_FLUSH_ROWS": "0"}, "archive.flush_rows: must be at least 1"),
-    ({"TRACKD_ARCHIVE_FLUSH_INTERVAL": "0"}, "archive.flush_interval: must be more than 0"),
+    ({"TRACKD_ARCHIVE_FLUSH_ROWS": "0"}, "TRACKD_ARCHIVE_FLUSH_ROWS: must be at least 1"),
+    ({"TRACKD_ARCHIVE_FLUSH_INTERVAL": "0"}, "TRACKD_ARCHIVE_FLUSH_INTERVAL: must be more than 0"),
 ])
 def test_bad_values_are_refused(env: dict[str, str], error: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -141,12 +141,16 @@ def workers_rss_kb(server: Server) -> dict[int, int]:
 
 
 def alive(server: Server) -> bool:
+    """The server runs and answers /healthz: 200, or 503 with its one-line reason (a full
+    disk or log is a state the server reports, not a death)."""
     if server.proc is None or server.proc.poll() is not None:
         return False
     try:
-        return httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+        answer = httpx.get(server.url + "/healthz", timeout=10)
     except httpx.HTTPError:
         return False
+    return answer.status_code == 200 or (answer.status_code == 503
+                                         and bool(answer.json().get("reason")))
 
 
 def send_valid(server: Server, prefix: str = "alongside") -> tuple[str, int]:

@@ -116,7 +116,7 @@ def test_admin_token_opens_admin_api(server: Server) -> None:
         response = client.post("/api/v1/query", json={"sql": "SELECT 1 AS one"},
                                headers=bearer)
         assert response.status_code == 200, response.text
-        assert response.json() == {"columns": ["one"], "rows": [{"one": 1}]}
+        assert response.json() == {"columns": ["one"], "rows": [{"one": 1}], "truncated": False}
 
 
 def test_admin_token_opens_profile_api(server: Server) -> None:
