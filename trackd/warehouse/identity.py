@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import duckdb
+from trackd.warehouse.store import Reader
 
 ID_TYPES = ("user_id", "anonymous_id", "email")
 PRIORITY = {"user_id": 0, "email": 1, "anonymous_id": 2}
@@ -116,7 +116,7 @@ class _Graph:
             self.user[first] = user
 
 
-def _combos(con: duckdb.DuckDBPyConnection, start: Identifier
+def _combos(con: Reader, start: Identifier
             ) -> list[tuple[str | None, str | None, str | None]]:
     """Identifier combinations of every call reachable from `start`, first received first."""
     known: set[Identifier] = {start}
@@ -130,7 +130,8 @@ def _combos(con: duckdb.DuckDBPyConnection, start: Identifier
             "SELECT user_id, anonymous_id, email, min(received_at) FROM _trackd.messages "
             "WHERE type <> 'alias' AND (user_id IN (SELECT unnest(?::VARCHAR[])) "
             "OR anonymous_id IN (SELECT unnest(?::VARCHAR[])) "
-            "OR email IN (SELECT unnest(?::VARCHAR[]))) GROUP BY ALL", lists).fetchall()
+            "OR email IN (SELECT unnest(?::VARCHAR[]))) "
+            "GROUP BY user_id, anonymous_id, email", lists).fetchall()
         frontier = set()
         for user_id, anonymous_id, email, first in rows:
             combo = (user_id, anonymous_id, email)
@@ -142,7 +143,7 @@ def _combos(con: duckdb.DuckDBPyConnection, start: Identifier
     return sorted(combos, key=lambda c: (combos[c], tuple(v or "" for v in c)))
 
 
-def resolve(con: duckdb.DuckDBPyConnection, id_type: str, value: str) -> Profile | None:
+def resolve(con: Reader, id_type: str, value: str) -> Profile | None:
     """The profile holding `id_type:value`, or None when no loaded call carries it."""
     if id_type == "email":
         value = value.strip().lower()

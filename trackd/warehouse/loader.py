@@ -38,10 +38,11 @@ from trackd.log.reader import LogReader
 from trackd.log.records import Position, Record, advanced
 from trackd.observability import Registry, get_logger
 from trackd.settings import WarehouseSettings
-from trackd.warehouse import ledger, sql
+from trackd.warehouse import ledger
 from trackd.warehouse.batch import Batch
-from trackd.warehouse.catalog import Catalog
 from trackd.warehouse.db import Database
+from trackd.warehouse.duckstore import DuckStore
+from trackd.warehouse.store import Store
 from trackd.warehouse.violations import ViolationLoader
 
 CONSUMER = "warehouse"
@@ -78,13 +79,15 @@ class WarehouseLoader:
 
     name = "warehouse"
 
-    def __init__(self, settings: WarehouseSettings, database: Database, reader: LogReader,
+    def __init__(self, settings: WarehouseSettings, database: Store | Database, reader: LogReader,
                  metrics: Registry, *, clock: Callable[[], datetime] = utcnow,
                  retry_delay: float = 0.2,
                  thread_setup: Callable[[], object] | None = None,
                  make_room: Callable[[], int] | None = None) -> None:
         self.settings = settings
-        self.database = database
+        # Where rows go (`store.Store`): a `Database` is the embedded DuckDB file.
+        self.store: Store = (database if isinstance(database, Store)
+                             else DuckStore(database, settings.max_columns_per_table))
         self.reader = reader
         self.clock = clock
         self.retry_delay = retry_delay
@@ -92,7 +95,7 @@ class WarehouseLoader:
         # Called when a batch runs out of memory: interrupts the admin queries sharing DuckDB's
         # memory, returns how many; the batch is then tried again (not counted as a failure).
         self.make_room = make_room
-        self.catalog = Catalog(max_columns=settings.max_columns_per_table)
+        self.catalog = self.store.catalog
         self.position: Position = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,12 +127,8 @@ class WarehouseLoader:
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
         """Open the database and resume from the position committed in it."""
-        if not self.database.is_open:
-            self.database.open()
-        con = self.database.writer()
-        sql.install(con)
-        self.catalog.load(con)
-        self.position = ledger.position(con)
+        self.store.open()
+        self.position = self.store.position()
         self.reader.register(CONSUMER)
         self.reader.commit(CONSUMER, self.position)  # a crash may have left the log behind
 
@@ -156,14 +155,14 @@ class WarehouseLoader:
         try:
             self.open()
         except BaseException as exc:
-            self.database.close()
+            self.store.close()
             opened.set_exception(exc)
             return
         opened.set_result(None)
         try:
             self._loop()
         finally:
-            self.database.close()
+            self.store.close()
 
     def _loop(self) -> None:
         backoff = 0.5
@@ -194,7 +193,7 @@ class WarehouseLoader:
     def load_once(self) -> int:
         """One round: read a batch, load it (splitting it on failure), mirror the position."""
         self._maybe_prune()
-        moved = self.violations.load_once(self.database.writer())  # <source>._violations
+        moved = self.store.load_violations(self.violations)  # <source>._violations
         records = self.reader.read(CONSUMER, limit=self._batch_rows, position=self.position)
         if not records:
             return moved
@@ -241,12 +240,13 @@ class WarehouseLoader:
 
     def _load(self, records: list[Record]) -> None:
         started = time.perf_counter()
-        con = self.database.writer()
         now = self.clock()
         batch = Batch(self.catalog, self._window, now, self.settings.max_tables_per_source)
         keys = [ledger.message_key(r.source, r.message_id) for r in records]
-        batch.judge(ledger.find(con, keys), records, keys)
-        conflicts = self._in_transaction(advanced(self.position, records), batch.write)
+        batch.judge(self.store.find(keys), records, keys)
+        position = advanced(self.position, records)
+        conflicts = self.store.load(batch, position)
+        self.position = position  # adopted after COMMIT
         committed = self.clock()
         for source, count in batch.loaded.items():
             self._loaded.inc((source,), count)
@@ -269,60 +269,30 @@ class WarehouseLoader:
                   extra={"message_id": record.message_id, "error": str(exc)})
         row = (record.source, record.message_id, record.type, record.received_at, self.clock(),
                f"{type(exc).__name__}: {exc}"[:2000], record.shard, record.offset)
-        self._in_transaction(advanced(self.position, [record]), lambda con: ledger.insert(
-            con, "load_errors", ledger.LOAD_ERRORS, [row]))
-        self._errors.inc()
-
-    def _in_transaction(self, position: Position,
-                        write: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """`write` and the new position in ONE transaction; the position is adopted after COMMIT."""
-        con = self.database.writer()
-        con.begin()
-        try:
-            result = write(con)
-            ledger.save_position(con, position)
-            con.commit()
-        except BaseException:
-            self._rollback(con)
-            raise
+        position = advanced(self.position, [record])
+        self.store.record_errors([row], position)
         self.position = position
-        return result
+        self._errors.inc()
 
     def _canary_loads(self, source: str) -> bool:
         """Whether a plain track message for `source` loads (rolled back: nothing is kept)."""
         canary = Record("trackd-canary", 0, source, "trackd-canary", "track",
                         "2024-01-01T00:00:00.000Z", _CANARY)
-        con = self.database.writer()
         batch = Batch(self.catalog, self._window, self.clock(),
                       self.settings.max_tables_per_source)
         try:
             batch.judge({}, [canary])
-            con.begin()
-            batch.write(con)
+            self.store.try_load(batch)
             return True
         except Exception:
             log.exception("the warehouse canary failed")
             return False
-        finally:
-            self._rollback(con)
-
-    def _rollback(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Undo a failed transaction, and forget the DDL it ran (the catalog is re-read)."""
-        try:
-            con.rollback()
-            self.catalog.load(con)
-        except duckdb.Error:  # the next attempt fails too and says why
-            log.exception("could not roll back the warehouse transaction")
 
     def _maybe_prune(self) -> None:
         if time.monotonic() - self._last_prune < PRUNE_INTERVAL:
             return
         self._last_prune = time.monotonic()
-        con = self.database.writer()
-        con.begin()
         try:
-            ledger.prune(con, self.clock())
-            con.commit()
-        except duckdb.Error:
+            self.store.prune(self.clock())
+        except Exception:
             log.exception("pruning profile events failed")
-            self._rollback(con)

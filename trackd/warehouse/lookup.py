@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from trackd.warehouse.db import Database
 from trackd.warehouse.ledger import message_key
+from trackd.warehouse.store import Readable
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -32,7 +32,7 @@ def iso(moment: datetime | None) -> str | None:
 class WarehouseLookup:
     """The `Lookup` of trackd.types for the warehouse. `sources` are the configured names."""
 
-    def __init__(self, database: Database, sources: Iterable[str]) -> None:
+    def __init__(self, database: Readable, sources: Iterable[str]) -> None:
         self.database = database
         self.sources = list(sources)
 

@@ -27,16 +27,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import duckdb
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from trackd.warehouse import identity
-from trackd.warehouse.db import Database
 from trackd.warehouse.ledger import EVENT_RETENTION
 from trackd.warehouse.lookup import iso
+from trackd.warehouse.store import Readable, Reader
 from trackd.warehouse.values import parse_timestamp
 
 USERS = "/v1/spaces/{space}/collections/users/profiles/{ident:path}"
@@ -109,7 +108,7 @@ def _identifier(request: Request, allowed: tuple[str, ...]) -> tuple[str, str]:
 class ProfileAPI:
     """Starlette routes for the Profile API over the warehouse `database`."""
 
-    def __init__(self, database: Database, admin_token: str,
+    def __init__(self, database: Readable, admin_token: str,
                  clock: Callable[[], datetime]) -> None:
         self.database = database
         self.token = admin_token
@@ -130,7 +129,7 @@ class ProfileAPI:
             user = header[7:].strip()
         return user is not None and hmac.compare_digest(user.encode(), self.token.encode())
 
-    def _handler(self, fn: Callable[[duckdb.DuckDBPyConnection, Request], dict[str, Any]]
+    def _handler(self, fn: Callable[[Reader, Request], dict[str, Any]]
                  ) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             if not self._authorized(request):
@@ -146,13 +145,13 @@ class ProfileAPI:
 
         return endpoint
 
-    def _run(self, fn: Callable[[duckdb.DuckDBPyConnection, Request], dict[str, Any]],
+    def _run(self, fn: Callable[[Reader, Request], dict[str, Any]],
              request: Request) -> dict[str, Any]:
         with self.database.reading() as con:
             return fn(con, request)
 
     @staticmethod
-    def _profile(con: duckdb.DuckDBPyConnection, request: Request) -> identity.Profile:
+    def _profile(con: Reader, request: Request) -> identity.Profile:
         id_type, value = _identifier(request, identity.ID_TYPES)
         profile = identity.resolve(con, id_type, value)
         if profile is None:
@@ -160,7 +159,7 @@ class ProfileAPI:
         return profile
 
     # -- resources ---------------------------------------------------------------------------
-    def traits(self, con: duckdb.DuckDBPyConnection, request: Request) -> dict[str, Any]:
+    def traits(self, con: Reader, request: Request) -> dict[str, Any]:
         limit = _limit(request, 10, 200)
         profile = self._profile(con, request)
         rows = con.execute(
@@ -178,22 +177,31 @@ class ProfileAPI:
                     merged.update(traits)
         return self._page_traits(request, merged, limit)
 
-    def account_traits(self, con: duckdb.DuckDBPyConnection, request: Request
+    def account_traits(self, con: Reader, request: Request
                        ) -> dict[str, Any]:
         limit = _limit(request, 10, 200)
         _, group_id = _identifier(request, ("group_id",))
+        # The text filter narrows the scan on either engine (unless the id may be written
+        # with JSON escapes); the decoded groupId decides.
+        plain = group_id.isascii() and group_id.isprintable() and not set(group_id) & set('"\\')
+        pattern = "%" + (group_id.replace("%", "\\%").replace("_", "\\_") if plain else "") + "%"
         rows = con.execute(
             "SELECT body FROM _trackd.events WHERE type = 'group' "
-            "AND json_extract_string(body, '$.groupId') = ? "
+            "AND CAST(body AS VARCHAR) LIKE ? ESCAPE '\\' "
             "ORDER BY received_at, shard, \"offset\"",
-            [group_id]).fetchall()
-        if not rows:
-            raise ProfileError(404, "not_found", "Profile was not found.")
+            [pattern]).fetchall()
         merged: dict[str, Any] = {}
+        found = False
         for (body,) in rows:
-            traits = msgspec.json.decode(body).get("traits")
+            message = msgspec.json.decode(body)
+            if message.get("groupId") != group_id:
+                continue
+            found = True
+            traits = message.get("traits")
             if isinstance(traits, dict):
                 merged.update(traits)
+        if not found:
+            raise ProfileError(404, "not_found", "Profile was not found.")
         return self._page_traits(request, merged, limit)
 
     @staticmethod
@@ -205,7 +213,7 @@ class ProfileAPI:
         return {"traits": {n: merged[n] for n in page},
                 "cursor": _cursor(request, len(names) > limit, page[-1] if page else "", limit)}
 
-    def events(self, con: duckdb.DuckDBPyConnection, request: Request) -> dict[str, Any]:
+    def events(self, con: Reader, request: Request) -> dict[str, Any]:
         limit = _limit(request, 10, 100)
         offset = _offset(request)
         order = "ASC" if request.query_params.get("sort", "desc") == "asc" else "DESC"
@@ -257,22 +265,24 @@ class ProfileAPI:
             raise ProfileError(400, "validation_error", f"{param} must be an ISO-8601 time")
         return parsed
 
-    def external_ids(self, con: duckdb.DuckDBPyConnection, request: Request
+    def external_ids(self, con: Reader, request: Request
                      ) -> dict[str, Any]:
         limit = _limit(request, 25, 100)
         offset = _offset(request)
         include = _names(request, "include")
         profile = self._profile(con, request)
-        parts = []
-        params: list[Any] = []
+        firsts: dict[tuple[str, str], tuple[datetime, str, str]] = {}
         for id_type in identity.ID_TYPES:
-            parts.append(
-                f"SELECT '{id_type}', {id_type}, min(received_at), "
-                "arg_min(message_id, received_at), arg_min(source, received_at) "
-                f"FROM _trackd.messages WHERE type <> 'alias' AND {id_type} IN "
-                f"(SELECT unnest(?::VARCHAR[])) GROUP BY {id_type}")
-            params.append(profile.values(id_type))
-        rows = con.execute(" UNION ALL ".join(parts) + " ORDER BY 3, 1, 2", params).fetchall()
+            # The first message carrying each identifier (in Python: portable SQL only).
+            for value, received, message_id, source in con.execute(
+                    f"SELECT {id_type}, received_at, message_id, source FROM _trackd.messages "
+                    f"WHERE type <> 'alias' AND {id_type} IN (SELECT unnest(?::VARCHAR[]))",
+                    [profile.values(id_type)]).fetchall():
+                known = firsts.get((id_type, value))
+                if known is None or (received, message_id) < known[:2]:
+                    firsts[(id_type, value)] = (received, message_id, source)
+        rows = sorted(((t, v, *first) for (t, v), first in firsts.items()),
+                      key=lambda row: (row[2], row[0], row[1]))
         data = [{"id": value, "type": id_type, "source_id": source, "collection": "users",
                  "created_at": iso(created), "encoding": "none", "first_message_id": first}
                 for id_type, value, created, first, source in rows
@@ -282,7 +292,7 @@ class ProfileAPI:
         return {"data": page, "cursor": _cursor(request, more, str(offset + limit), limit)}
 
 
-def profile_routes(database: Database, admin_token: str,
+def profile_routes(database: Readable, admin_token: str,
                    clock: Callable[[], datetime]) -> list[Route]:
     """The Profile API routes, to append to the admin app's routes."""
     return ProfileAPI(database, admin_token, clock).routes()

@@ -23,7 +23,7 @@ from trackd.warehouse.naming import quote
 
 TABLE = "_violations"
 _ARROW = "__trackd_violations"
-_COLUMNS = {"message_id": pa.string(), "received_at": pa.timestamp("us"), "type": pa.string(),
+COLUMNS = {"message_id": pa.string(), "received_at": pa.timestamp("us"), "type": pa.string(),
             "event": pa.string(), "violation": pa.string(), "path": pa.string(),
             "rule": pa.string(), "message": pa.string(), "plan_version": pa.int64(),
             "action": pa.string()}
@@ -49,24 +49,16 @@ class ViolationLoader:
             con.execute(_OFFSETS)
             self.position = {shard: int(last) for shard, last in con.execute(
                 "SELECT shard, last_id FROM _trackd.violation_offsets").fetchall()}
-        rows = self.reader.read_violations(self.position, self.batch_rows)
-        if not rows:
+        pending = self.read()
+        if pending is None:
             return 0
-        by_source: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-        position = dict(self.position)
-        for (shard, log_id, received_at, source, message_id, kind, event, violation, path,
-             rule, message, version, action) in rows:
-            by_source[source].append((message_id, _timestamp(received_at), kind, event,
-                                      violation, path, rule, message, version, action))
-            position[shard] = max(position.get(shard, 0), log_id)
+        by_source, position, count = pending
         con.begin()
         try:
             for source, items in by_source.items():
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(source)}")
                 con.execute(_DDL.format(schema=quote(source), table=quote(TABLE)))
-                arrow = pa.table({name: pa.array([row[i] for row in items], kind)
-                                  for i, (name, kind) in enumerate(_COLUMNS.items())})
-                with registered(con, _ARROW, arrow):
+                with registered(con, _ARROW, arrow(items)):
                     con.execute(f"INSERT INTO {quote(source)}.{quote(TABLE)} "
                                 f"SELECT * FROM {_ARROW}")
             con.executemany("INSERT OR REPLACE INTO _trackd.violation_offsets VALUES (?, ?)",
@@ -76,7 +68,30 @@ class ViolationLoader:
             con.rollback()
             raise
         self.position = position
-        return len(rows)
+        return count
+
+    def read(self) -> tuple[dict[str, list[tuple[Any, ...]]], Position, int] | None:
+        """The violations after `position` (set by the store first): rows per source, the
+        position after them and how many; None when there are none. The store writes them
+        and then sets `position`."""
+        assert self.position is not None
+        rows = self.reader.read_violations(self.position, self.batch_rows)
+        if not rows:
+            return None
+        by_source: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        position = dict(self.position)
+        for (shard, log_id, received_at, source, message_id, kind, event, violation, path,
+             rule, message, version, action) in rows:
+            by_source[source].append((message_id, _timestamp(received_at), kind, event,
+                                      violation, path, rule, message, version, action))
+            position[shard] = max(position.get(shard, 0), log_id)
+        return by_source, position, len(rows)
+
+
+def arrow(items: list[tuple[Any, ...]]) -> pa.Table:
+    """One source's violation rows as an Arrow table of `_violations`' columns."""
+    return pa.table({name: pa.array([row[i] for row in items], kind)
+                     for i, (name, kind) in enumerate(COLUMNS.items())})
 
 
 def _timestamp(text: str) -> datetime | None:
