@@ -160,28 +160,21 @@ class Pipeline:
         if self.settings.warehouse.enabled:
             # Imported here: gateway workers import this module and never need DuckDB.
             from trackd.server.priority import lower_thread_priority
-            from trackd.warehouse.db import Database, warehouse_path
+            from trackd.warehouse.backend import server_backend
             from trackd.warehouse.loader import WarehouseLoader, utcnow
             from trackd.warehouse.lookup import WarehouseLookup
             from trackd.warehouse.profiles import profile_routes
-            from trackd.warehouse.query import WarehouseQueryEngine
 
             wh = self.settings.warehouse
-            database = Database(warehouse_path(self.settings.data_dir),
-                                memory_limit_mb=wh.memory_limit_mb, threads=wh.threads,
-                                temp_mb=wh.query_temp_mb)
-            engine = WarehouseQueryEngine(
-                database, timeout=wh.query_timeout, max_rows=wh.query_max_rows,
-                max_bytes=int(wh.query_max_mb * 1024 * 1024), workers=wh.query_workers,
-                thread_setup=lower_thread_priority)
+            store, engine = server_backend(self.settings, lower_thread_priority)
             self.stages.append(WarehouseLoader(
-                wh, database, self.reader, self.metrics, thread_setup=lower_thread_priority,
+                wh, store, self.reader, self.metrics, thread_setup=lower_thread_priority,
                 make_room=lambda: engine.interrupt_all("because the loader needed the memory")))
             self.lookups["warehouse"] = WarehouseLookup(
-                database, [source.name for source in self.settings.sources])
+                store, [source.name for source in self.settings.sources])
             self.query_engine = engine
             self.extra_routes.extend(
-                profile_routes(database, self.settings.server.admin_token, utcnow))
+                profile_routes(store, self.settings.server.admin_token, utcnow))
 
         # Imported here too: gateway workers never need the destination or archive code.
         from trackd.archive import build_archive
@@ -260,36 +253,30 @@ class Pipeline:
 def offline_query_engine(settings: Settings) -> QueryEngine:
     """The warehouse opened read-only, for commands run while no server is running."""
     from trackd.errors import ConfigError
-    from trackd.warehouse.db import Database, warehouse_path
-    from trackd.warehouse.query import WarehouseQueryEngine
+    from trackd.warehouse.backend import offline_engine
 
     if not settings.warehouse.enabled:
         raise ConfigError("the warehouse is disabled (warehouse.enabled = false)")
-    wh = settings.warehouse
-    database = Database(warehouse_path(settings.data_dir), read_only=True,
-                        temp_mb=wh.query_temp_mb)
-    database.open()
-    return WarehouseQueryEngine(database, timeout=wh.query_timeout, max_rows=wh.query_max_rows,
-                                max_bytes=int(wh.query_max_mb * 1024 * 1024))
+    return offline_engine(settings)
 
 
 def offline_where_is(settings: Settings, message_id: str) -> dict[str, Any]:
     """`where_is` from the files, for commands run while no server is running."""
     from trackd.admin.lookup import where_is
     from trackd.destinations import open_lookup
-    from trackd.warehouse.db import Database, warehouse_path
+    from trackd.warehouse.backend import offline_store
     from trackd.warehouse.lookup import WarehouseLookup
 
     reader = LogReader(log_dir(settings))
     deliveries = open_lookup(settings, reader, settings.data_dir)
     lookups: dict[str, Lookup] = {"destinations": deliveries}
-    database = Database(warehouse_path(settings.data_dir), read_only=True)
-    if settings.warehouse.enabled and database.path.exists():
-        database.open()
-        lookups["warehouse"] = WarehouseLookup(database, [s.name for s in settings.sources])
+    store = offline_store(settings) if settings.warehouse.enabled else None
+    if store is not None:
+        lookups["warehouse"] = WarehouseLookup(store, [s.name for s in settings.sources])
     try:
         return where_is(message_id, reader, lookups)
     finally:
         deliveries.close()
         reader.close()
-        database.close()
+        if store is not None:
+            store.close()

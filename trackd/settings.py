@@ -88,6 +88,10 @@ class SourceSettings:
 @dataclass(frozen=True)
 class WarehouseSettings:
     enabled: bool = _f(True, "Load the log into <data_dir>/warehouse.duckdb.")
+    url: str = _f("", "PostgreSQL warehouse (postgresql://user@host:5432/db); empty: the "
+                  "embedded <data_dir>/warehouse.duckdb.")
+    query_url: str = _f("", "PostgreSQL warehouse: the login admin queries use (a role with "
+                        "SELECT only); empty: url.")
     dedup_window_days: float = _f(7.0, "How long a messageId is remembered for dedup.")
     batch_rows: int = _f(20000, "Most records loaded in one warehouse transaction.")
     poll_interval: float = _f(0.2, "Seconds between looks at the log when idle.")

@@ -117,6 +117,7 @@ class Batch:
         self._load: list[int] = []
         self._again: set[int] = set()
         self._times: dict[str, datetime] = {}
+        self.written: set[tuple[str, str]] = set()  # (schema, table) that `write` loaded into
 
     def judge(self, known: dict[int, Loaded], records: list[Record],
               keys: list[int] | None = None) -> None:
@@ -200,6 +201,7 @@ class Batch:
             self._create_stage(con)  # in the transaction: a rollback removes it too
             tracks: dict[str, list[Load]] = {}  # per source: the tracks table, event tables
             plans = self._plans(con)
+            self.written = {(plan.schema, plan.table) for plan in plans}
             known = self._event_firsts(con, plans)
             for plan in plans:
                 load = self._prepare(con, plan, known.get((plan.schema, plan.table)))

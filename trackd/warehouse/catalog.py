@@ -27,15 +27,24 @@ from trackd.warehouse.values import CONFLICT, ColumnType, convert, infer, text
 
 V, T, J = ColumnType.VARCHAR, ColumnType.TIMESTAMP, ColumnType.JSON
 
+# Segment's standard context columns: on every call table from its creation, so SQL and dbt
+# models written for Segment run on a source before every field has been seen.
+STANDARD_CONTEXT = (
+    "context_ip", "context_user_agent", "context_page_path", "context_page_referrer",
+    "context_page_search", "context_page_title", "context_page_url", "context_campaign_name",
+    "context_campaign_source", "context_campaign_medium", "context_campaign_term",
+    "context_campaign_content", "context_library_name", "context_library_version")
 _COMMON: dict[str, ColumnType] = {
     "id": V, "received_at": T, "uuid_ts": T, "anonymous_id": V, "user_id": V, "sent_at": T,
     "timestamp": T, "original_timestamp": T, "channel": V, "_type_conflicts": J,
+    **dict.fromkeys(STANDARD_CONTEXT, V),
 }
+_PAGE = {"name": V, "category": V, "url": V, "path": V, "title": V, "search": V, "referrer": V}
 _PROFILE: dict[str, ColumnType] = {"id": V, "received_at": T, "uuid_ts": T, "_type_conflicts": J}
 _BASE: dict[str, dict[str, ColumnType]] = {
     "tracks": {**_COMMON, "event": V, "event_text": V},
     "identifies": _COMMON,
-    "pages": {**_COMMON, "name": V, "category": V},
+    "pages": {**_COMMON, **_PAGE},
     "screens": {**_COMMON, "name": V, "category": V},
     "groups": {**_COMMON, "group_id": V},
     "aliases": {**_COMMON, "previous_id": V},

@@ -47,8 +47,25 @@ REFUSED_FUNCTIONS = frozenset({"checkpoint", "force_checkpoint", "query", "query
                                "nextval", "setseed"})
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def fetch_capped(fetchmany: Callable[[int], list[Any]], max_rows: int,
+                 max_bytes: int) -> tuple[list[tuple[Any, ...]], bool]:
+    """Rows in chunks until the row or byte cap (counted as JSON, as the API sends them);
+    whether rows were left out."""
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    while True:
+        chunk = fetchmany(min(CHUNK_ROWS, max_rows - len(rows) + 1))
+        if not chunk:
+            return rows, False
+        for row in chunk:
+            size += len(msgspec.json.encode(row, enc_hook=str))
+            if len(rows) >= max_rows or size > max_bytes:
+                return rows, True
+            rows.append(tuple(row))
 
 
 def _functions(tree: Any, found: set[str]) -> set[str]:
@@ -75,7 +92,7 @@ def read_only_statement(sql: str, parser: duckdb.DuckDBPyConnection) -> str:
     try:
         statements = parser.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryRefused(f"not valid SQL: {_first_line(exc)}") from None
+        raise QueryRefused(f"not valid SQL: {first_line(exc)}") from None
     if not statements:
         raise QueryRefused("no SQL statement given")
     if len(statements) > 1:
@@ -94,13 +111,12 @@ def read_only_statement(sql: str, parser: duckdb.DuckDBPyConnection) -> str:
     return sql
 
 
-class WarehouseQueryEngine:
-    """The `QueryEngine` of trackd.types over a `Database` (open for writing or read-only)."""
+class PooledEngine:
+    """What both warehouses' engines share: the caps and a pool of threads of their own."""
 
-    def __init__(self, database: Database, *, timeout: float = DEFAULT_TIMEOUT,
-                 max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES,
-                 workers: int = 2, thread_setup: Callable[[], object] | None = None) -> None:
-        self.database = database
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, max_rows: int = DEFAULT_MAX_ROWS,
+                 max_bytes: int = DEFAULT_MAX_BYTES, workers: int = 2,
+                 thread_setup: Callable[[], object] | None = None) -> None:
         self.timeout = timeout
         self.max_rows = max_rows
         self.max_bytes = max_bytes
@@ -108,11 +124,25 @@ class WarehouseQueryEngine:
             max_workers=max(1, workers), thread_name_prefix="trackd-query",
             initializer=thread_setup)
         self._lock = threading.Lock()
-        self._running: dict[duckdb.DuckDBPyConnection, str] = {}  # cursor -> why interrupted
+
+    def query(self, sql: str, *, limit: int | None = None) -> QueryResult:
+        raise NotImplementedError
 
     async def run(self, sql: str, *, limit: int | None = None) -> QueryResult:
         """`query` on the engine's own threads."""
         return await asyncio.wrap_future(self._pool.submit(self.query, sql, limit=limit))
+
+
+class WarehouseQueryEngine(PooledEngine):
+    """The `QueryEngine` of trackd.types over a `Database` (open for writing or read-only)."""
+
+    def __init__(self, database: Database, *, timeout: float = DEFAULT_TIMEOUT,
+                 max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES,
+                 workers: int = 2, thread_setup: Callable[[], object] | None = None) -> None:
+        super().__init__(timeout=timeout, max_rows=max_rows, max_bytes=max_bytes,
+                         workers=workers, thread_setup=thread_setup)
+        self.database = database
+        self._running: dict[duckdb.DuckDBPyConnection, str] = {}  # cursor -> why interrupted
 
     def interrupt_all(self, reason: str) -> int:
         """Interrupt every running query (its answer gives `reason`); returns how many."""
@@ -142,7 +172,7 @@ class WarehouseQueryEngine:
             except duckdb.InterruptException:
                 raise QueryRefused(f"query interrupted {self._running[cursor]}") from None
             except duckdb.Error as exc:
-                raise QueryRefused(_first_line(exc)) from None
+                raise QueryRefused(first_line(exc)) from None
             finally:
                 timer.cancel()
                 with self._lock:
@@ -153,18 +183,7 @@ class WarehouseQueryEngine:
 
     def _fetch(self, result: duckdb.DuckDBPyConnection,
                max_rows: int) -> tuple[list[tuple[Any, ...]], bool]:
-        """Rows in chunks until the row or byte cap (counted as JSON, as the API sends them)."""
-        rows: list[tuple[Any, ...]] = []
-        size = 0
-        while True:
-            chunk = result.fetchmany(min(CHUNK_ROWS, max_rows - len(rows) + 1))
-            if not chunk:
-                return rows, False
-            for row in chunk:
-                size += len(msgspec.json.encode(row, enc_hook=str))
-                if len(rows) >= max_rows or size > self.max_bytes:
-                    return rows, True
-                rows.append(tuple(row))
+        return fetch_capped(result.fetchmany, max_rows, self.max_bytes)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -70,14 +70,14 @@ def upsert(con: duckdb.DuckDBPyConnection, catalog: Catalog, schema: str, table:
         names = [d[0] for d in result.description or ()]
         found = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
         existing = {row["id"]: row for row in found}
-        rows = [_merged(existing.get(patch["id"], {}), patch) for patch in fitted.rows]
+        rows = [merged(existing.get(patch["id"], {}), patch) for patch in fitted.rows]
         con.execute(f"DELETE FROM {target} WHERE id IN (SELECT id FROM {_IDS})")
     with registered(con, _ROWS, catalog.arrow(schema, table, rows)):
         con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {_ROWS}")
     return fitted.conflicts, fitted.overflows
 
 
-def _merged(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+def merged(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     row = dict(old)
     conflicts = _conflicts(old.get("_type_conflicts"))
     overflow = _conflicts(old.get(OVERFLOW))

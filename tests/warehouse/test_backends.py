@@ -1,0 +1,193 @@
+"""One suite for both warehouses behind the seam (`trackd.warehouse.store`): the DuckDB file and
+PostgreSQL (the machine's server on 127.0.0.1:5432; each test creates and drops its own
+database). The same log is loaded into either; the tables, columns, types and rows must agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.warehouse import pg
+from tests.warehouse.conftest import Log, enriched
+from trackd.log.reader import LogReader
+from trackd.observability import Registry
+from trackd.settings import WarehouseSettings
+from trackd.warehouse.db import Database
+from trackd.warehouse.duckstore import DuckStore
+from trackd.warehouse.loader import WarehouseLoader
+from trackd.warehouse.lookup import WarehouseLookup
+from trackd.warehouse.postgres.store import PgStore
+from trackd.warehouse.store import Store
+
+# information_schema's type names -> the contract's, per backend
+TYPES = {"VARCHAR": "text", "BIGINT": "bigint", "DOUBLE": "double", "BOOLEAN": "boolean",
+         "TIMESTAMP": "timestamp", "JSON": "json", "text": "text", "bigint": "bigint",
+         "double precision": "double", "boolean": "boolean",
+         "timestamp with time zone": "timestamp", "jsonb": "json"}
+STANDARD = ("context_ip", "context_user_agent", "context_page_path", "context_page_referrer",
+            "context_page_search", "context_page_title", "context_page_url",
+            "context_campaign_name", "context_campaign_source", "context_campaign_medium",
+            "context_campaign_term", "context_campaign_content", "context_library_name",
+            "context_library_version")
+
+
+@dataclass
+class Loaded:
+    """A loader over one store, driven in the test's thread."""
+
+    kind: str
+    store: Store
+    loader: WarehouseLoader
+    reader: LogReader
+    metrics: Registry
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self.store.reading() as cur:
+            return cur.execute(sql, params or []).fetchall()
+
+    def columns(self, schema: str, table: str) -> dict[str, str]:
+        return {name: TYPES[kind] for name, kind in self.rows(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [schema, table])}
+
+    def load(self) -> int:
+        return self.loader.load_available()
+
+
+MakeLoaded = Callable[..., Loaded]
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeLoaded]:
+    """Factory: backend(log_dir=..., **WarehouseSettings) -> an opened loader on the store."""
+    kind: str = request.param
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(pg.database()) if kind == "postgresql" else ""
+        made: list[Loaded] = []
+
+        def factory(log_dir: Path | None = None, **settings: Any) -> Loaded:
+            wh = WarehouseSettings(**settings)
+            store: Store = (PgStore(url, wh.max_columns_per_table) if url else
+                            DuckStore(Database(tmp_path / "warehouse.duckdb"),
+                                      wh.max_columns_per_table))
+            reader = LogReader(log_dir or tmp_path / "log")
+            metrics = Registry()
+            loader = WarehouseLoader(wh, store, reader, metrics, retry_delay=0.0)
+            loader.open()
+            made.append(Loaded(kind, store, loader, reader, metrics))
+            return made[-1]
+
+        try:
+            yield factory
+        finally:
+            for item in made:
+                item.store.close()
+                item.reader.close()
+
+
+def test_calls_land_in_segments_layout_with_the_same_columns_and_types(
+        log: Log, backend: MakeLoaded) -> None:
+    log.write([
+        enriched("track", messageId="t1", userId="u1", event="Order Completed",
+                 properties={"revenue": 19.99, "quantity": 2, "coupon": "SPRING",
+                             "paid": True, "shippedAt": "2024-05-02T08:00:00Z",
+                             "product": {"sku": "A-1"}, "tags": ["a", "b"]}),
+        enriched("identify", messageId="i1", userId="u1",
+                 traits={"email": "a@x.test", "plan": "pro", "logins": 3}),
+        enriched("page", messageId="p1", anonymousId="a1", name="Home",
+                 properties={"url": "https://x.test/", "title": "Home"}),
+        enriched("group", messageId="g1", userId="u1", groupId="acme",
+                 traits={"name": "Acme", "employees": 50}),
+        enriched("alias", messageId="al1", userId="u1", previousId="a1"),
+    ])
+    w = backend()
+    assert w.load() == 5
+    event = w.columns("web", "order_completed")
+    assert {k: event[k] for k in ("id", "revenue", "quantity", "coupon", "paid", "shipped_at",
+                                  "product_sku", "tags", "received_at", "_type_conflicts")} == {
+        "id": "text", "revenue": "double", "quantity": "bigint", "coupon": "text",
+        "paid": "boolean", "shipped_at": "timestamp", "product_sku": "text", "tags": "text",
+        "received_at": "timestamp", "_type_conflicts": "json"}
+    assert w.rows("SELECT id, event, event_text, user_id FROM web.tracks") == [
+        ("t1", "order_completed", "Order Completed", "u1")]
+    assert w.rows("SELECT revenue, quantity, coupon, paid, product_sku, tags "
+                  "FROM web.order_completed") == [(19.99, 2, "SPRING", True, "A-1", '["a","b"]')]
+    assert w.rows("SELECT id, email, plan, logins FROM web.users") == [
+        ("u1", "a@x.test", "pro", 3)]
+    assert w.rows("SELECT id, name, employees FROM web.accounts") == [("acme", "Acme", 50)]
+    assert w.rows("SELECT name, url, title FROM web.pages") == [
+        ("Home", "https://x.test/", "Home")]
+    assert w.rows("SELECT previous_id FROM web.aliases") == [("a1",)]
+    assert w.rows("SELECT group_id FROM web.groups") == [("acme",)]
+
+
+def test_standard_columns_exist_on_a_fresh_source(log: Log, backend: MakeLoaded) -> None:
+    log.write([enriched("track", event="Signed Up", userId="u", context={}),
+               enriched("page", userId="u", context={})])
+    w = backend()
+    w.load()
+    for table in ("tracks", "signed_up", "pages"):
+        columns = w.columns("web", table)
+        assert {c: columns.get(c) for c in STANDARD} == dict.fromkeys(STANDARD, "text"), table
+    pages = w.columns("web", "pages")
+    assert {c: pages.get(c) for c in ("url", "path", "title", "search", "referrer")} == \
+        dict.fromkeys(("url", "path", "title", "search", "referrer"), "text")
+    assert w.rows("SELECT count(*) FROM web.pages WHERE url IS NULL "
+                  "AND context_page_url IS NULL") == [(1,)]
+
+
+def test_a_message_sent_twice_or_replayed_loads_once(log: Log, backend: MakeLoaded,
+                                                     tmp_path: Path) -> None:
+    message = enriched("track", messageId="dup", userId="u", event="Clicked",
+                       properties={"n": 1})
+    log.write([message, message])
+    w = backend()
+    w.load()
+    log.write([message], "gw1")
+    w.load()
+    assert w.rows("SELECT count(*) FROM web.tracks") == [(1,)]
+    assert w.rows("SELECT count(*) FROM web.clicked") == [(1,)]
+    assert w.rows("SELECT count(*) FROM _trackd.duplicates") == [(2,)]
+    w.store.close()
+    w.reader.close()
+    replayed = backend(log_dir=tmp_path / "log")  # same warehouse, position kept
+    replayed.loader.position = {}  # a replay of the whole log
+    replayed.load()
+    assert replayed.rows("SELECT count(*), count(DISTINCT id) FROM web.tracks") == [(1, 1)]
+
+
+def test_users_merge_traits_and_conflicts_are_kept_as_json(log: Log,
+                                                           backend: MakeLoaded) -> None:
+    log.write([enriched("identify", userId="u1", traits={"plan": "pro", "age": 30}),
+               enriched("track", userId="u1", event="Paid", properties={"amount": 5})])
+    w = backend()
+    w.load()
+    log.write([enriched("identify", userId="u1", traits={"plan": None, "city": "Oslo"},
+                        received_at="2024-05-01T11:00:00.000Z"),
+               enriched("track", userId="u1", event="Paid", properties={"amount": "lots"},
+                        messageId="conflict", received_at="2024-05-01T11:00:00.000Z")],
+              "gw1")
+    w.load()
+    assert w.rows("SELECT id, plan, age, city FROM web.users") == [("u1", None, 30, "Oslo")]
+    [(amount, conflicts)] = w.rows("SELECT amount, CAST(_type_conflicts AS VARCHAR) "
+                                   "FROM web.paid WHERE id = 'conflict'")
+    assert amount is None
+    assert conflicts.replace(" ", "") == '{"amount":"lots"}'
+
+
+def test_where_is_my_event_reads_either_store(log: Log, backend: MakeLoaded) -> None:
+    log.write([enriched("track", messageId="m1", userId="u", event="Seen")])
+    w = backend()
+    w.load()
+    answer = WarehouseLookup(w.store, ["web"]).lookup("m1")
+    assert answer["found"] is True
+    assert sorted((x["schema"], x["table"]) for x in answer["loaded"]) == [
+        ("web", "seen"), ("web", "tracks")]
+    assert WarehouseLookup(w.store, ["web"]).lookup("nope")["found"] is False
