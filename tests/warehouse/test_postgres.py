@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -42,7 +43,7 @@ def loader(url: str, log_dir: Path, **settings: object) -> WarehouseLoader:
     return made
 
 
-def rows(url: str, sql: str) -> list[tuple[object, ...]]:
+def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as con:
         return [tuple(r) for r in con.execute(sql).fetchall()]
 
@@ -100,7 +101,12 @@ def test_a_new_property_added_by_another_loader_mid_batch_is_typed_by_the_first(
     held.execute("BEGIN")
     held.execute("SELECT pg_advisory_xact_lock(%s)", [0x7472_6B64_0001])
     done = threading.Event()
-    thread = threading.Thread(target=lambda: (a.load_available(), done.set()))
+
+    def load_a() -> None:
+        a.load_available()
+        done.set()
+
+    thread = threading.Thread(target=load_a)
     thread.start()
     eventually(lambda: rows(url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                                  "AND NOT granted") == [(1,)])
@@ -122,6 +128,7 @@ def test_a_new_property_added_by_another_loader_mid_batch_is_typed_by_the_first(
 _CHILD = """
 import sys
 from pathlib import Path
+from typing import Any
 from trackd.log.reader import LogReader
 from trackd.observability import Registry
 from trackd.settings import WarehouseSettings
@@ -147,7 +154,8 @@ def test_kill_9_mid_batch_then_redelivery_loads_each_message_once(url: str,
     progress = [0]
 
     def loaded() -> int:
-        return int(rows(url, 'SELECT coalesce(sum("offset"), 0) FROM _trackd.offsets')[0][0])
+        [(total_offset,)] = rows(url, 'SELECT coalesce(sum("offset"), 0) FROM _trackd.offsets')
+        return int(str(total_offset))
 
     for _ in range(2):  # kill -9 twice, each time somewhere in the backlog
         child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path / "log"), url])
