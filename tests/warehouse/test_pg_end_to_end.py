@@ -43,7 +43,7 @@ def test_sdk_traffic_lands_in_postgresql_with_columns_types_and_values(
                and count(server, "web.users") == 1 and count(server, "web.accounts") == 1
                and count(server, "web.pages") == 1)
     with psycopg.connect(url) as con:
-        types = dict(con.execute(
+        types: dict[str, str] = dict(con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = 'web' AND table_name = 'order_completed'").fetchall())
         users = con.execute("SELECT id, email, plan, logins FROM web.users").fetchall()
@@ -99,9 +99,9 @@ def test_sdk_traffic_lands_in_postgresql_with_columns_types_and_values(
     out = server.run_cli("query", "SELECT count(*) AS n FROM web.tracks", "--format",
                          "json").stdout
     assert json.loads(out) == [{"n": 2}]
-    refused = server.run_cli("query", "COMMIT; DELETE FROM web.tracks", check=False)
-    assert refused.returncode != 0 and "Traceback" not in refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1
+    result = server.run_cli("query", "COMMIT; DELETE FROM web.tracks", check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     shown = json.loads(server.run_cli("events", "show", "pg-track-1", "--format", "json").stdout)
     assert len(shown["warehouse"]["loaded"]) == 2
 
