@@ -114,29 +114,40 @@ def apply_changes(con: psycopg.Connection[Any], new: Tables, full: Tables) -> No
     raises SchemaMoved when a column exists with another type or a table has columns the
     catalog (`full`) does not know."""
     con.execute("SELECT pg_advisory_xact_lock(%s)", [DDL_LOCK])
+    for schema in sorted({schema for schema, _ in new}):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
     for (schema, table), columns in new.items():
         target = f"{quote(schema)}.{quote(table)}"
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
         body = ", ".join(f"{quote(c)} {PG_TYPES[t]}" for c, t in full[(schema, table)].items())
         key = ", PRIMARY KEY (id)" if "id" in full[(schema, table)] else ""
         con.execute(f"CREATE TABLE IF NOT EXISTS {target} ({body}{key})")
-        for column, column_type in columns.items():
-            con.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote(column)} "
-                        f"{PG_TYPES[column_type]}")
-        check_columns(con, schema, table, full[(schema, table)])
+        con.execute(f"ALTER TABLE {target} " + ", ".join(
+            f"ADD COLUMN IF NOT EXISTS {quote(c)} {PG_TYPES[t]}" for c, t in columns.items()))
+    check_tables(con, {key: full[key] for key in new})
 
 
 def check_columns(con: psycopg.Connection[Any], schema: str, table: str,
                   expected: dict[str, str], *, exact: bool = False) -> None:
     """SchemaMoved unless `schema.table` has the `expected` columns with their types (and, if
     `exact`, no other)."""
-    found = {name: str(_BACK.get(kind, ColumnType.VARCHAR)) for name, kind in con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = %s AND table_name = %s", [schema, table]).fetchall()}
-    names = found.keys() | expected.keys() if exact else expected.keys()
-    moved = sorted(n for n in names if found.get(n) != expected.get(n))
-    if moved:
-        raise SchemaMoved(f"{schema}.{table} changed meanwhile ({', '.join(moved[:5])})")
+    check_tables(con, {(schema, table): expected}, exact=exact)
+
+
+def check_tables(con: psycopg.Connection[Any], expected: Tables, *, exact: bool = False) -> None:
+    """`check_columns` for several tables in one query."""
+    found: Tables = {key: {} for key in expected}
+    for schema, table, name, kind in con.execute(
+            "SELECT table_schema, table_name, column_name, data_type "
+            "FROM information_schema.columns WHERE (table_schema, table_name) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+            [[s for s, _ in expected], [t for _, t in expected]]).fetchall():
+        found[(schema, table)][name] = str(_BACK.get(kind, ColumnType.VARCHAR))
+    for (schema, table), columns in expected.items():
+        have = found[(schema, table)]
+        names = have.keys() | columns.keys() if exact else columns.keys()
+        moved = sorted(n for n in names if have.get(n) != columns.get(n))
+        if moved:
+            raise SchemaMoved(f"{schema}.{table} changed meanwhile ({', '.join(moved[:5])})")
 
 
 def duck_ddl(new: Tables, full: Tables) -> list[str]:

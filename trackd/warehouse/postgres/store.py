@@ -54,6 +54,7 @@ log = get_logger("warehouse")
 ATTEMPTS = 3  # flattening again after another loader moved the schema
 _PROFILE_TABLES = ("users", "accounts")
 _CSV = pacsv.WriteOptions(include_header=False)
+_APPEND_ONLY = ("_trackd.events", "_trackd.duplicates")  # no key: copied as they are
 # The shadow's bookkeeping rows, as PostgreSQL's columns want them (text[] as an array literal).
 _LEDGER = {
     "messages": "SELECT key, source, message_id, type, "
@@ -273,6 +274,18 @@ class PgStore:
     def _merge(self, con: psycopg.Connection[Any], exports: list[tuple[str, pa.Table, bool]]
                ) -> None:
         for i, (target, rows, by_id) in enumerate(exports):
+            if target in _APPEND_ONLY:
+                copy_arrow(con, target, rows)
+                continue
+            # Most batches are new: COPY straight into the table, in a savepoint. An id that is
+            # there already (a redelivery, a replay, another loader's commit) fails the COPY on
+            # the primary key; the savepoint then goes and the rows take the staging path.
+            try:
+                with con.transaction():
+                    copy_arrow(con, target, rows)
+                continue
+            except psycopg.errors.UniqueViolation:
+                pass
             stage = f"__trackd_stage_{i}"
             con.execute(f"CREATE TEMP TABLE {stage} (LIKE {target}) ON COMMIT DROP")
             copy_arrow(con, stage, rows)
@@ -280,13 +293,11 @@ class PgStore:
             if by_id:  # in id order: loaders taking the same ids lock them in the same order
                 con.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage} "
                             "ORDER BY id ON CONFLICT (id) DO NOTHING")
-            elif target == "_trackd.messages":
+            else:
                 con.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage} "
                             "ORDER BY key ON CONFLICT (key) DO UPDATE SET tables = ARRAY("
                             "SELECT DISTINCT unnest(_trackd.messages.tables || "
                             "EXCLUDED.tables) ORDER BY 1)")
-            else:
-                con.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage}")
 
     def _upsert(self, con: psycopg.Connection[Any], batch: Batch) -> None:
         """users/accounts: each id's row merged with the batch's traits (`upsert.merged`)."""
