@@ -6,6 +6,8 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+import warehouse_load
+
 TARGET_ORDER = ["nginx", "baseline", "floor", "trackd-1w", "trackd-2w", "trackd-2w-plan"]
 LABELS = {
     "nginx": "nginx static 200 (2 workers)",
@@ -258,6 +260,10 @@ def render(doc: dict[str, Any]) -> str:
             out.append(f"| {name} | {q['median_ms']:.1f} | {q['min_ms']:.1f}..{q['max_ms']:.1f} "
                        f"| {q['result_rows']} |")
         out.append("")
+    loading = doc.get("warehouse_load")
+    if loading:
+        out += ["## Warehouse load: DuckDB vs PostgreSQL", "", *warehouse_load.lines(loading),
+                ""]
     return "\n".join(out)
 
 

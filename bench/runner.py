@@ -32,6 +32,7 @@ import machine
 import procstat
 import report
 import targets
+import warehouse_load
 import warehouse_queries
 
 BENCH = Path(__file__).resolve().parent
@@ -69,6 +70,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--skip-load", action="store_true", help="skip the load scenarios")
     parser.add_argument("--skip-freshness", action="store_true")
     parser.add_argument("--skip-queries", action="store_true")
+    parser.add_argument("--skip-warehouse-load", action="store_true",
+                        help="skip messages/s loaded into DuckDB vs 1 and 2 PostgreSQL loaders")
+    parser.add_argument("--load-messages", type=int,
+                        help="messages per warehouse-load run (default 100,000; --quick 20,000)")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432",
+                        help="PostgreSQL server for the warehouse-load scenario (trust auth)")
     parser.add_argument("--gateway-only", action="store_true",
                         help="run trackd without its pipeline (warehouse, archive) to measure "
                              "the tracking API alone; implies --skip-freshness")
@@ -83,6 +90,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.duration = args.duration or (3.0 if args.quick else 5.0)
     args.rows = args.rows or (1_000_000 if args.quick else 10_000_000)
     args.freshness_seconds = args.freshness_seconds or (5.0 if args.quick else 10.0)
+    args.load_messages = args.load_messages or (20_000 if args.quick else 100_000)
     if args.gateway_only:
         args.skip_freshness = True
     return args
@@ -289,6 +297,15 @@ def main(argv: list[str]) -> int:
             for name, q in doc["queries"]["queries"].items():
                 log(f"  {name}: median {q['median_ms']:.1f} ms")
         except Exception:
+            traceback.print_exc()
+        save()
+    if not args.skip_warehouse_load:
+        log(f"warehouse load: {args.load_messages:,} messages into DuckDB, 1 and 2 PostgreSQL "
+            "loaders")
+        try:
+            doc["warehouse_load"] = warehouse_load.run(args.load_messages, args.rounds,
+                                                       args.postgres, log)
+        except (Exception, SystemExit):
             traceback.print_exc()
         save()
     doc["elapsed_s"] = time.monotonic() - started

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -33,3 +38,36 @@ def database(prefix: str = "trackd_test") -> Iterator[str]:
     finally:
         with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as con:
             con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def private_server(password: str) -> Iterator[str]:
+    """A PostgreSQL server of the test's own on a free loopback port that asks for passwords
+    (scram-sha-256), run as the `postgres` system user; yields its URL without the password."""
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not binaries or shutil.which("runuser") is None:
+        pytest.fail("a private PostgreSQL server needs Debian's postgresql (initdb) and runuser")
+    bin_dir = binaries[-1].parent
+    home = Path(tempfile.mkdtemp(prefix="trackd-pg-"))
+    home.chmod(0o755)
+    data, secret = home / "data", home / "pw"
+    secret.write_text(password)
+    shutil.chown(home, "postgres")
+    shutil.chown(secret, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def as_postgres(*args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
+                       capture_output=True, timeout=120)
+
+    as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
+                "--auth-host=scram-sha-256", "--auth-local=trust", f"--pwfile={secret}")
+    as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(home / "log"),
+                "-o", f"-p {port} -k {home} -c listen_addresses=127.0.0.1", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(home, ignore_errors=True)

@@ -241,3 +241,16 @@ def test_bad_configuration_answers_with_one_line(url: str) -> None:
     finally:
         with psycopg.connect(url, autocommit=True) as con:
             con.execute(f"DROP ROLE {role}")
+
+
+def test_a_wrong_password_answers_with_one_line() -> None:
+    with pg.private_server("right-password") as url:
+        good = url.replace("postgres@", "postgres:right-password@")
+        with psycopg.connect(good):
+            pass  # the server takes the right one
+        for bad in (url.replace("postgres@", "postgres:wrong-password@"), url):
+            with pytest.raises(ConfigError) as error:
+                PgStore(bad).open()
+            text = str(error.value)
+            assert "\n" not in text and "wrong-password" not in text
+            assert "PostgreSQL refused the login" in text or "asks for a password" in text

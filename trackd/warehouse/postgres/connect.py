@@ -41,11 +41,12 @@ def describe(exc: psycopg.Error, url: str) -> str:
                 "[warehouse] url")
     if "no password supplied" in text:
         return f"PostgreSQL asks for a password ({place}): put it in [warehouse] url"
-    if "Connection refused" in text or "could not connect" in text or "timeout" in text \
-            or "translate host name" in text or "connection failed" in text:
-        lines = [line for line in text.splitlines() if line.strip()]
-        return (f"cannot reach the PostgreSQL warehouse ({place}): "
-                f"{lines[-1].strip() if lines else 'no answer'}")
+    unreachable = ("Connection refused", "could not connect", "timeout expired",
+                   "resolve host", "translate host name", "No route to host", "connection failed")
+    if any(phrase in text for phrase in unreachable):
+        first = text.splitlines()[0]
+        reason = first.rsplit(" failed: ", 1)[-1].strip() if " failed: " in first else first
+        return f"cannot reach the PostgreSQL warehouse ({place}): {reason}"
     return f"PostgreSQL warehouse ({place}): {text.splitlines()[0] if text else type(exc).__name__}"
 
 

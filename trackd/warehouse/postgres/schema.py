@@ -35,6 +35,8 @@ _BACK = {"text": ColumnType.VARCHAR, "character varying": ColumnType.VARCHAR,
          "timestamp without time zone": ColumnType.TIMESTAMP,
          "jsonb": ColumnType.JSON, "json": ColumnType.JSON}
 
+# Indexes only where the readers need them (every index costs each load): the ledger's key
+# (dedup, "where is my event"), and the identifiers the Profile API resolves profiles by.
 BOOKKEEPING = (
     "CREATE SCHEMA IF NOT EXISTS _trackd",
     'CREATE TABLE IF NOT EXISTS _trackd.offsets (shard text PRIMARY KEY, "offset" bigint '
@@ -43,7 +45,6 @@ BOOKKEEPING = (
     "message_id text NOT NULL, type text NOT NULL, tables text[] NOT NULL, "
     "received_at timestamp NOT NULL, loaded_at timestamp NOT NULL, user_id text, "
     "anonymous_id text, email text)",
-    "CREATE INDEX IF NOT EXISTS messages_message_id ON _trackd.messages (message_id)",
     "CREATE INDEX IF NOT EXISTS messages_user_id ON _trackd.messages (user_id)",
     "CREATE INDEX IF NOT EXISTS messages_anonymous_id ON _trackd.messages (anonymous_id)",
     "CREATE INDEX IF NOT EXISTS messages_email ON _trackd.messages (email)",
@@ -61,7 +62,6 @@ BOOKKEEPING = (
     'shard text NOT NULL, "offset" bigint NOT NULL)',
     "CREATE INDEX IF NOT EXISTS events_user_id ON _trackd.events (user_id)",
     "CREATE INDEX IF NOT EXISTS events_anonymous_id ON _trackd.events (anonymous_id)",
-    "CREATE INDEX IF NOT EXISTS events_key ON _trackd.events (key)",
     "CREATE TABLE IF NOT EXISTS _trackd.violation_offsets (shard text PRIMARY KEY, "
     "last_id bigint NOT NULL)",
 )
