@@ -191,3 +191,17 @@ def test_where_is_my_event_reads_either_store(log: Log, backend: MakeLoaded) -> 
     assert sorted((x["schema"], x["table"]) for x in answer["loaded"]) == [
         ("web", "seen"), ("web", "tracks")]
     assert WarehouseLookup(w.store, ["web"]).lookup("nope")["found"] is False
+
+
+def test_a_nul_character_never_stops_a_load(log: Log, backend: MakeLoaded) -> None:
+    """PostgreSQL's text cannot hold NUL: there the character is dropped, on DuckDB kept."""
+    log.write([enriched("track", userId="u", event="Typed", properties={"n": 1, "s": "x"}),
+               enriched("track", userId="u", event="Typed", messageId="nul",
+                        properties={"n": "1\u0000x", "s": "a\u0000b"})])
+    w = backend()
+    w.load()
+    [(text, conflicts)] = w.rows("SELECT s, CAST(_type_conflicts AS VARCHAR) FROM web.typed "
+                                 "WHERE id = 'nul'")
+    assert text == ("ab" if w.kind == "postgresql" else "a\x00b")
+    assert "1" in conflicts and "x" in conflicts
+    assert w.rows("SELECT count(*) FROM _trackd.load_errors") == [(0,)]
