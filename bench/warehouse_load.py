@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -169,7 +170,8 @@ def run(messages: int, rounds: int, server: str,
             for kind in KINDS[shift:] + KINDS[:shift]:
                 this[kind] = run_one(kind, server, work / "whole", halves, work, messages)
                 figures[kind].append(this[kind])
-                log_line(f"  round {round_no + 1} {kind:13} {this[kind]:>10,.0f} messages/s")
+                log_line(f"  round {round_no + 1} {kind:13} {this[kind]:>10,.0f} messages/s "
+                         f"(load average {os.getloadavg()[0]:.1f})")
             ratios["postgresql-1/duckdb"].append(this["postgresql-1"] / this["duckdb"])
             ratios["postgresql-2/postgresql-1"].append(this["postgresql-2"] / this["postgresql-1"])
     return {"messages": messages, "rounds": rounds,

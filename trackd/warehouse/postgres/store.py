@@ -304,6 +304,9 @@ class PgStore:
             # Most batches are new: COPY straight into the table, in a savepoint. An id that is
             # there already (a redelivery, a replay, another loader's commit) fails the COPY on
             # the primary key; the savepoint then goes and the rows take the staging path.
+            # Rows go in key order, so loaders inserting the same ids at once wait for each
+            # other in one order and never deadlock.
+            rows = rows.sort_by("id" if by_id else "key")
             try:
                 with con.transaction():
                     copy_arrow(con, target, rows)
