@@ -45,7 +45,7 @@ from trackd.log.writer import LogWriter  # noqa: E402
 KINDS = ("duckdb", "postgresql-1", "postgresql-2")
 EVENTS = [f"Event {i}" for i in range(10)]
 _CHILD = """
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 from trackd.log.reader import LogReader
 from trackd.observability import Registry
@@ -59,10 +59,23 @@ store = PgStore(target, threads=1) if target.startswith("postgresql") else Datab
     Path(target), threads=1, memory_limit_mb=512)
 loader = WarehouseLoader(WarehouseSettings(), store, LogReader(log_dir), Registry())
 loader.open()
+backend = (store._writer().execute("SELECT pg_backend_pid()").fetchone()[0]
+           if isinstance(store, PgStore) else None)
+
+def cpu():
+    own = os.times()
+    server = 0.0
+    if backend is not None:  # the PostgreSQL backend serving this loader, on this machine
+        fields = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+        server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own.user + own.system, server
+
 time.sleep(max(0.0, start_at - time.time()))
-began = time.time()
+began, before = time.time(), cpu()
 count = loader.load_available()
-print(json.dumps({"began": began, "ended": time.time(), "count": count}))
+ended, after = time.time(), cpu()
+print(json.dumps({"began": began, "ended": ended, "count": count,
+                  "cpu": after[0] - before[0], "server_cpu": after[1] - before[1]}))
 """
 
 
@@ -99,8 +112,9 @@ def write_log(directory: Path, shard_name: str, messages: list[dict[str, Any]]) 
     asyncio.run(append())
 
 
-def loaders(jobs: list[tuple[Path, str]]) -> tuple[float, int]:
-    """Run one loader process per (log, target) at once; wall seconds and messages loaded."""
+def loaders(jobs: list[tuple[Path, str]]) -> tuple[float, int, float]:
+    """Run one loader process per (log, target) at once: wall seconds, messages loaded, and
+    CPU seconds of the loaders and of the PostgreSQL backends serving them."""
     start_at = time.time() + 3.0  # after every child opened its warehouse
     procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(log_dir), target,
                                str(start_at)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -112,7 +126,8 @@ def loaders(jobs: list[tuple[Path, str]]) -> tuple[float, int]:
             raise SystemExit(f"a loader failed (exit {proc.returncode})")
         results.append(json.loads(out.strip().splitlines()[-1]))
     wall = max(r["ended"] for r in results) - min(r["began"] for r in results)
-    return wall, sum(r["count"] for r in results)
+    cpu = sum(r["cpu"] + r["server_cpu"] for r in results)
+    return wall, sum(r["count"] for r in results), cpu
 
 
 def count_rows(kind: str, target: str) -> int:
@@ -130,8 +145,8 @@ def count_rows(kind: str, target: str) -> int:
 
 
 def run_one(kind: str, server: str, whole: Path, halves: list[Path], work: Path,
-            messages: int) -> float:
-    """messages/s of one kind of run in a fresh warehouse."""
+            messages: int) -> tuple[float, float]:
+    """messages/s of one kind of run in a fresh warehouse, and CPU ms per 1,000 messages."""
     name = f"trackd_bench_{uuid.uuid4().hex[:10]}"
     target = str(work / f"{name}.duckdb") if kind == "duckdb" else f"{server}/{name}"
     if kind != "duckdb":
@@ -139,11 +154,11 @@ def run_one(kind: str, server: str, whole: Path, halves: list[Path], work: Path,
             con.execute(f'CREATE DATABASE "{name}"')
     try:
         jobs = [(log, target) for log in halves] if kind == "postgresql-2" else [(whole, target)]
-        wall, loaded = loaders(jobs)
+        wall, loaded, cpu = loaders(jobs)
         rows = count_rows(kind, target)
         if loaded != messages or rows != messages:
             raise SystemExit(f"{kind}: loaded {loaded}, rows {rows}, expected {messages}")
-        return messages / wall
+        return messages / wall, cpu * 1e6 / messages
     finally:
         if kind != "duckdb":
             with psycopg.connect(f"{server}/postgres", autocommit=True) as con:
@@ -154,6 +169,7 @@ def run(messages: int, rounds: int, server: str,
         log_line: Any = print) -> dict[str, Any]:
     """Every round: each kind once (rotated); returns the figures and ratios."""
     figures: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    cpu_ms: dict[str, list[float]] = {kind: [] for kind in KINDS}
     ratios: dict[str, list[float]] = {"postgresql-1/duckdb": [],
                                       "postgresql-2/postgresql-1": []}
     for round_no in range(rounds):
@@ -168,22 +184,27 @@ def run(messages: int, rounds: int, server: str,
             shift = round_no % len(KINDS)
             this: dict[str, float] = {}
             for kind in KINDS[shift:] + KINDS[:shift]:
-                this[kind] = run_one(kind, server, work / "whole", halves, work, messages)
+                this[kind], cost = run_one(kind, server, work / "whole", halves, work, messages)
                 figures[kind].append(this[kind])
-                log_line(f"  round {round_no + 1} {kind:13} {this[kind]:>10,.0f} messages/s "
-                         f"(load average {os.getloadavg()[0]:.1f})")
+                cpu_ms[kind].append(cost)
+                log_line(f"  round {round_no + 1} {kind:13} {this[kind]:>10,.0f} messages/s, "
+                         f"{cost:,.0f} CPU ms per 1,000 (load average "
+                         f"{os.getloadavg()[0]:.1f})")
             ratios["postgresql-1/duckdb"].append(this["postgresql-1"] / this["duckdb"])
             ratios["postgresql-2/postgresql-1"].append(this["postgresql-2"] / this["postgresql-1"])
     return {"messages": messages, "rounds": rounds,
             "messages_s": {k: statistics.median(v) for k, v in figures.items()},
             "all_messages_s": figures,
+            "cpu_ms_per_1000": {k: statistics.median(v) for k, v in cpu_ms.items()},
             "ratios": {k: statistics.median(v) for k, v in ratios.items()}}
 
 
 def lines(result: dict[str, Any]) -> list[str]:
     out = [f"{result['messages']:,} messages, {result['rounds']} rounds (medians)", "",
-           "| warehouse | messages/s |", "|---|---|"]
-    out += [f"| {kind} | {value:,.0f} |" for kind, value in result["messages_s"].items()]
+           "| warehouse | messages/s | CPU ms per 1,000 messages (loaders + PostgreSQL) |",
+           "|---|---:|---:|"]
+    out += [f"| {kind} | {value:,.0f} | {result['cpu_ms_per_1000'][kind]:,.0f} |"
+            for kind, value in result["messages_s"].items()]
     out += ["", *(f"{name}: {value:.2f}x" for name, value in result["ratios"].items())]
     return out
 
