@@ -1,5 +1,9 @@
-"""log -> warehouse: the `warehouse` stage loads the log into DuckDB in Segment's schema.
+"""log -> warehouse: the `warehouse` stage loads the log into DuckDB or PostgreSQL in Segment's
+schema.
 
+- `store`: the seam (the `Store` protocol) the loader writes and the readers read through;
+  `duckstore` (the DuckDB file) and `postgres` (a PostgreSQL database) implement it, and
+  `backend` picks one by `[warehouse] url`;
 - `loader`: the stage (log consumer `warehouse`, one writer thread, exactly-once batches);
 - `batch`: one load transaction (dedup decisions, rows, bookkeeping);
 - `shape`: a message -> its rows (pure); `naming`: go-snakecase; `values`: column types;
@@ -9,6 +13,6 @@
 - `query`: read-only SQL; `lookup`: "where is my event"; `identity` and `profiles`: the
   Profile API.
 
-Only this package imports duckdb. `trackd.app` wires the stage, the query engine, the lookup
-and the Profile API routes; see docs/warehouse.md.
+Only this package imports duckdb, and only `postgres` imports psycopg. `trackd.app` wires the
+stage, the query engine, the lookup and the Profile API routes; see docs/warehouse.md.
 """

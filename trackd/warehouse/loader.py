@@ -1,5 +1,9 @@
 """log -> warehouse: the `warehouse` consumer loads micro-batches into DuckDB, exactly once.
 
+Rows are written through the warehouse seam (`store.Store`): below, "DuckDB" is the default
+store; the PostgreSQL store (`postgres.store`) keeps the same steps and the same one
+transaction per batch, position included.
+
 One thread (the loader's) opens the file, does every write, and closes it. Each round it reads
 up to `batch_rows` records after the position stored in DuckDB, and in ONE DuckDB transaction:
 
