@@ -15,14 +15,18 @@ import pytest
 
 from tests.warehouse import pg
 from tests.warehouse.conftest import Log, enriched
+from trackd.errors import QueryRefused
 from trackd.log.reader import LogReader
 from trackd.observability import Registry
 from trackd.settings import WarehouseSettings
+from trackd.types import QueryEngine
 from trackd.warehouse.db import Database
 from trackd.warehouse.duckstore import DuckStore
 from trackd.warehouse.loader import WarehouseLoader
 from trackd.warehouse.lookup import WarehouseLookup
+from trackd.warehouse.postgres.query import PgQueryEngine
 from trackd.warehouse.postgres.store import PgStore
+from trackd.warehouse.query import WarehouseQueryEngine
 from trackd.warehouse.store import Store
 
 # information_schema's type names -> the contract's, per backend
@@ -205,3 +209,24 @@ def test_a_nul_character_never_stops_a_load(log: Log, backend: MakeLoaded) -> No
     assert text == ("ab" if w.kind == "postgresql" else "a\x00b")
     assert "1" in conflicts and "x" in conflicts
     assert w.rows("SELECT count(*) FROM _trackd.load_errors") == [(0,)]
+
+
+def engine_of(w: Loaded) -> QueryEngine:
+    if isinstance(w.store, PgStore):
+        return PgQueryEngine(w.store.url)
+    assert isinstance(w.store, DuckStore)
+    return WarehouseQueryEngine(w.store.database)
+
+
+@pytest.mark.parametrize("sql", ["DELETE FROM web.tracks", "SELECT 1; DELETE FROM web.tracks",
+                                 "COMMIT; DELETE FROM web.tracks",
+                                 "CREATE TABLE web.x AS SELECT 1 AS one"])
+def test_queries_read_and_never_write(log: Log, backend: MakeLoaded, sql: str) -> None:
+    log.write([enriched("track", userId="u", event="Kept")])
+    w = backend()
+    w.load()
+    engine = engine_of(w)
+    with pytest.raises(QueryRefused):
+        engine.query(sql)
+    answer = engine.query("SELECT event, count(*) AS n FROM web.tracks GROUP BY event")
+    assert (answer.columns, answer.rows) == (["event", "n"], [("kept", 1)])
