@@ -254,3 +254,20 @@ def test_a_wrong_password_answers_with_one_line() -> None:
             text = str(error.value)
             assert "\n" not in text and "wrong-password" not in text
             assert "PostgreSQL refused the login" in text or "asks for a password" in text
+
+
+def test_the_loader_reconnects_when_postgresql_drops_its_connection(url: str,
+                                                                    tmp_path: Path) -> None:
+    log = Log(tmp_path / "log")
+    log.write([enriched("track", userId="u", event="Before")])
+    one = loader(url, tmp_path / "log")
+    one.load_available()
+    with psycopg.connect(url, autocommit=True) as con:  # as a server restart would
+        con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    log.write([enriched("track", userId="u", event="After")], "gw1")
+    one.load_available()
+    one.store.close()
+    one.reader.close()
+    assert rows(url, "SELECT event FROM web.tracks ORDER BY event") == [("after",), ("before",)]
+    assert rows(url, "SELECT count(*) FROM _trackd.load_errors") == [(0,)]

@@ -197,8 +197,17 @@ class PgStore:
             self._shadow = None
 
     def _writer(self) -> psycopg.Connection[Any]:
+        """The write connection; a new one (and the catalog read again) when the server closed
+        the last one (a restart, a failover): the failed batch is retried on it."""
         if self._con is None:
             raise ConfigError("the warehouse is not open for writing")
+        if self._con.closed or self._con.broken:
+            log.warning("the PostgreSQL warehouse connection was lost; reconnecting",
+                        extra={"server": where(self.url)})
+            with contextlib.suppress(psycopg.Error):
+                self._con.close()
+            self._con = connect(self.url, autocommit=True)
+            self._resync()
         return self._con
 
     def _resync(self) -> None:
