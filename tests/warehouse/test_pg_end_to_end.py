@@ -84,6 +84,11 @@ def test_sdk_traffic_lands_in_postgresql_with_columns_types_and_values(
         account = http.get(f"{base}/accounts/profiles/group_id:acme/traits",
                            auth=("test-admin-token", ""))
         assert account.json()["traits"] == {"name": "Acme", "employees": 50}
+        events = http.get(f"{base}/users/profiles/user_id:user-1/events",
+                          auth=("test-admin-token", ""), params={"limit": 100}).json()["data"]
+        assert sorted((e["type"], e["event"]) for e in events) == [
+            ("group", None), ("identify", None), ("identify", None), ("page", "Install"),
+            ("track", "Order Completed"), ("track", "Order Completed")]
         ids = http.get(f"{base}/users/profiles/user_id:user-1/external_ids",
                        auth=("test-admin-token", "")).json()["data"]
         assert sorted((x["type"], x["id"]) for x in ids) == [
