@@ -230,3 +230,13 @@ def test_queries_read_and_never_write(log: Log, backend: MakeLoaded, sql: str) -
         engine.query(sql)
     answer = engine.query("SELECT event, count(*) AS n FROM web.tracks GROUP BY event")
     assert (answer.columns, answer.rows) == (["event", "n"], [("kept", 1)])
+
+
+def test_a_reader_takes_question_marks_and_percent_signs(log: Log, backend: MakeLoaded) -> None:
+    log.write([enriched("track", userId="u%1", event="Kept")])
+    w = backend()
+    w.load()
+    with w.store.reading() as cur:
+        assert cur.execute("SELECT 'a%b'").fetchall() == [("a%b",)]
+        assert cur.execute("SELECT user_id FROM web.tracks WHERE user_id LIKE '%\\%%' "
+                           "ESCAPE '\\' AND event = ?", ["kept"]).fetchone() == ("u%1",)

@@ -1,5 +1,6 @@
 """The PostgreSQL warehouse: `store` (loading, exactly once), `schema` (types, DDL under a lock),
-`query` (read-only SQL), `connect` (connections and their one-line errors).
+`query` (read-only SQL), `connect` (connections, their one-line errors, read cursors),
+`copying` (COPY of Arrow tables).
 
 Only this package imports psycopg; see docs/warehouse.md.
 """

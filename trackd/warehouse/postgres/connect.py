@@ -58,3 +58,24 @@ def connect(url: str, *, autocommit: bool = False, **options: Any) -> psycopg.Co
                                **options)
     except psycopg.Error as exc:
         raise ConfigError(describe(exc, url)) from None
+
+
+class PgReader:
+    """A `Reader` over a psycopg cursor: `?` placeholders become `%s`."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Any = None, /) -> PgReader:
+        if params is None:  # no placeholders: the text goes as it is
+            self._cursor.execute(sql)
+        else:
+            self._cursor.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+        return self
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self._cursor.fetchall()]
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        row = self._cursor.fetchone()
+        return None if row is None else tuple(row)

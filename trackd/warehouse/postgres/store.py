@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -32,8 +31,6 @@ from typing import Any
 import duckdb
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from trackd.errors import ConfigError
 from trackd.log.records import Position
@@ -45,7 +42,8 @@ from trackd.warehouse.db import migrate
 from trackd.warehouse.ledger import DUPLICATE_RETENTION, EVENT_RETENTION, Loaded
 from trackd.warehouse.naming import quote
 from trackd.warehouse.postgres import schema
-from trackd.warehouse.postgres.connect import connect, where
+from trackd.warehouse.postgres.connect import PgReader, connect, where
+from trackd.warehouse.postgres.copying import copy_arrow
 from trackd.warehouse.store import Reader
 from trackd.warehouse.upsert import merged
 from trackd.warehouse.violations import TABLE as VIOLATIONS
@@ -54,7 +52,6 @@ from trackd.warehouse.violations import ViolationLoader, arrow
 log = get_logger("warehouse")
 ATTEMPTS = 3  # flattening again after another loader moved the schema
 _PROFILE_TABLES = ("users", "accounts")
-_CSV = pacsv.WriteOptions(include_header=False)
 _APPEND_ONLY = ("_trackd.events", "_trackd.duplicates")  # no key: copied as they are
 # The shadow's bookkeeping rows, as PostgreSQL's columns want them (text[] as an array literal).
 _LEDGER = {
@@ -69,60 +66,10 @@ _LEDGER = {
 }
 
 
-class PgReader:
-    """A `Reader` over a psycopg cursor: `?` placeholders become `%s`."""
-
-    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
-        self._cursor = cursor
-
-    def execute(self, sql: str, params: Any = None, /) -> PgReader:
-        self._cursor.execute(sql.replace("%", "%%").replace("?", "%s"), params)
-        return self
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in self._cursor.fetchall()]
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        row = self._cursor.fetchone()
-        return None if row is None else tuple(row)
-
-
 def lock_key(*names: str) -> int:
     """A signed 64-bit advisory lock key for `names`."""
     digest = hashlib.blake2b("\x00".join(names).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def copy_arrow(con: psycopg.Connection[Any], target: str, table: pa.Table) -> None:
-    """COPY `table`'s rows into `target` (its columns by name), as CSV written by Arrow.
-
-    PostgreSQL's text and jsonb cannot hold a NUL character: a batch that has one is copied
-    again with NULs removed from its strings (rare, so only then)."""
-    try:
-        with con.transaction():
-            _copy(con, target, table)
-    except (psycopg.errors.CharacterNotInRepertoire,
-            psycopg.errors.UntranslatableCharacter):
-        _copy(con, target, _without_nul(table))
-
-
-def _copy(con: psycopg.Connection[Any], target: str, table: pa.Table) -> None:
-    buffer = io.BytesIO()
-    pacsv.write_csv(table, buffer, _CSV)
-    columns = ", ".join(quote(c) for c in table.column_names)
-    with con.cursor().copy(f"COPY {target} ({columns}) FROM STDIN (FORMAT csv)") as copy:
-        copy.write(buffer.getbuffer())
-
-
-def _without_nul(table: pa.Table) -> pa.Table:
-    """`table` with NUL characters (raw, or escaped in JSON text) removed from its strings."""
-    columns = []
-    for column in table.columns:
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            column = pc.replace_substring(pc.replace_substring(column, "\x00", ""),
-                                          "\\u0000", "")
-        columns.append(column)
-    return pa.table(columns, names=table.column_names)
 
 
 def _naive(value: Any) -> Any:
