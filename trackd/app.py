@@ -25,6 +25,7 @@ from trackd.log.reader import LogReader
 from trackd.log.writer import LogWriter
 from trackd.observability import SIZE_BUCKETS, Registry, get_logger, read_snapshots, render
 from trackd.plans.plans import SourcePlans
+from trackd.privacy.gate import PrivacyGate
 from trackd.server.proxy import AdminProxy
 from trackd.settings import Settings
 from trackd.types import Lookup, QueryEngine, Stage
@@ -64,10 +65,11 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
                        max_pending_bytes=settings.server.max_pending_mb * 1024 * 1024,
                        on_commit=on_commit, fsync=not settings.server.ephemeral)
     plans = SourcePlans(settings.sources).load()
-    ingestor = Ingestor(settings.sources, writer, metrics, workers=settings.server.workers,
-                        plans=plans.by_source)
-    proxy = AdminProxy(str(run_dir / "admin.sock"))
     name = f"gateway-{index}"
+    privacy = PrivacyGate(settings.sources, settings.data_dir, run_dir / "privacy" / name)
+    ingestor = Ingestor(settings.sources, writer, metrics, workers=settings.server.workers,
+                        plans=plans.by_source, privacy=privacy)
+    proxy = AdminProxy(str(run_dir / "admin.sock"))
     snapshots = run_dir / "metrics"
     tasks: list[asyncio.Task[None]] = []
 
@@ -82,6 +84,7 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
     async def startup() -> None:
         writer.start(asyncio.get_running_loop())
         tasks.append(asyncio.create_task(dump_forever()))
+        await privacy.start()
         if plans.paths:  # SIGHUP (forwarded by the supervisor) reloads the tracking plans
             status = run_dir / "plans" / f"{name}.json"
             await asyncio.to_thread(plans.write_status, status)
@@ -96,6 +99,7 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
     async def shutdown() -> None:
         for task in tasks:
             task.cancel()
+        await privacy.stop()
         await asyncio.to_thread(writer.close)
         metrics.dump(snapshots / f"{name}.json")
         await proxy.aclose()
