@@ -132,6 +132,7 @@ class Pipeline:
         self.stages: list[Stage] = []
         self.lookups: dict[str, Lookup] = {}
         self.query_engine: QueryEngine | None = None
+        self._erasure: Any = None  # the warehouse's side of a privacy deletion
         self.extra_routes: list[Any] = []
         self.public_paths: list[str] = []  # extra routes open without the admin token
         self._tasks: list[asyncio.Task[None]] = []
@@ -165,6 +166,7 @@ class Pipeline:
             # Imported here: gateway workers import this module and never need DuckDB.
             from trackd.server.priority import lower_thread_priority
             from trackd.warehouse.db import Database, warehouse_path
+            from trackd.warehouse.erase import WarehouseErasure
             from trackd.warehouse.loader import WarehouseLoader, utcnow
             from trackd.warehouse.lookup import WarehouseLookup
             from trackd.warehouse.profiles import profile_routes
@@ -178,9 +180,11 @@ class Pipeline:
                 database, timeout=wh.query_timeout, max_rows=wh.query_max_rows,
                 max_bytes=int(wh.query_max_mb * 1024 * 1024), workers=wh.query_workers,
                 thread_setup=lower_thread_priority)
-            self.stages.append(WarehouseLoader(
+            loader = WarehouseLoader(
                 wh, database, self.reader, self.metrics, thread_setup=lower_thread_priority,
-                make_room=lambda: engine.interrupt_all("because the loader needed the memory")))
+                make_room=lambda: engine.interrupt_all("because the loader needed the memory"))
+            self.stages.append(loader)
+            self._erasure = WarehouseErasure(loader, interrupt=engine.interrupt_all)
             self.lookups["warehouse"] = WarehouseLookup(
                 database, [source.name for source in self.settings.sources])
             self.query_engine = engine
@@ -205,11 +209,21 @@ class Pipeline:
         archive = build_archive(self.settings, self.reader, self.metrics, self.settings.data_dir)
         if archive is not None:
             self.stages.append(archive)
+        self._wire_privacy()
         if self.settings.server.ephemeral:  # what arrived, for an app's tests
             from trackd.testing.endpoints import TEST_PATHS, test_routes
 
             self.extra_routes.extend(test_routes(self.reader))
             self.public_paths.extend(TEST_PATHS)
+
+    def _wire_privacy(self) -> None:
+        """Regulations (deletion, suppression) over every store wired above: the last stage,
+        so it starts after the stores it works on and stops before them."""
+        from trackd.privacy.wiring import build_privacy
+
+        privacy, routes = build_privacy(self.settings, self.run_dir, self._erasure)
+        self.stages.append(privacy)
+        self.extra_routes.extend(routes)
 
     async def start(self) -> None:
         for stage in self.stages:
