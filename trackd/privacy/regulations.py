@@ -163,7 +163,7 @@ class Regulations:
     def set_store(self, regulation_id: str, name: str, status: str, rows: int = 0,
                   error: str | None = None) -> None:
         with self._lock:
-            self._conn.execute("UPDATE stores SET status = ?, rows = ?, error = ? "
+            self._conn.execute("UPDATE stores SET status = ?, rows = max(rows, ?), error = ? "
                                "WHERE regulation_id = ? AND name = ?",
                                (status, rows, error, regulation_id, name))
 
