@@ -145,6 +145,7 @@ class Pipeline:
 
             self.console = Console(self)
             self.extra_routes.extend(self.console.routes())
+            self._privacy.forgetters.append(self.console.forget)
         self.admin = build_admin(self)
 
     def _wire(self) -> None:
@@ -217,18 +218,19 @@ class Pipeline:
             self.public_paths.extend(TEST_PATHS)
 
     def _wire_privacy(self) -> None:
-        """Regulations (deletion, suppression) over every store wired above: the last stage,
-        so it starts after the stores it works on and stops before them."""
+        """Regulations (deletion, suppression) over every store wired above: not a log
+        consumer, so not in `stages`; it starts after them and stops before them."""
         from trackd.privacy.wiring import build_privacy
 
         privacy, routes = build_privacy(self.settings, self.run_dir, self._erasure)
-        self.stages.append(privacy)
+        self._privacy = privacy
         self.extra_routes.extend(routes)
 
     async def start(self) -> None:
         for stage in self.stages:
             await stage.start()
             log.debug("stage started", extra={"stage": stage.name})
+        await self._privacy.start()
         log.info("pipeline started", extra={"stages": ",".join(s.name for s in self.stages)})
         self._tasks.append(asyncio.create_task(self._trim_forever()))
         self._tasks.append(asyncio.create_task(self._dump_forever()))
@@ -249,6 +251,7 @@ class Pipeline:
             task.cancel()
         if self.console is not None:
             await self.console.stop()
+        await self._privacy.stop()
         for stage in reversed(self.stages):
             try:
                 await stage.stop()

@@ -154,6 +154,8 @@ class DestinationSettings:
     concurrency: int = _f(4, "Requests in flight at once (a user's messages never overlap).")
     poll_interval: float = _f(0.2, "Seconds between looks at the log when idle.")
     ledger_retention_days: float = _f(7.0, "Delivered/skipped ledger rows kept this long.")
+    deletions: bool = _f(False, "Send Segment's delete event for each subject of a "
+                         "DELETE_ONLY or SUPPRESS_WITH_DELETE regulation.")
 
 
 @dataclass(frozen=True)
@@ -269,18 +271,16 @@ def _build(cls: type[Any], where: str, raw: Mapping[str, Any],
 
 def _env_tables(env: Mapping[str, str], prefix: str) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
+    # the longest key first: LEDGER_RETENTION_DAYS is not RETENTION_DAYS of "<name>_ledger"
+    keys = sorted({f.name for cls in _TABLES.values() for f in dataclasses.fields(cls)},
+                  key=len, reverse=True)
     for key, value in env.items():
         if key.startswith(prefix):
             rest = key[len(prefix):].lower()
-            for cls in _TABLES.values():
-                for f in dataclasses.fields(cls):
-                    if rest.endswith("_" + f.name):
-                        name = rest[: -len(f.name) - 1]
-                        out.setdefault(name, {})[f.name] = value
-                        break
-                else:
-                    continue
-                break
+            for field_name in keys:
+                if rest.endswith("_" + field_name):
+                    out.setdefault(rest[: -len(field_name) - 1], {})[field_name] = value
+                    break
     return out
 
 

@@ -38,7 +38,7 @@ def test_a_deleted_user_leaves_no_byte_behind_and_the_others_stay(
     done = finished(server, regulate(server, "DELETE_INTERNAL", [doomed]))
     assert [(s["name"], s["status"]) for s in done["stores"]] == [
         ("log", "FINISHED"), ("warehouse", "FINISHED"), ("archive", "FINISHED"),
-        ("ledgers", "FINISHED"), ("files", "FINISHED")]
+        ("memory", "FINISHED"), ("ledgers", "FINISHED"), ("files", "FINISHED")]
     assert done["subjectCount"] == 1 and done["finishedAt"]
     rows = {s["name"]: s["rows"] for s in done["stores"]}
     assert rows["log"] >= 6 and rows["warehouse"] >= 6 and rows["archive"] >= 5

@@ -27,7 +27,7 @@ def test_a_deletion_killed_midway_finishes_after_the_restart(
 
     def waiting_for_the_rewrite() -> bool:
         stores = {s["name"]: s["status"] for s in regulation(server, regulation_id)["stores"]}
-        return stores["log"] == "FINISHED" and stores["warehouse"] == "RUNNING"
+        return bool(stores["log"] == "FINISHED" and stores["warehouse"] == "RUNNING")
 
     eventually(waiting_for_the_rewrite, timeout=60)
     server.kill()

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS work (      -- the ids, until the regulation ends
 """
 
 
-def stores_of(regulation_type: str, *, warehouse: bool, archive: bool,
+def stores_of(regulation_type: str, *, warehouse: bool, archive: bool, memory: bool,
               destinations: bool) -> list[str]:
     """The stores a regulation of this type works on, in the order it works on them."""
     names: list[str] = []
@@ -73,6 +73,8 @@ def stores_of(regulation_type: str, *, warehouse: bool, archive: bool,
             names.append("warehouse")
         if archive:
             names.append("archive")
+        if memory:
+            names.append("memory")
         names.append("ledgers")
         if destinations and regulation_type in ("DELETE_ONLY", "SUPPRESS_WITH_DELETE"):
             names.append("destinations")

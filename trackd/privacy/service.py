@@ -10,8 +10,13 @@ stage then runs it: RUNNING, then each of its stores in order, each with its own
   share one rewrite, `privacy.rewrite_delay` seconds after the first);
 - `archive`: Parquet files rewritten without their rows (after one archive flush interval, so
   that records the archive held in memory before the log was erased are on disk by then);
+- `memory`: what the console holds in memory and in counts.json (live stream buffers, schema
+  samples) that holds an id;
 - `ledgers`: their rows in every destination's delivery ledger (history, queue and dead
   letters) deleted;
+- `destinations`: Segment's delete event sent to each destination with `deletions = true`
+  (DELETE_ONLY, SUPPRESS_WITH_DELETE), through its ledger with the usual retries; done once
+  delivered (a dead letter makes the regulation PARTIAL_SUCCESS);
 - `files`: every file under the data dir scanned for the ids' bytes; an SQLite file still
   holding them (free pages from before) is VACUUMed, any other is reported.
 
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from trackd.observability import get_logger
+from trackd.privacy import notify
 from trackd.privacy.erase import erase_log, holds_bytes, scrub_sqlite, widen_from_log
 from trackd.privacy.keys import load_keys
 from trackd.privacy.ledgers import erase_ledgers
@@ -46,6 +52,7 @@ from trackd.privacy.suppression import (
 
 log = get_logger("privacy")
 ACK_TIMEOUT = 30.0
+NOTIFY_POLL = 0.5
 
 
 class WarehouseSide(Protocol):
@@ -103,7 +110,9 @@ class PrivacyService:
     def __init__(self, data_dir: Path, run_dir: Path, log_dir: Path, *, workers: int,
                  rewrite_delay: float, warehouse: WarehouseSide | None = None,
                  archive: ArchiveEraser | None = None, archive_flush: float = 0.0,
-                 ledger_dir: Path | None = None) -> None:
+                 ledger_dir: Path | None = None,
+                 notify: dict[str, tuple[Path, list[str]]] | None = None) -> None:
+        """`notify`: destinations with `deletions = true`, name -> (ledger, its sources)."""
         self.data_dir = data_dir
         self.run_dir = run_dir
         self.log_dir = log_dir
@@ -114,6 +123,10 @@ class PrivacyService:
         self.archive = archive
         self.archive_flush = archive_flush
         self.ledger_dir = ledger_dir
+        self.notify = notify or {}
+        # What keeps messages in memory (the console: live buffers, schema samples): each is
+        # called with a matcher of the subjects' bytes and returns how many items it dropped.
+        self.forgetters: list[Callable[[Callable[[bytes], bool]], Awaitable[int]]] = []
         self.batcher = RewriteBatcher(rewrite_delay, self._rewrite)
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -125,7 +138,8 @@ class PrivacyService:
     def stores(self) -> dict[str, bool]:
         """Which optional stores exist here (for the list of stores of a new regulation)."""
         return {"warehouse": self.warehouse is not None, "archive": self.archive is not None,
-                "destinations": False}
+                "memory": bool(self.forgetters),
+                "destinations": bool(self.notify)}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -164,9 +178,9 @@ class PrivacyService:
                             set(work.ids.get("anonymous_ids", ())),
                             None if work.sources is None else set(work.sources))
         failed = 0
-        for name, _status in work.stores:
-            if name != "suppression" and not subjects.anonymous_ids | subjects.user_ids:
-                break
+        for name, status in work.stores:
+            if status == "FINISHED":  # done before a crash
+                continue
             await asyncio.to_thread(reg.set_store, work.id, name, "RUNNING")
             try:
                 rows = await self._store(name, work, subjects)
@@ -210,10 +224,36 @@ class PrivacyService:
         if name == "ledgers" and self.ledger_dir is not None:
             async with self._erasing:
                 return await asyncio.to_thread(erase_ledgers, self.ledger_dir, subjects)
+        if name == "destinations":
+            return await self._notify(work, subjects)
+        if name == "memory":
+            pattern = subjects.pattern()
+            return sum([await forget(lambda b: pattern.search(b) is not None)
+                        for forget in self.forgetters])
         if name == "files":
             async with self._erasing:
                 return await asyncio.to_thread(self._scrub_files, subjects)
         return 0
+
+    async def _notify(self, work: Work, subjects: Subjects) -> int:
+        """Delete events to each destination with `deletions = true` (of these sources);
+        returns once every one is delivered (and forgotten), -N if N were dead-lettered."""
+        events = notify.delete_events(work.id, subjects)
+        ids = [e.message_id for e in events]
+        targets = [path for path, sources in self.notify.values()
+                   if not sources or subjects.sources is None or set(sources) & subjects.sources]
+        for path in targets:
+            await asyncio.to_thread(notify.enqueue, path, events)
+        dead = 0
+        for path in targets:
+            while True:
+                states = await asyncio.to_thread(notify.states, path, ids)
+                if all(s in ("delivered", "dead", "gone") for s in states):
+                    break
+                await asyncio.sleep(NOTIFY_POLL)
+            dead += states.count("dead")
+            await asyncio.to_thread(notify.forget_delivered, path, ids, subjects)
+        return -dead if dead else len(events) * len(targets)
 
     async def _widen(self, work: Work, subjects: Subjects) -> None:
         """Add the users' linked anonymous ids, and keep them for a resume."""

@@ -17,6 +17,7 @@ def build_privacy(settings: Settings, run_dir: Path, warehouse: WarehouseSide | 
     from trackd.archive import archive_dir
     from trackd.archive.erase import erase_archive
     from trackd.destinations import ledger_dir
+    from trackd.destinations.ledger import ledger_path
 
     data_dir = settings.data_dir
     archive = functools.partial(erase_archive, archive_dir(data_dir)) \
@@ -25,5 +26,7 @@ def build_privacy(settings: Settings, run_dir: Path, warehouse: WarehouseSide | 
         data_dir, run_dir, data_dir / "log", workers=settings.server.workers,
         rewrite_delay=settings.privacy.rewrite_delay, warehouse=warehouse, archive=archive,
         archive_flush=settings.archive.flush_interval if archive is not None else 0.0,
-        ledger_dir=ledger_dir(data_dir))
+        ledger_dir=ledger_dir(data_dir),
+        notify={d.name: (ledger_path(ledger_dir(data_dir), d.name), list(d.sources))
+                for d in settings.destinations if d.deletions})
     return service, regulation_routes(service, [s.name for s in settings.sources])
