@@ -162,3 +162,17 @@ def scrub_sqlite(path: Path, subjects: Subjects) -> bool:
     if not clean:
         log.warning("a file still holds a deleted subject's bytes", extra={"file": str(path)})
     return clean
+
+
+def expire_quarantine(log_dir: Path, source: str, cutoff: str) -> int:
+    """Delete a source's quarantined messages received before `cutoff` (ISO-8601, UTC) from
+    every shard; returns how many. Retention."""
+    deleted = 0
+    for name in shard.list_shards(log_dir):
+        conn = connect_secure(shard.shard_path(log_dir, name))
+        try:
+            deleted += len(_rows(conn, "DELETE FROM quarantine WHERE source = ? AND "
+                                 "received_at < ? RETURNING id", (source, cutoff)))
+        finally:
+            conn.close()
+    return deleted

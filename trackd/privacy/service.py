@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -41,6 +42,7 @@ from trackd.privacy.erase import erase_log, holds_bytes, scrub_sqlite, widen_fro
 from trackd.privacy.keys import load_keys
 from trackd.privacy.ledgers import erase_ledgers
 from trackd.privacy.regulations import Regulations, Work
+from trackd.privacy.retention import retention_forever
 from trackd.privacy.subjects import Subjects
 from trackd.privacy.suppression import (
     REFRESH_SECONDS,
@@ -64,6 +66,8 @@ class WarehouseSide(Protocol):
                     sources: set[str] | None) -> int: ...
 
     async def rewrite(self) -> None: ...
+
+    async def expire(self, source: str, cutoff: datetime) -> int: ...
 
 
 ArchiveEraser = Callable[[set[str], Callable[[bytes], bool], "set[str] | None"], int]
@@ -111,8 +115,11 @@ class PrivacyService:
                  rewrite_delay: float, warehouse: WarehouseSide | None = None,
                  archive: ArchiveEraser | None = None, archive_flush: float = 0.0,
                  ledger_dir: Path | None = None,
-                 notify: dict[str, tuple[Path, list[str]]] | None = None) -> None:
-        """`notify`: destinations with `deletions = true`, name -> (ledger, its sources)."""
+                 notify: dict[str, tuple[Path, list[str]]] | None = None,
+                 retention: dict[str, float] | None = None,
+                 archive_root: Path | None = None) -> None:
+        """`notify`: destinations with `deletions = true`, name -> (ledger, its sources);
+        `retention`: source -> retention_days (applied daily)."""
         self.data_dir = data_dir
         self.run_dir = run_dir
         self.log_dir = log_dir
@@ -124,6 +131,8 @@ class PrivacyService:
         self.archive_flush = archive_flush
         self.ledger_dir = ledger_dir
         self.notify = notify or {}
+        self.retention = retention or {}
+        self.archive_root = archive_root
         # What keeps messages in memory (the console: live buffers, schema samples): each is
         # called with a matcher of the subjects' bytes and returns how many items it dropped.
         self.forgetters: list[Callable[[Callable[[bytes], bool]], Awaitable[int]]] = []
@@ -131,6 +140,7 @@ class PrivacyService:
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         self._erasing = asyncio.Lock()  # one store erasure at a time
         self._suppressing = asyncio.Lock()
 
@@ -143,9 +153,13 @@ class PrivacyService:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+        self._retention = asyncio.create_task(retention_forever(
+            self.retention, log_dir=self.log_dir, archive=self.archive_root,
+            warehouse=self.warehouse))
 
     async def stop(self) -> None:
-        tasks = [t for t in [self._task, *self._running.values()] if t is not None]
+        tasks = [t for t in [self._task, self._retention, *self._running.values()]
+                 if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -28,5 +28,7 @@ def build_privacy(settings: Settings, run_dir: Path, warehouse: WarehouseSide | 
         archive_flush=settings.archive.flush_interval if archive is not None else 0.0,
         ledger_dir=ledger_dir(data_dir),
         notify={d.name: (ledger_path(ledger_dir(data_dir), d.name), list(d.sources))
-                for d in settings.destinations if d.deletions})
+                for d in settings.destinations if d.deletions},
+        retention={s.name: s.retention_days for s in settings.sources},
+        archive_root=archive_dir(data_dir) if archive is not None else None)
     return service, regulation_routes(service, [s.name for s in settings.sources])

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -115,6 +116,24 @@ def erase(con: duckdb.DuckDBPyConnection, user_ids: set[str], anonymous_ids: set
     return deleted
 
 
+def expire(con: duckdb.DuckDBPyConnection, source: str, cutoff: datetime) -> int:
+    """Delete a source's rows received before `cutoff` (UTC, naive) from its tables and from
+    trackd's own (call inside a transaction); returns rows deleted. Retention."""
+    deleted = 0
+    for (schema, table), columns in sorted(_tables(con).items()):
+        if "received_at" not in columns or schema not in (source, "_trackd"):
+            continue
+        if schema == "_trackd" and "source" not in columns:
+            continue
+        where = "TRY_CAST(received_at AS TIMESTAMP) < ?::TIMESTAMP"
+        if schema == "_trackd":
+            where += " AND source = ?"
+        params: list[object] = [cutoff] + ([source] if schema == "_trackd" else [])
+        deleted += con.execute(f"DELETE FROM {quote(schema)}.{quote(table)} WHERE {where}",
+                               params).fetchone()[0]  # type: ignore[index]
+    return deleted
+
+
 def rewrite(database: Database) -> None:
     """Replace the warehouse file by a copy of its live data (call from the writer's thread).
 
@@ -176,11 +195,16 @@ class WarehouseErasure:
 
     async def erase(self, user_ids: set[str], anonymous_ids: set[str],
                     sources: set[str] | None) -> int:
+        return await self._in_transaction(
+            lambda con: erase(con, user_ids, anonymous_ids, sources))
+
+    async def _in_transaction(self, write: Callable[[duckdb.DuckDBPyConnection], int]) -> int:
+        """`write` in one transaction of the loader's connection, in the loader's thread."""
         def job(db: Database) -> int:
             con = db.writer()
             con.begin()
             try:
-                rows = erase(con, user_ids, anonymous_ids, sources)
+                rows = write(con)
                 con.commit()
             except BaseException:
                 con.rollback()
@@ -188,6 +212,9 @@ class WarehouseErasure:
             return rows
 
         return await asyncio.wrap_future(self.loader.submit(job))
+
+    async def expire(self, source: str, cutoff: datetime) -> int:
+        return await self._in_transaction(lambda con: expire(con, source, cutoff))
 
     async def rewrite(self) -> None:
         def job(db: Database) -> None:
