@@ -13,8 +13,11 @@ VACUUMed. `scrub_sqlite` does the same for any other SQLite file of the data dir
 
 from __future__ import annotations
 
+import mmap
+import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +48,12 @@ def widen_from_log(log_dir: Path, subjects: Subjects) -> None:
     for name in shard.list_shards(log_dir):
         conn = connect_secure(shard.shard_path(log_dir, name))
         try:
-            rows = _rows(conn, "SELECT sizes, body, source FROM frames")
+            rows = [(sizes, body) for sizes, body, source in _iterate(
+                conn, "SELECT sizes, body, source FROM frames")
+                if subjects.in_source(source) and subjects.pattern().search(body)]
         finally:
             conn.close()
-        for sizes, body, source in rows:
-            if not subjects.in_source(source) or not subjects.pattern().search(body):
-                continue
+        for sizes, body in rows:
             for message in _split(sizes, body):
                 if message:
                     try:
@@ -82,6 +85,20 @@ def _rows(conn: sqlite3.Connection, sql: str, params: tuple[object, ...] = ()) -
         raise
 
 
+def _iterate(conn: sqlite3.Connection, sql: str) -> Iterator[Any]:
+    """The rows of `sql`, one at a time (none while a new shard has no tables yet)."""
+    try:
+        cursor = conn.execute(sql)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return
+        raise
+    try:
+        yield from cursor
+    finally:
+        cursor.close()
+
+
 def _split(sizes: bytes, body: bytes) -> list[bytes]:
     out, at = [], 0
     for length in _decode_sizes(sizes):
@@ -94,10 +111,11 @@ def _erase_shard(conn: sqlite3.Connection, subjects: Subjects) -> int:
     pattern = subjects.pattern()
     removed = 0
     erased_ids: list[str] = []
-    frames = _rows(conn, "SELECT seq, source, message_ids, types, sizes, body FROM frames")
-    for seq, source, ids, types, sizes, body in frames:
-        if not subjects.in_source(source) or not pattern.search(body):
-            continue
+    # Only the frames that may hold an id are kept in memory (the log can be large).
+    frames = [row for row in _iterate(conn, "SELECT seq, source, message_ids, types, sizes, "
+                                             "body FROM frames")
+              if subjects.in_source(row[1]) and pattern.search(row[5])]
+    for seq, _source, ids, types, sizes, body in frames:
         messages = _split(sizes, body)
         message_ids, kinds = _decode_list(ids), _decode_list(types)
         keep = [not m or not subjects.holds_bytes(m) for m in messages]
@@ -112,10 +130,11 @@ def _erase_shard(conn: sqlite3.Connection, subjects: Subjects) -> int:
                      "WHERE seq = ?", (_encode(message_ids), _encode(kinds),
                                        _encode([len(m) for m in messages]),
                                        b"".join(messages), seq))
-    for row_id, source, body in _rows(conn, "SELECT id, source, body FROM quarantine"):
-        if subjects.in_source(source) and subjects.holds_bytes(bytes(body)):
-            conn.execute("DELETE FROM quarantine WHERE id = ?", (row_id,))
-            removed += 1
+    doomed = [(row_id,) for row_id, source, body in _iterate(
+        conn, "SELECT id, source, body FROM quarantine")
+        if subjects.in_source(source) and subjects.holds_bytes(bytes(body))]
+    conn.executemany("DELETE FROM quarantine WHERE id = ?", doomed)
+    removed += len(doomed)
     for start in range(0, len(erased_ids), 500):
         chunk = [i for i in erased_ids[start:start + 500] if i]
         if chunk:
@@ -125,12 +144,16 @@ def _erase_shard(conn: sqlite3.Connection, subjects: Subjects) -> int:
 
 
 def holds_bytes(path: Path, subjects: Subjects) -> bool:
-    """Whether the file holds any subject id's bytes (a missing file holds none)."""
+    """Whether the file holds any subject id's bytes (a missing or empty file holds none).
+    Mapped, not read: a warehouse file may be larger than the memory."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        with path.open("rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                return False
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return subjects.pattern().search(data) is not None
+    except (FileNotFoundError, ValueError):
         return False
-    return subjects.pattern().search(data) is not None
 
 
 def checkpoint(conn: sqlite3.Connection) -> bool:
