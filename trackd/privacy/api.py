@@ -68,7 +68,8 @@ def regulation_routes(service: PrivacyService, sources: list[str]) -> list[Route
         wanted = doc.get("sources")
         regulation_id = await asyncio.to_thread(
             service.regulations.create, kind, subject_type, {key: ids}, hashes,
-            None if wanted is None else sorted(set(wanted)), stores_of(kind, **service.stores))
+            None if wanted is None else sorted(set(wanted)),
+            stores_of(kind, **service.stores, scoped=wanted is not None))
         service.wake()
         return JSONResponse({"data": {"regulateId": regulation_id}})
 

@@ -61,8 +61,11 @@ CREATE TABLE IF NOT EXISTS work (      -- the ids, until the regulation ends
 
 
 def stores_of(regulation_type: str, *, warehouse: bool, archive: bool, memory: bool,
-              destinations: bool) -> list[str]:
-    """The stores a regulation of this type works on, in the order it works on them."""
+              destinations: bool, scoped: bool = False) -> list[str]:
+    """The stores a regulation of this type works on, in the order it works on them.
+
+    `scoped`: the regulation names its sources. Then the last scan of every file is left
+    out: the subjects' messages in other sources are kept on purpose, so their bytes stay."""
     names: list[str] = []
     if regulation_type in ("SUPPRESS_ONLY", "UNSUPPRESS", "SUPPRESS_WITH_DELETE_INTERNAL",
                            "SUPPRESS_WITH_DELETE"):
@@ -78,7 +81,8 @@ def stores_of(regulation_type: str, *, warehouse: bool, archive: bool, memory: b
         names.append("ledgers")
         if destinations and regulation_type in ("DELETE_ONLY", "SUPPRESS_WITH_DELETE"):
             names.append("destinations")
-        names.append("files")
+        if not scoped:
+            names.append("files")
     return names
 
 
