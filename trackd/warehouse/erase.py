@@ -148,8 +148,10 @@ def rewrite(database: Database) -> None:
         fresh.with_name(fresh.name + ".wal").unlink()
     database.close()  # checkpoints: the WAL is folded into the file
     try:
-        con = duckdb.connect(str(path), config={"autoinstall_known_extensions": False,
-                                                "autoload_known_extensions": False})
+        # the server's limits (memory, threads, spill files), and the one right it lacks:
+        # ATTACHing the new file
+        con = duckdb.connect(str(path), config={**database._config,
+                                                "enable_external_access": True})
         try:
             name = con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
             target = str(fresh).replace("'", "''")
