@@ -19,8 +19,9 @@ from trackd.archive.files import fsync_dir, replace_with
 
 
 def erase_archive(root: Path, ids: set[str], matches: Callable[[bytes], bool],
-                  sources: set[str] | None = None) -> int:
-    """Remove the rows of `ids` from every archive file; returns how many rows went."""
+                  sources: set[str] | None = None, newer_than: float = 0.0) -> int:
+    """Remove the rows of `ids` from every archive file (modified after `newer_than`, a
+    time.time()); returns how many rows went."""
     removed = 0
     if not root.is_dir() or not ids:
         return 0
@@ -28,6 +29,8 @@ def erase_archive(root: Path, ids: set[str], matches: Callable[[bytes], bool],
     for path in sorted(root.rglob("*.parquet")):
         source = path.parent.parent.name.removeprefix("source=")
         if sources is not None and source not in sources:
+            continue
+        if newer_than and path.stat().st_mtime <= newer_than:
             continue
         table = pq.read_table(path)
         hit = pc.or_(pc.fill_null(pc.is_in(table["user_id"], wanted), False),

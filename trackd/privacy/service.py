@@ -70,7 +70,9 @@ class WarehouseSide(Protocol):
     async def expire(self, source: str, cutoff: datetime) -> int: ...
 
 
-ArchiveEraser = Callable[[set[str], Callable[[bytes], bool], "set[str] | None"], int]
+ArchiveEraser = Callable[[set[str], Callable[[bytes], bool], "set[str] | None", float], int]
+"""(ids, matches, sources, newer_than) -> rows removed from the archive files written after
+`newer_than` (a time.time(); 0: every file)."""
 
 
 class RewriteBatcher:
@@ -141,6 +143,7 @@ class PrivacyService:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._archived: dict[str, float] = {}  # regulation -> when its archive store ran
         self._erasing = asyncio.Lock()  # one store erasure at a time
         self._suppressing = asyncio.Lock()
 
@@ -233,8 +236,9 @@ class PrivacyService:
         if name == "archive" and self.archive is not None:
             await asyncio.sleep(self.archive_flush)
             async with self._erasing:
+                self._archived[work.id] = time.time() - 1.0
                 return await asyncio.to_thread(self.archive, subjects.all_ids(),
-                                               subjects.holds_bytes, subjects.sources)
+                                               subjects.holds_bytes, subjects.sources, 0.0)
         if name == "ledgers" and self.ledger_dir is not None:
             async with self._erasing:
                 return await asyncio.to_thread(erase_ledgers, self.ledger_dir, subjects)
@@ -246,6 +250,12 @@ class PrivacyService:
                         for forget in self.forgetters])
         if name == "files":
             async with self._erasing:
+                # Parquet is compressed: no byte scan sees into it. So archive files written
+                # since the archive's store ran (a flush that was late) are looked at again.
+                since = self._archived.pop(work.id, None)
+                if self.archive is not None and since is not None:
+                    await asyncio.to_thread(self.archive, subjects.all_ids(),
+                                            subjects.holds_bytes, subjects.sources, since)
                 return await asyncio.to_thread(self._scrub_files, subjects)
         return 0
 
