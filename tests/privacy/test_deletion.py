@@ -8,7 +8,7 @@ import httpx
 import pyarrow.parquet as pq
 
 from tests.conftest import Server, eventually
-from tests.privacy.helpers import (
+from tests.privacy.common import (
     ADMIN,
     CONFIG,
     RUN,

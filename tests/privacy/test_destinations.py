@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import Server, eventually
 from tests.destinations.receiver import Received, Receiver, Reply
-from tests.privacy.helpers import (
+from tests.privacy.common import (
     CONFIG,
     RUN,
     files_holding,

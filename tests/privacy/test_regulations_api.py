@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ROOT, Server
 from tests.gateway.helpers import running_server
-from tests.privacy.helpers import ADMIN, CONFIG, RUN, finished, regulate, regulation
+from tests.privacy.common import ADMIN, CONFIG, RUN, finished, regulate, regulation
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.conftest import Server, eventually
-from tests.privacy.helpers import (
+from tests.privacy.common import (
     CONFIG,
     RUN,
     files_holding,

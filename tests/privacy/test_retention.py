@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tests.conftest import Server, eventually
-from tests.privacy.helpers import ADMIN, RUN, query
+from tests.privacy.common import ADMIN, RUN, query
 from trackd.log.reader import LogReader
 from trackd.observability import Registry
 from trackd.privacy.retention import apply_retention

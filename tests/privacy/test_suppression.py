@@ -9,7 +9,7 @@ import httpx
 
 from tests.conftest import Server, eventually
 from tests.gateway.helpers import new_id, post, stored
-from tests.privacy.helpers import CONFIG, RUN, files_holding, finished, regulate
+from tests.privacy.common import CONFIG, RUN, files_holding, finished, regulate
 
 
 def _suppressed_count(server: Server) -> float:
