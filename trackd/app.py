@@ -25,6 +25,7 @@ from trackd.log.reader import LogReader
 from trackd.log.writer import LogWriter
 from trackd.observability import SIZE_BUCKETS, Registry, get_logger, read_snapshots, render
 from trackd.plans.plans import SourcePlans
+from trackd.privacy.gate import PrivacyGate
 from trackd.server.proxy import AdminProxy
 from trackd.settings import Settings
 from trackd.types import Lookup, QueryEngine, Stage
@@ -64,10 +65,11 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
                        max_pending_bytes=settings.server.max_pending_mb * 1024 * 1024,
                        on_commit=on_commit, fsync=not settings.server.ephemeral)
     plans = SourcePlans(settings.sources).load()
-    ingestor = Ingestor(settings.sources, writer, metrics, workers=settings.server.workers,
-                        plans=plans.by_source)
-    proxy = AdminProxy(str(run_dir / "admin.sock"))
     name = f"gateway-{index}"
+    privacy = PrivacyGate(settings.sources, settings.data_dir, run_dir / "privacy" / name)
+    ingestor = Ingestor(settings.sources, writer, metrics, workers=settings.server.workers,
+                        plans=plans.by_source, privacy=privacy)
+    proxy = AdminProxy(str(run_dir / "admin.sock"))
     snapshots = run_dir / "metrics"
     tasks: list[asyncio.Task[None]] = []
 
@@ -82,6 +84,7 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
     async def startup() -> None:
         writer.start(asyncio.get_running_loop())
         tasks.append(asyncio.create_task(dump_forever()))
+        await privacy.start()
         if plans.paths:  # SIGHUP (forwarded by the supervisor) reloads the tracking plans
             status = run_dir / "plans" / f"{name}.json"
             await asyncio.to_thread(plans.write_status, status)
@@ -96,6 +99,7 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
     async def shutdown() -> None:
         for task in tasks:
             task.cancel()
+        await privacy.stop()
         await asyncio.to_thread(writer.close)
         metrics.dump(snapshots / f"{name}.json")
         await proxy.aclose()
@@ -128,6 +132,7 @@ class Pipeline:
         self.stages: list[Stage] = []
         self.lookups: dict[str, Lookup] = {}
         self.query_engine: QueryEngine | None = None
+        self._erasure: Any = None  # the warehouse's side of a privacy deletion
         self.extra_routes: list[Any] = []
         self.public_paths: list[str] = []  # extra routes open without the admin token
         self._tasks: list[asyncio.Task[None]] = []
@@ -140,6 +145,7 @@ class Pipeline:
 
             self.console = Console(self)
             self.extra_routes.extend(self.console.routes())
+            self._privacy.forgetters.append(self.console.forget)
         self.admin = build_admin(self)
 
     def _wire(self) -> None:
@@ -161,15 +167,19 @@ class Pipeline:
             # Imported here: gateway workers import this module and never need DuckDB.
             from trackd.server.priority import lower_thread_priority
             from trackd.warehouse.backend import server_backend
+            from trackd.warehouse.erase import WarehouseErasure
             from trackd.warehouse.loader import WarehouseLoader, utcnow
             from trackd.warehouse.lookup import WarehouseLookup
             from trackd.warehouse.profiles import profile_routes
 
             wh = self.settings.warehouse
             store, engine = server_backend(self.settings, lower_thread_priority)
-            self.stages.append(WarehouseLoader(
+            loader = WarehouseLoader(
                 wh, store, self.reader, self.metrics, thread_setup=lower_thread_priority,
-                make_room=lambda: engine.interrupt_all("because the loader needed the memory")))
+                make_room=lambda: engine.interrupt_all("because the loader needed the memory"))
+            self.stages.append(loader)
+            if store.kind == "duckdb":
+                self._erasure = WarehouseErasure(loader, interrupt=engine.interrupt_all)
             self.lookups["warehouse"] = WarehouseLookup(
                 store, [source.name for source in self.settings.sources])
             self.query_engine = engine
@@ -194,16 +204,27 @@ class Pipeline:
         archive = build_archive(self.settings, self.reader, self.metrics, self.settings.data_dir)
         if archive is not None:
             self.stages.append(archive)
+        self._wire_privacy()
         if self.settings.server.ephemeral:  # what arrived, for an app's tests
             from trackd.testing.endpoints import TEST_PATHS, test_routes
 
             self.extra_routes.extend(test_routes(self.reader))
             self.public_paths.extend(TEST_PATHS)
 
+    def _wire_privacy(self) -> None:
+        """Regulations (deletion, suppression) over every store wired above: not a log
+        consumer, so not in `stages`; it starts after them and stops before them."""
+        from trackd.privacy.wiring import build_privacy
+
+        privacy, routes = build_privacy(self.settings, self.run_dir, self._erasure)
+        self._privacy = privacy
+        self.extra_routes.extend(routes)
+
     async def start(self) -> None:
         for stage in self.stages:
             await stage.start()
             log.debug("stage started", extra={"stage": stage.name})
+        await self._privacy.start()
         log.info("pipeline started", extra={"stages": ",".join(s.name for s in self.stages)})
         self._tasks.append(asyncio.create_task(self._trim_forever()))
         self._tasks.append(asyncio.create_task(self._dump_forever()))
@@ -224,6 +245,7 @@ class Pipeline:
             task.cancel()
         if self.console is not None:
             await self.console.stop()
+        await self._privacy.stop()
         for stage in reversed(self.stages):
             try:
                 await stage.stop()

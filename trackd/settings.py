@@ -24,6 +24,7 @@ from typing import Any
 
 from trackd.errors import ConfigError
 from trackd.observability import LOG_LEVELS
+from trackd.privacy.policy import check_source
 
 _SLUG = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -83,6 +84,11 @@ class SourceSettings:
     rate_limit_per_second: float = _f(0.0, "Messages per second allowed (0: no limit).")
     tracking_plan: str = _f("", "YAML tracking plan checked on every message (path relative "
                             "to the config file; empty: none).")
+    ip: str = _f("keep", "context.ip as stored: keep, truncate (IPv4 /24, IPv6 /48) or drop.")
+    pii: list[dict[str, str]] = _f([], "Fields hashed (keyed, stable) or dropped before the "
+                                   "log: [{path = \"context.traits.email\", action = \"hash\"}].")
+    retention_days: float = _f(0.0, "Warehouse rows, archive files and quarantine older than "
+                               "this are deleted daily (0: kept).")
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,14 @@ class DestinationSettings:
     concurrency: int = _f(4, "Requests in flight at once (a user's messages never overlap).")
     poll_interval: float = _f(0.2, "Seconds between looks at the log when idle.")
     ledger_retention_days: float = _f(7.0, "Delivered/skipped ledger rows kept this long.")
+    deletions: bool = _f(False, "Send Segment's delete event for each subject of a "
+                         "DELETE_ONLY or SUPPRESS_WITH_DELETE regulation.")
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    rewrite_delay: float = _f(30.0, "Seconds a warehouse deletion waits so that pending ones "
+                              "share one rewrite of the DuckDB file (raise for big warehouses).")
 
 
 @dataclass(frozen=True)
@@ -162,6 +176,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     destinations: tuple[DestinationSettings, ...] = ()
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     generated: tuple[str, ...] = ()  # what was generated at start-up (for the banner)
 
     @property
@@ -174,7 +189,7 @@ class Settings:
 
 _SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings, "warehouse": WarehouseSettings, "log": LogSettings,
-    "archive": ArchiveSettings,
+    "archive": ArchiveSettings, "privacy": PrivacySettings,
 }
 _TABLES: dict[str, type[Any]] = {"sources": SourceSettings, "destinations": DestinationSettings}
 
@@ -218,6 +233,15 @@ def _cast(where: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if origin is list and typing.get_args(hint)[0] is not str:  # pii: a list of tables
+        if isinstance(value, str):  # path=action,path=action
+            value = [dict(zip(("path", "action"), (x.strip() for x in p.split("=", 1)),
+                              strict=False)) for p in value.split(",") if p.strip()]
+        if not isinstance(value, list) or not all(
+                isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+                for v in value):
+            raise ConfigError(f"{where}: expected a list of tables of strings, got {value!r}")
+        return [dict(v) for v in value]
     if origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -251,18 +275,16 @@ def _build(cls: type[Any], where: str, raw: Mapping[str, Any],
 
 def _env_tables(env: Mapping[str, str], prefix: str) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
+    # the longest key first: LEDGER_RETENTION_DAYS is not RETENTION_DAYS of "<name>_ledger"
+    keys = sorted({f.name for cls in _TABLES.values() for f in dataclasses.fields(cls)},
+                  key=len, reverse=True)
     for key, value in env.items():
         if key.startswith(prefix):
             rest = key[len(prefix):].lower()
-            for cls in _TABLES.values():
-                for f in dataclasses.fields(cls):
-                    if rest.endswith("_" + f.name):
-                        name = rest[: -len(f.name) - 1]
-                        out.setdefault(name, {})[f.name] = value
-                        break
-                else:
-                    continue
-                break
+            for field_name in keys:
+                if rest.endswith("_" + field_name):
+                    out.setdefault(rest[: -len(field_name) - 1], {})[field_name] = value
+                    break
     return out
 
 
@@ -321,6 +343,7 @@ def load(config: Path | None, *, data_dir: str | None = None,
             if src.tracking_plan else src for src in tables["sources"])
     settings = Settings(server=sections["server"], warehouse=sections["warehouse"],
                         log=sections["log"], archive=sections["archive"],
+                        privacy=sections["privacy"],
                         sources=tables["sources"], destinations=tables["destinations"])
     try:
         _check(settings)
@@ -368,6 +391,7 @@ def _check(settings: Settings) -> None:
                 raise ConfigError(f"write key {key[:4]}… is used by sources {seen[key]} "
                                   f"and {src.name}")
             seen[key] = src.name
+        check_source(f"sources[{src.name}]", src.ip, src.pii, src.retention_days)
     names = [d.name for d in settings.destinations]
     for dest in settings.destinations:
         where = f"destinations[{dest.name}]"
@@ -397,6 +421,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("archive.flush_rows: must be at least 1")
     if settings.archive.flush_interval <= 0:
         raise ConfigError("archive.flush_interval: must be more than 0")
+    if settings.privacy.rewrite_delay < 0:
+        raise ConfigError("privacy.rewrite_delay: must not be negative")
 
 
 MIN_ADMIN_TOKEN = 16
@@ -485,6 +511,7 @@ def from_json(text: str) -> Settings:
         warehouse=_build(WarehouseSettings, "warehouse", raw["warehouse"]),
         log=_build(LogSettings, "log", raw["log"]),
         archive=_build(ArchiveSettings, "archive", raw["archive"]),
+        privacy=_build(PrivacySettings, "privacy", raw.get("privacy", {})),
         sources=tuple(_build(SourceSettings, "sources", s) for s in raw["sources"]),
         destinations=tuple(_build(DestinationSettings, "destinations", d)
                            for d in raw["destinations"]),

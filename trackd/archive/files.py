@@ -152,9 +152,18 @@ def write_file(root: Path, partition: Partition, records: list[Record], name: st
     directory = partition_dir(root, partition)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
-    table = table_of(records)
     final = directory / f"{name}.parquet"
-    tmp = directory / f".{name}.parquet.tmp"
+    replace_with(final, table_of(records))
+    if created:
+        fsync_dir(directory.parent)
+        fsync_dir(directory.parent.parent)
+    return final
+
+
+def replace_with(final: Path, table: pa.Table) -> None:
+    """Write `table` to a hidden name beside `final`, fsync it, rename it over `final`, and
+    fsync the directory: `final` is the old file or the new one, whole, whatever happens."""
+    tmp = final.with_name(f".{final.name}.tmp")
     pq.write_table(table, tmp, compression=COMPRESSION)
     fd = os.open(tmp, os.O_RDONLY)
     try:
@@ -162,8 +171,4 @@ def write_file(root: Path, partition: Partition, records: list[Record], name: st
     finally:
         os.close(fd)
     os.replace(tmp, final)
-    fsync_dir(directory)
-    if created:
-        fsync_dir(directory.parent)
-        fsync_dir(directory.parent.parent)
-    return final
+    fsync_dir(final.parent)

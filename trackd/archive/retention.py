@@ -25,12 +25,13 @@ def expired(dates: Iterable[str], today: date, retention_days: float) -> list[st
     return sorted(d for d in dates if d < limit)
 
 
-def prune(root: Path, today: date, retention_days: float) -> int:
-    """Delete expired partitions under `root`; returns how many partitions were deleted."""
+def prune(root: Path, today: date, retention_days: float, source: str | None = None) -> int:
+    """Delete expired partitions under `root` (of one source when given); returns how many
+    partitions were deleted."""
     if not root.is_dir():
         return 0
     deleted = 0
-    for source_dir in root.glob("source=*"):
+    for source_dir in root.glob(f"source={source}" if source is not None else "source=*"):
         dates = {m.group(1): p for p in source_dir.iterdir()
                  if p.is_dir() and (m := _DATE_DIR.match(p.name))}
         for day in expired(dates, today, retention_days):

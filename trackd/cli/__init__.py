@@ -9,6 +9,7 @@ import click
 from trackd.cli.common import CONTEXT
 from trackd.cli.data import events, quarantine
 from trackd.cli.plan import plan
+from trackd.cli.privacy import privacy
 from trackd.cli.query import query
 from trackd.cli.replay import replay
 from trackd.cli.send import send
@@ -23,7 +24,7 @@ def cli() -> None:
     """trackd: self-hosted, Segment-compatible event tracking."""
 
 
-for command in (serve, send, query, events, quarantine, replay, status, plan):
+for command in (serve, send, query, events, quarantine, replay, status, plan, privacy):
     cli.add_command(command)
 
 

@@ -19,7 +19,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -326,6 +326,28 @@ class Counts:
                             *(v["hours"] for v in self.violations.values())):
                 for key in [k for k in buckets if k < oldest_hour]:
                     del buckets[key]
+
+    def forget(self, matches: Callable[[bytes], bool]) -> int:
+        """Drop every sample (a value, a message's summary) whose JSON text `matches`: a
+        privacy deletion. Saved at once; returns how many went."""
+        def walk(node: Any) -> int:
+            gone = 0
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if key == "samples" and isinstance(value, list):
+                        kept = [v for v in value if not matches(json.dumps(v).encode())]
+                        gone += len(value) - len(kept)
+                        value[:] = kept
+                    else:
+                        gone += walk(value)
+            return gone
+
+        with self._lock:
+            gone = walk(self.events) + walk(self.violations)
+            self._dirty = self._dirty or bool(gone)
+        if gone:
+            self.save()
+        return gone
 
     def save(self) -> None:
         if self.path is None or not self._dirty:

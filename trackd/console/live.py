@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, deque
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,6 +207,17 @@ class LiveHub:
         total = sum(missed.values())
         if total:
             self._dropped.inc((), total)
+
+    def forget(self, matches: Callable[[bytes], bool]) -> int:
+        """Drop the buffered events that `matches` from every subscriber (a privacy
+        deletion; call on the event loop, where buffers change). Returns how many went."""
+        gone = 0
+        for sub in self.subscribers:
+            kept = [line for line in sub.buffer if not matches(line)]
+            gone += len(sub.buffer) - len(kept)
+            sub.buffer.clear()
+            sub.buffer.extend(kept)
+        return gone
 
     def _dispatch(self, items: list[Item]) -> None:
         dropped = sum(sub.offer(items) for sub in self.subscribers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from trackd.console.access import ConsoleAccess
@@ -42,6 +43,11 @@ class Console:
         from trackd.console.pages import page_routes
 
         return [*api_routes(self), *page_routes(self)]
+
+    async def forget(self, matches: Callable[[bytes], bool]) -> int:
+        """A privacy deletion: drop what the console keeps that `matches` (the live stream's
+        buffers, the schema samples in counts.json); returns how many items went."""
+        return self.live.forget(matches) + await asyncio.to_thread(self.counts.forget, matches)
 
     async def start(self) -> None:
         self.tail.start()

@@ -34,6 +34,7 @@ from trackd.messages.enrich import Envelope, MessageIds, enrich
 from trackd.messages.validate import parse_timestamp, problem
 from trackd.observability import SIZE_BUCKETS, Registry
 from trackd.plans.plan import Judgement, Plan
+from trackd.privacy.gate import PrivacyGate
 from trackd.settings import SourceSettings
 
 _encode = msgspec.json.Encoder().encode
@@ -106,7 +107,8 @@ class Ingestor:
 
     def __init__(self, sources: tuple[SourceSettings, ...], writer: LogWriter,
                  metrics: Registry, *, workers: int = 1,
-                 plans: dict[str, Plan] | None = None) -> None:
+                 plans: dict[str, Plan] | None = None,
+                 privacy: PrivacyGate | None = None) -> None:
         self._by_key = {key: src for src in sources for key in src.write_keys}
         self._buckets = {src.name: TokenBucket(src.rate_limit_per_second / workers)
                          for src in sources if src.rate_limit_per_second > 0}
@@ -123,6 +125,11 @@ class Ingestor:
         self._violations = metrics.counter(
             "trackd_plan_violations_total", "Tracking plan violations, by kind and action.",
             ("source", "violation", "action"))
+        # Per-source IP/PII rules and the suppression list (None: no rules, nothing to check).
+        self._privacy = privacy
+        self._suppressed = metrics.counter(
+            "trackd_messages_suppressed_total",
+            "Messages of suppressed subjects: answered 200, stored nowhere.", ("source",))
 
     def source_for(self, write_key: str | None) -> SourceSettings | None:
         return None if write_key is None else self._by_key.get(write_key)
@@ -153,6 +160,10 @@ class Ingestor:
             raise self._refuse_unparsed(header_key, "Body must be a JSON object")
         source = self._authenticate(message.get("writeKey"), header_key)
         self._rate_limit(source, 1)
+        gate = self._privacy
+        if gate is not None and gate.suppressing() and gate.suppressed(message):
+            self._suppressed.inc((source.name,))
+            return Outcome(200, {"success": True})
         envelope = Envelope(datetime.now(UTC), ip)
         reason = problem(message, kind)
         plan = self._plans.get(source.name)
@@ -160,7 +171,8 @@ class Ingestor:
         if judged is not None and judged.blocked is not None:
             reason = judged.reason
         if reason is not None:
-            item = self._refused_item(source, message, body, None, reason, envelope)
+            item = self._refused_item(source, message, self._scrubbed(source, message, body),
+                                      None, reason, envelope)
             await self._store([], [item], self._recorded(source, judged, item.message_id,
                                                          envelope, message))
             self._refused.inc((reason.split(":")[0],))
@@ -179,13 +191,13 @@ class Ingestor:
         for kind, accepted in Counter([entry.type for entry in entries]).items():
             self._accepted.inc((source.name, kind), accepted)
         self._per_request.observe(count)
-        if not entries:
+        if len(rejected) == count:  # (a suppressed item counts as accepted: nothing is said)
             return Outcome(400, {
                 "success": False,
                 "error": {"type": "validation_error", "message": "No valid message in batch"},
                 "code": "validation_error", "message": "No valid message in batch",
                 "accepted": 0, "rejected": rejected})
-        answer: dict[str, Any] = {"success": True, "accepted": len(entries)}
+        answer: dict[str, Any] = {"success": True, "accepted": count - len(rejected)}
         if rejected:
             answer["rejected"] = rejected
         return Outcome(200, answer)
@@ -273,9 +285,15 @@ class Ingestor:
         violations: list[Violation] = []
         name, received_at, new_id = source.name, envelope.received_at, self._ids
         plan = self._plans.get(name)  # None for a source without a plan: no cost per item
+        gate = self._privacy  # None, or policy/suppression looked up once per request
+        policy = None if gate is None else gate.policies.get(name)
+        suppressed = None if gate is None or not gate.suppressing() else gate.suppressed
         for index, message in enumerate(messages):
             reason: str | None
             judged: Judgement | None = None
+            if suppressed is not None and suppressed(message):
+                self._suppressed.inc((name,))
+                continue
             if not isinstance(message, dict):
                 reason = "Message must be a JSON object"
             elif raws is not None and len(raws[index]) > limits.MAX_MESSAGE_BYTES:
@@ -288,6 +306,8 @@ class Ingestor:
                         reason = judged.reason
             if reason is None:
                 message_id = enrich(message, envelope, new_id)
+                if policy is not None:
+                    policy.apply(message)
                 try:
                     encoded = _encode(message)
                 except _NOT_ENCODABLE:
@@ -301,8 +321,9 @@ class Ingestor:
                     continue
             if raws is None:
                 raws = _raw_items(body)
-            item = self._refused_item(source, message, bytes(raws[index]), index, reason,
-                                      envelope)
+            item = self._refused_item(source, message,
+                                      self._scrubbed(source, message, bytes(raws[index])),
+                                      index, reason, envelope)
             refused.append(item)
             rejected.append({"index": index, "messageId": item.message_id,
                              "error": {"type": "validation_error", "message": reason}})
@@ -326,11 +347,20 @@ class Ingestor:
     def _entry(self, source: SourceSettings, message: dict[str, Any],
                envelope: Envelope) -> Entry:
         message_id = enrich(message, envelope, self._ids)
+        policy = None if self._privacy is None else self._privacy.policies.get(source.name)
+        if policy is not None:
+            policy.apply(message)
         try:
             body = _encode(message)
         except _NOT_ENCODABLE:
             raise InvalidRequest(_NOT_JSON_TEXT) from None
         return Entry(source.name, message_id, message["type"], envelope.received_at, body)
+
+    def _scrubbed(self, source: SourceSettings, message: Any, raw: bytes) -> bytes:
+        """A refused message's bytes with its source's IP/PII rules applied."""
+        if self._privacy is None:
+            return raw
+        return self._privacy.scrub_refused(source.name, message, raw)
 
     @staticmethod
     def _refused_item(source: SourceSettings, message: Any, raw: bytes, index: int | None,

@@ -252,6 +252,8 @@ def _unpack(name: str, row: tuple[Any, ...], after: int, limit: int) -> list[Rec
     out: list[Record] = []
     for index in range(skip, min(count, skip + limit)):
         end = at + lengths[index]
+        if end == at:  # a message erased by a privacy deletion: its offset stays, unread
+            continue
         out.append(Record(name, first + index, source, message_ids[index], kinds[index],
                           received_at, bytes(data[at:end])))
         at = end

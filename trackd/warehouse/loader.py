@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ from trackd.warehouse.violations import ViolationLoader
 
 CONSUMER = "warehouse"
 T = TypeVar("T")
+Job = tuple[Callable[[Store], object], "concurrent.futures.Future[object]"]
 PRUNE_INTERVAL = 3600.0
 RETRIES = 3
 _CANARY = (b'{"type":"track","event":"trackd canary","userId":"trackd-canary",'
@@ -103,6 +105,7 @@ class WarehouseLoader:
         self.position: Position = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._last_prune = 0.0
         self._window = timedelta(days=max(0.0, settings.dedup_window_days))
         self._batch_rows = max(1, settings.batch_rows)
@@ -166,6 +169,7 @@ class WarehouseLoader:
         try:
             self._loop()
         finally:
+            self._fail_jobs()
             self.store.close()
 
     def _loop(self) -> None:
@@ -196,6 +200,7 @@ class WarehouseLoader:
 
     def load_once(self) -> int:
         """One round: read a batch, load it (splitting it on failure), mirror the position."""
+        self._run_jobs()
         self._maybe_prune()
         moved = self.store.load_violations(self.violations)  # <source>._violations
         records = self.reader.read(CONSUMER, limit=self._batch_rows, position=self.position)
@@ -207,6 +212,36 @@ class WarehouseLoader:
         except Exception:  # only lag metrics and trimming wait for it; DuckDB has the truth
             log.exception("could not mirror the warehouse position to the log")
         return moved + len(records)
+
+    def submit(self, job: Callable[[Store], T]) -> concurrent.futures.Future[T]:
+        """Run `job(store)` in the loader's thread between two batches: the way other
+        parts (privacy deletion) write to the warehouse, whose write connection is the
+        loader's alone. A job that closes the store (a rewrite of the file) opens it again."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put((job, future))  # type: ignore[arg-type]
+        return future
+
+    def _run_jobs(self) -> None:
+        while True:
+            try:
+                job, future = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job(self.store))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def _fail_jobs(self) -> None:
+        while True:
+            try:
+                _job, future = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(Stopping("the warehouse loader stopped"))
 
     def _load_resilient(self, records: list[Record]) -> None:
         error: Exception | None = None
