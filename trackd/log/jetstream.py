@@ -10,6 +10,8 @@ holds two kinds of subjects:
   4096th of the stream, while the server keeps only 4096 subjects per source.
 - `<stream>.q.<source>.<bucket>`: the quarantine (refused messages, with their reasons), on its
   own subjects, which no consumer reads and trimming keeps.
+- `<stream>.v.<source>`: tracking plan violations (a `Violation` as msgpack), published with
+  the request's messages (kept in the stream; not loaded into `<source>._violations` yet).
 
 `append` publishes every message at once (no round trip per message) and returns after the
 PubAck of each. NATS unreachable raises `LogUnavailable`; no PubAck within `publish_timeout` or
@@ -51,7 +53,7 @@ from trackd.log.jetstream_consumer import (
     record_of,
 )
 from trackd.log.protocol import Quarantined, Start
-from trackd.log.records import Entry, Record, Refused
+from trackd.log.records import Entry, Record, Refused, Violation
 from trackd.observability import get_logger
 from trackd.settings import LogSettings
 
@@ -85,6 +87,7 @@ class _PubAck(msgspec.Struct):
 _decode_puback = msgspec.json.Decoder(_PubAck).decode
 _encode_quarantine = msgspec.msgpack.Encoder().encode
 _decode_quarantine = msgspec.msgpack.Decoder(QuarantineEntry).decode
+decode_violation = msgspec.msgpack.Decoder(Violation).decode
 
 
 def bucket(message_id: str | None) -> bytes:
@@ -216,7 +219,7 @@ class JetStreamLog:
     def _config(self) -> api.StreamConfig:
         s = self.settings
         return api.StreamConfig(
-            name=self.stream, subjects=[f"{self.stream}.m.>", f"{self.stream}.q.>"],
+            name=self.stream, subjects=[f"{self.stream}.{kind}.>" for kind in "mqv"],
             retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE,
             num_replicas=s.replicas, duplicate_window=s.duplicate_window_s,
             max_bytes=s.max_mb * 1024 * 1024 if s.max_mb else -1,
@@ -256,7 +259,8 @@ class JetStreamLog:
             await self._nc.close()
 
     # -- producing ---------------------------------------------------------------------------
-    async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = ()) -> None:
+    async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = (),
+                     violations: Sequence[Violation] = ()) -> None:
         """Publish all at once, then wait for every PubAck (see the module docstring).
 
         The messages of one call share a reply subject: JetStream answers each exactly once,
@@ -269,7 +273,7 @@ class JetStreamLog:
         nc = self._nc
         if nc is None or not self._stream_ready or self._inbox is None:
             raise LogUnavailable("the NATS log's stream is not set up yet")
-        total = len(entries) + len(refused)
+        total = len(entries) + len(refused) + len(violations)
         if not total:
             return
         self._token += 1
@@ -287,6 +291,8 @@ class JetStreamLog:
                           reply, _encode_quarantine(QuarantineEntry(
                               r.received_at, r.message_id, r.index, r.reason, r.body)))
                      for r in refused]
+        commands += [_pub(b"%sv.%s" % (prefix, v.source.encode()), reply,
+                          _encode_quarantine(v)) for v in violations]
         try:
             await nc._send_command(b"".join(commands))
             await nc._flush_pending()

@@ -11,7 +11,9 @@ up to `batch_rows` records after the position stored in DuckDB, and in ONE DuckD
 then COMMITs, and only then mirrors the position to the log (`LogReader.commit`, which drives
 lag metrics and trimming). A kill -9 before the COMMIT loses the whole transaction and the next
 start reads the same records again; after it, the position in DuckDB already covers them. So
-no record is lost and none is loaded twice, whatever the moment of the crash.
+no record is lost and none is loaded twice, whatever the moment of the crash. On the NATS log
+the records come from the shared consumer instead and are acknowledged after COMMIT; a repeat
+is dropped by step 1 (`trackd.warehouse.feed`).
 
 A batch that fails is retried; if it keeps failing it is split in halves down to single
 records, and a record that cannot be loaded even alone is written to `_trackd.load_errors`
@@ -34,6 +36,8 @@ from typing import TypeVar
 
 import duckdb
 
+from trackd.log.choice import as_source, reader_of
+from trackd.log.protocol import LogSource
 from trackd.log.reader import LogReader
 from trackd.log.records import Position, Record, advanced
 from trackd.observability import Registry, get_logger
@@ -42,9 +46,9 @@ from trackd.warehouse import ledger, sql
 from trackd.warehouse.batch import Batch
 from trackd.warehouse.catalog import Catalog
 from trackd.warehouse.db import Database
+from trackd.warehouse.feed import ConsumerFeed, Feed, PositionFeed
 from trackd.warehouse.violations import ViolationLoader
 
-CONSUMER = "warehouse"
 T = TypeVar("T")
 PRUNE_INTERVAL = 3600.0
 RETRIES = 3
@@ -78,14 +82,18 @@ class WarehouseLoader:
 
     name = "warehouse"
 
-    def __init__(self, settings: WarehouseSettings, database: Database, reader: LogReader,
-                 metrics: Registry, *, clock: Callable[[], datetime] = utcnow,
+    def __init__(self, settings: WarehouseSettings, database: Database,
+                 reader: LogReader | LogSource, metrics: Registry, *,
+                 clock: Callable[[], datetime] = utcnow,
                  retry_delay: float = 0.2,
                  thread_setup: Callable[[], object] | None = None,
                  make_room: Callable[[], int] | None = None) -> None:
         self.settings = settings
         self.database = database
-        self.reader = reader
+        self.source = as_source(reader)
+        local = reader_of(reader)
+        # On NATS the feed needs the running event loop: `start` makes it.
+        self.feed: Feed | None = PositionFeed(local) if local is not None else None
         self.clock = clock
         self.retry_delay = retry_delay
         self.thread_setup = thread_setup
@@ -99,7 +107,7 @@ class WarehouseLoader:
         self._last_prune = 0.0
         self._window = timedelta(days=max(0.0, settings.dedup_window_days))
         self._batch_rows = max(1, settings.batch_rows)
-        self.violations = ViolationLoader(reader, self._batch_rows)
+        self.violations = ViolationLoader(local, self._batch_rows) if local else None
         self._loaded = metrics.counter("trackd_warehouse_messages_loaded_total",
                                        "Messages loaded into the warehouse.", ("source",))
         self._duplicates = metrics.counter("trackd_warehouse_duplicates_total",
@@ -130,13 +138,19 @@ class WarehouseLoader:
         sql.install(con)
         self.catalog.load(con)
         self.position = ledger.position(con)
-        self.reader.register(CONSUMER)
-        self.reader.commit(CONSUMER, self.position)  # a crash may have left the log behind
+        self._feed().open(self.position)
+
+    def _feed(self) -> Feed:
+        if self.feed is None:
+            raise RuntimeError("the warehouse loader on the NATS log runs only after start()")
+        return self.feed
 
     async def start(self) -> None:
         """Start the loader thread; returns once it has opened the database (or raises why it
         could not)."""
         self._stop.clear()
+        if self.feed is None:
+            self.feed = ConsumerFeed(self.source, asyncio.get_running_loop())
         opened: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, args=(opened,),
                                         name="warehouse-loader", daemon=True)
@@ -163,6 +177,7 @@ class WarehouseLoader:
         try:
             self._loop()
         finally:
+            self._feed().close()
             self.database.close()
 
     def _loop(self) -> None:
@@ -194,15 +209,19 @@ class WarehouseLoader:
     def load_once(self) -> int:
         """One round: read a batch, load it (splitting it on failure), mirror the position."""
         self._maybe_prune()
-        moved = self.violations.load_once(self.database.writer())  # <source>._violations
-        records = self.reader.read(CONSUMER, limit=self._batch_rows, position=self.position)
+        moved = 0
+        if self.violations is not None:  # <source>._violations
+            moved = self.violations.load_once(self.database.writer())
+        feed = self._feed()
+        records = feed.read(self._batch_rows, self.position)
         if not records:
             return moved
-        self._load_resilient(records)
         try:
-            self.reader.commit(CONSUMER, self.position)
-        except Exception:  # only lag metrics and trimming wait for it; DuckDB has the truth
-            log.exception("could not mirror the warehouse position to the log")
+            self._load_resilient(records)
+        except BaseException:
+            feed.failed(records)
+            raise
+        feed.done(records, self.position)
         return moved + len(records)
 
     def _load_resilient(self, records: list[Record]) -> None:

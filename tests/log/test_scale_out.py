@@ -1,0 +1,152 @@
+"""`trackd serve` on the NATS log: roles on separate processes, back-pressure and recovery.
+
+Plain cases use the machine's NATS server with a stream of their own; the outage case runs a
+private `nats-server` it can kill and start again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import DEFAULT_CONFIG, ROOT, Server, eventually
+from tests.gateway.helpers import new_id, post
+from tests.log.natsd import (
+    MACHINE_NATS,
+    NatsNode,
+    delete_stream,
+    machine_nats_up,
+    nats_binary,
+    unique_stream,
+)
+
+needs_nats = pytest.mark.skipif(not machine_nats_up(), reason="no NATS on 127.0.0.1:4222")
+
+
+def nats_config(url: str, stream: str, extra: str = "") -> str:
+    return (DEFAULT_CONFIG + f'\n[log]\nurl = "{url}"\nstream = "{stream}"\n'
+            "[warehouse]\npoll_interval = 0.05\n" + extra)
+
+
+@pytest.fixture
+def stream() -> Iterator[str]:
+    name = unique_stream()
+    yield name
+    delete_stream(name)
+
+
+def track(message_id: str, event: str = "Scaled") -> dict[str, Any]:
+    return {"userId": "u1", "event": event, "messageId": message_id}
+
+
+def where(server: Server, message_id: str) -> dict[str, Any]:
+    result = server.run_cli("events", "show", message_id, "--format", "json", check=False)
+    answer: dict[str, Any] = json.loads(result.stdout) if result.stdout.strip() else {}
+    return answer
+
+
+def loaded(server: Server, message_id: str) -> bool:
+    return bool(where(server, message_id).get("warehouse", {}).get("found"))
+
+
+def rows(server: Server, message_id: str) -> int:
+    result = server.run_cli("query", f"SELECT count(*) AS n FROM web.scaled "
+                            f"WHERE id = '{message_id}'", "--format", "json")
+    return int(json.loads(result.stdout)[0]["n"])
+
+
+def test_roles_other_than_all_are_refused_on_the_sqlite_log(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data", DEFAULT_CONFIG)
+    for role in ("gateway", "pipeline"):
+        result = subprocess.run([*server.command("serve"), "--port", "0", "--role", role],
+                                capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert result.returncode != 0
+        [line] = result.stderr.strip().splitlines()
+        assert f"--role {role} needs the NATS log" in line
+
+
+@needs_nats
+def test_all_in_one_on_the_nats_log_loads_looks_up_and_quarantines(
+        make_server: Callable[..., Server], stream: str) -> None:
+    server = make_server(nats_config(MACHINE_NATS, stream))
+    message_id = new_id("nats")
+    assert post(server, "/v1/track", track(message_id)).status_code == 200
+    eventually(lambda: loaded(server, message_id), timeout=30)
+    answer = where(server, message_id)
+    assert answer["accepted"][0]["log"]["shard"] == stream  # found in the NATS stream
+    assert rows(server, message_id) == 1
+    bad = new_id("bad")
+    assert post(server, "/v1/track", {"messageId": bad, "event": "No user"}).status_code == 400
+    listed = server.run_cli("quarantine", "--format", "json")
+    assert bad in listed.stdout
+    admin = httpx.get(server.url + "/api/v1/quarantine", timeout=30,
+                      headers={"Authorization": "Bearer test-admin-token"})
+    assert bad in {q["messageId"] for q in admin.json()["quarantined"]}
+    ready = httpx.get(server.url + "/readyz", timeout=30).json()
+    assert {s["name"] for s in ready["stages"]} >= {"warehouse", "archive"}
+
+
+@needs_nats
+def test_gateways_and_a_pipeline_in_separate_processes(
+        make_server: Callable[..., Server], stream: str) -> None:
+    config = nats_config(MACHINE_NATS, stream)
+    pipeline = make_server(config, name="pipeline", start=False).start("--role", "pipeline")
+    gateways = [make_server(config, name=f"gw{n}", start=False).start("--role", "gateway")
+                for n in range(2)]
+    sent = []
+    for n, gateway in enumerate(gateways):
+        message_id = new_id(f"gw{n}")
+        batch = {"batch": [{"type": "track", **track(message_id)}]}
+        first = post(gateway, "/v1/batch", batch)
+        again = post(gateways[1 - n], "/v1/batch", batch)  # a retry, through the other one
+        assert (first.status_code, again.status_code) == (200, 200)
+        sent.append(message_id)
+    for message_id in sent:
+        eventually(lambda m=message_id: loaded(pipeline, m), timeout=30)  # type: ignore[misc]
+        assert rows(pipeline, message_id) == 1
+        [in_log] = where(pipeline, message_id)["accepted"]  # stored once by the NATS stream
+        assert in_log["log"]["shard"] == stream
+    # a gateway has no admin API: the CLI says where it is
+    result = gateways[0].run_cli("events", "show", sent[0], check=False)
+    assert result.returncode != 0 and "runs --role gateway" in result.stderr
+    # the DuckDB warehouse has one writer: a second pipeline process refuses, in one line
+    second = Server(pipeline.data_dir.parent / "pipeline2", config)
+    refused = subprocess.run([*second.command("serve"), "--role", "pipeline"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert refused.returncode != 0
+    [line] = refused.stderr.strip().splitlines()
+    assert "another pipeline process" in line and "PostgreSQL" in line
+
+
+@pytest.mark.skipif(nats_binary() is None, reason="no nats-server binary")
+def test_nats_down_answers_503_with_retry_after_then_200_without_restart(
+        tmp_path: Path, make_server: Callable[..., Server]) -> None:
+    node = NatsNode(tmp_path / "nats", "solo").start()
+    try:
+        server = make_server(nats_config(node.url, "outage"))
+        assert post(server, "/v1/track", track(new_id())).status_code == 200
+        node.kill()
+        answer = eventually(lambda: _failing(server), timeout=30)
+        assert answer.status_code == 503
+        assert int(answer.headers["retry-after"]) >= 1
+        assert httpx.get(server.url + "/readyz", timeout=30).status_code == 503
+        node.start()
+        message_id = new_id("back")
+        eventually(lambda: post(server, "/v1/track", track(message_id)).status_code == 200,
+                   timeout=30)
+        eventually(lambda: loaded(server, message_id), timeout=30)
+        assert server.proc is not None and server.proc.poll() is None  # the same processes
+    finally:
+        node.kill()
+
+
+def _failing(server: Server) -> httpx.Response | None:
+    answer = post(server, "/v1/track", track(new_id()))
+    assert answer.status_code in (200, 503), answer.text
+    return answer if answer.status_code == 503 else None
