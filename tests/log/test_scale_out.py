@@ -29,8 +29,8 @@ from tests.log.natsd import (
 needs_nats = pytest.mark.skipif(not machine_nats_up(), reason="no NATS on 127.0.0.1:4222")
 
 
-def nats_config(url: str, stream: str, extra: str = "") -> str:
-    return (DEFAULT_CONFIG + f'\n[log]\nurl = "{url}"\nstream = "{stream}"\n'
+def nats_config(url: str, stream: str, extra: str = "", *, log: str = "") -> str:
+    return (DEFAULT_CONFIG + f'\n[log]\nurl = "{url}"\nstream = "{stream}"\n{log}'
             "[warehouse]\npoll_interval = 0.05\n" + extra)
 
 
