@@ -1,7 +1,7 @@
 """`trackd serve` on the NATS log: roles on separate processes, back-pressure and recovery.
 
-Plain cases use the machine's NATS server with a stream of their own; the outage case runs a
-private `nats-server` it can kill and start again.
+Plain cases use the machine's NATS server with a stream of their own (or, when none runs, a
+private one); the outage case runs a private `nats-server` it can kill and start again.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from tests.log.natsd import (
     unique_stream,
 )
 
-needs_nats = pytest.mark.skipif(not machine_nats_up(), reason="no NATS on 127.0.0.1:4222")
+needs_nats = pytest.mark.skipif(not machine_nats_up() and nats_binary() is None,
+                                reason="no NATS on 127.0.0.1:4222 and no nats-server binary")
 
 
 def nats_config(url: str, stream: str, extra: str = "", *, log: str = "") -> str:
@@ -34,11 +35,22 @@ def nats_config(url: str, stream: str, extra: str = "", *, log: str = "") -> str
             "[warehouse]\npoll_interval = 0.05\n" + extra)
 
 
+@pytest.fixture(scope="module")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if machine_nats_up():
+        yield MACHINE_NATS
+        return
+    node = NatsNode(tmp_path_factory.mktemp("nats"), "plain").start()
+    yield node.url
+    node.kill()
+
+
 @pytest.fixture
-def stream() -> Iterator[str]:
+def stream(nats_url: str) -> Iterator[str]:
     name = unique_stream()
     yield name
-    delete_stream(name)
+    if nats_url == MACHINE_NATS:
+        delete_stream(name)
 
 
 def track(message_id: str, event: str = "Scaled") -> dict[str, Any]:
@@ -73,8 +85,8 @@ def test_roles_other_than_all_are_refused_on_the_sqlite_log(tmp_path: Path) -> N
 
 @needs_nats
 def test_all_in_one_on_the_nats_log_loads_looks_up_and_quarantines(
-        make_server: Callable[..., Server], stream: str) -> None:
-    server = make_server(nats_config(MACHINE_NATS, stream))
+        make_server: Callable[..., Server], nats_url: str, stream: str) -> None:
+    server = make_server(nats_config(nats_url, stream))
     message_id = new_id("nats")
     assert post(server, "/v1/track", track(message_id)).status_code == 200
     eventually(lambda: loaded(server, message_id), timeout=30)
@@ -94,8 +106,8 @@ def test_all_in_one_on_the_nats_log_loads_looks_up_and_quarantines(
 
 @needs_nats
 def test_gateways_and_a_pipeline_in_separate_processes(
-        make_server: Callable[..., Server], stream: str) -> None:
-    config = nats_config(MACHINE_NATS, stream)
+        make_server: Callable[..., Server], nats_url: str, stream: str) -> None:
+    config = nats_config(nats_url, stream)
     pipeline = make_server(config, name="pipeline", start=False).start("--role", "pipeline")
     gateways = [make_server(config, name=f"gw{n}", start=False).start("--role", "gateway")
                 for n in range(2)]
@@ -150,3 +162,26 @@ def _failing(server: Server) -> httpx.Response | None:
     answer = post(server, "/v1/track", track(new_id()))
     assert answer.status_code in (200, 503), answer.text
     return answer if answer.status_code == 503 else None
+
+
+@needs_nats
+def test_a_full_stream_answers_503_until_trimming_makes_room(
+        make_server: Callable[..., Server], nats_url: str, stream: str) -> None:
+    server = make_server(nats_config(nats_url, stream, "[archive]\nflush_interval = 0.5\n",
+                                     log="max_mb = 1\ntrim_interval = 0.5\n"))
+    padding = "x" * 2000
+    statuses: list[httpx.Response] = []
+
+    def send() -> int:
+        batch = {"batch": [{"type": "track", "userId": "u", "event": "Big",
+                            "properties": {"padding": padding}, "messageId": new_id("big")}
+                           for _ in range(50)]}
+        answer = post(server, "/v1/batch", batch)
+        statuses.append(answer)
+        return answer.status_code
+
+    eventually(lambda: send() == 503, timeout=60, interval=0)
+    full = statuses[-1]
+    assert int(full.headers["retry-after"]) >= 1
+    assert {a.status_code for a in statuses} == {200, 503}
+    eventually(lambda: send() == 200, timeout=60, interval=0.2)  # consumed, trimmed, room again
