@@ -185,3 +185,24 @@ def test_a_full_stream_answers_503_until_trimming_makes_room(
     assert int(full.headers["retry-after"]) >= 1
     assert {a.status_code for a in statuses} == {200, 503}
     eventually(lambda: send() == 200, timeout=60, interval=0.2)  # consumed, trimmed, room again
+
+
+@needs_nats
+def test_tracking_plan_violations_reach_the_warehouse_through_the_nats_log(
+        make_server: Callable[..., Server], nats_url: str, stream: str,
+        tmp_path: Path) -> None:
+    (tmp_path / "web.yaml").write_text(
+        "version: 1\nevents:\n  Known:\n    properties: {type: object}\n")
+    config = nats_config(nats_url, stream).replace(
+        'write_keys = ["wk_web"]\n', 'write_keys = ["wk_web"]\ntracking_plan = "web.yaml"\n', 1)
+    server = make_server(config)
+    message_id = new_id("unplanned")
+    assert post(server, "/v1/track", track(message_id, "Not In The Plan")).status_code == 200
+
+    def violations() -> int:
+        result = server.run_cli("query", "SELECT count(*) AS n FROM web._violations WHERE "
+                                f"message_id = '{message_id}'", "--format", "json", check=False)
+        return int(json.loads(result.stdout)[0]["n"]) if result.returncode == 0 else 0
+
+    eventually(violations, timeout=30)
+    assert violations() == 1

@@ -11,7 +11,7 @@ holds two kinds of subjects:
 - `<stream>.q.<source>.<bucket>`: the quarantine (refused messages, with their reasons), on its
   own subjects, which no consumer reads and trimming keeps.
 - `<stream>.v.<source>`: tracking plan violations (a `Violation` as msgpack), published with
-  the request's messages (kept in the stream; not loaded into `<source>._violations` yet).
+  the request's messages; the warehouse reads them with the consumer `violations()`.
 
 `append` publishes every message at once (no round trip per message) and returns after the
 PubAck of each. NATS unreachable raises `LogUnavailable`; no PubAck within `publish_timeout` or
@@ -61,6 +61,7 @@ log = get_logger("log")
 MSG_ID_B = MSG_ID.encode()
 STREAM_FULL = 10077  # JetStream's error code for "maximum bytes exceeded" (discard new)
 SCAN_BATCH = 1000
+VIOLATIONS = "warehouse-violations"
 
 
 class QuarantineEntry(msgspec.Struct, array_like=True):
@@ -334,8 +335,15 @@ class JetStreamLog:
                 f"NATS refused the messages: {answer.error.description}"))
 
     # -- consuming ---------------------------------------------------------------------------
-    @_answered
     async def consumer(self, name: str, *, start: Start = "first") -> JetStreamConsumer:
+        return await self._durable(name, f"{self.stream}.m.>", start)
+
+    async def violations(self) -> JetStreamConsumer:
+        """The warehouse's consumer of the violations (record bodies: `decode_violation`)."""
+        return await self._durable(VIOLATIONS, f"{self.stream}.v.>", "first")
+
+    @_answered
+    async def _durable(self, name: str, subjects: str, start: Start) -> JetStreamConsumer:
         js = self._jetstream()
         durable = durable_name(name)
         try:
@@ -347,7 +355,7 @@ class JetStreamLog:
                 api.DeliverPolicy.ALL,
                 ack_wait=self.settings.ack_wait_s, max_deliver=-1,
                 max_ack_pending=self.settings.max_ack_pending,
-                filter_subject=f"{self.stream}.m.>"))
+                filter_subject=subjects))
         sub = await js.pull_subscribe_bind(durable=durable, stream=self.stream)
         consumer = JetStreamConsumer(name, sub, lambda: self._nc is not None
                                      and self._nc.is_connected)
@@ -378,10 +386,15 @@ class JetStreamLog:
     @_answered
     async def trim(self) -> int:
         """Purge the messages below every durable consumer's acknowledgement floor."""
+        # The stream's end first: what arrives after it is beyond the floor whatever follows.
+        last = (await self._jetstream().stream_info(self.stream)).state.last_seq
         durables = await self._durables()
         if not durables:
             return 0
-        floor = min((i.ack_floor.stream_seq if i.ack_floor else 0) or 0 for i in durables)
+        # A consumer with nothing pending holds nothing back (the violations' consumer sees
+        # few messages: its acknowledgement floor stays behind the stream's).
+        floor = min([(i.ack_floor.stream_seq if i.ack_floor else 0) or 0 for i in durables
+                     if (i.num_pending or 0) + (i.num_ack_pending or 0)] + [last])
         if floor <= 0:
             return 0
         nc = self._nc

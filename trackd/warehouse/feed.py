@@ -7,23 +7,39 @@
   loop that owns the NATS connection; records are acknowledged after COMMIT, and given back
   (nak with a delay) when their batch could not be loaded. A repeat (a process died between
   COMMIT and ack) is removed by the warehouse's ledger of messageIds, in the same transaction.
+- `ViolationFeed` (the NATS log): tracking plan violations, as `LogReader.read_violations`
+  gives them, from their own consumer; acknowledged after the loader's COMMIT (at least once:
+  a process dying in between loads those violation rows again).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from trackd.log.protocol import LogConsumer, LogSource
 from trackd.log.reader import LogReader
 from trackd.log.records import Position, Record
 from trackd.observability import get_logger
 
+if TYPE_CHECKING:
+    from trackd.log.jetstream import JetStreamLog
+
 CONSUMER = "warehouse"
 RETRY_DELAY = 1.0
 T = TypeVar("T")
 log = get_logger("warehouse")
+
+
+class ViolationRows(Protocol):
+    def read_violations(self, after: Position, limit: int = 5000) -> list[tuple[Any, ...]]:
+        """(shard, id, *VIOLATION_COLUMNS) of violations not loaded yet."""
+        ...
+
+
+def _run(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> T:
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
 
 class Feed(Protocol):
@@ -79,7 +95,7 @@ class ConsumerFeed:
         self.consumer: LogConsumer | None = None
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return _run(coro, self.loop)
 
     def _consumer(self) -> LogConsumer:
         if self.consumer is None:  # NATS was not there at start-up: try again now
@@ -110,3 +126,40 @@ class ConsumerFeed:
                 self._run(self.consumer.close())
             except Exception:
                 log.exception("could not close the warehouse's log consumer")
+
+
+class ViolationFeed:
+    """The NATS log's violations for `ViolationLoader` (see the module docstring)."""
+
+    def __init__(self, log: JetStreamLog, loop: asyncio.AbstractEventLoop) -> None:
+        self.log = log
+        self.loop = loop
+        self.consumer: LogConsumer | None = None
+        self._read: list[Record] = []
+
+    def read_violations(self, after: Position, limit: int = 5000) -> list[tuple[Any, ...]]:
+        from trackd.log.jetstream import decode_violation
+
+        if self.consumer is None:
+            self.consumer = _run(self.log.violations(), self.loop)
+        self._read = _run(self.consumer.read(limit), self.loop)
+        rows = []
+        for record in self._read:
+            v = decode_violation(record.body)
+            rows.append((record.shard, record.offset, v.received_at, v.source, v.message_id,
+                         v.type, v.event, v.violation, v.path, v.rule, v.message,
+                         v.plan_version, v.action))
+        return rows
+
+    def done(self) -> None:
+        """What the last read gave is committed in the warehouse."""
+        if self.consumer is not None and self._read:
+            _run(self.consumer.ack(self._read), self.loop)
+        self._read = []
+
+    def close(self) -> None:
+        if self.consumer is not None and not self.loop.is_closed():
+            try:
+                _run(self.consumer.close(), self.loop)
+            except Exception:
+                log.exception("could not close the violations' log consumer")

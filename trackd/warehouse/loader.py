@@ -46,7 +46,7 @@ from trackd.warehouse import ledger, sql
 from trackd.warehouse.batch import Batch
 from trackd.warehouse.catalog import Catalog
 from trackd.warehouse.db import Database
-from trackd.warehouse.feed import ConsumerFeed, Feed, PositionFeed
+from trackd.warehouse.feed import ConsumerFeed, Feed, PositionFeed, ViolationFeed
 from trackd.warehouse.violations import ViolationLoader
 
 T = TypeVar("T")
@@ -108,6 +108,7 @@ class WarehouseLoader:
         self._window = timedelta(days=max(0.0, settings.dedup_window_days))
         self._batch_rows = max(1, settings.batch_rows)
         self.violations = ViolationLoader(local, self._batch_rows) if local else None
+        self._violation_feed: ViolationFeed | None = None  # NATS: made by `start`
         self._loaded = metrics.counter("trackd_warehouse_messages_loaded_total",
                                        "Messages loaded into the warehouse.", ("source",))
         self._duplicates = metrics.counter("trackd_warehouse_duplicates_total",
@@ -150,7 +151,13 @@ class WarehouseLoader:
         could not)."""
         self._stop.clear()
         if self.feed is None:
-            self.feed = ConsumerFeed(self.source, asyncio.get_running_loop())
+            from trackd.log.jetstream import JetStreamLog
+
+            loop = asyncio.get_running_loop()
+            self.feed = ConsumerFeed(self.source, loop)
+            if isinstance(self.source, JetStreamLog):
+                self._violation_feed = ViolationFeed(self.source, loop)
+                self.violations = ViolationLoader(self._violation_feed, self._batch_rows)
         opened: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, args=(opened,),
                                         name="warehouse-loader", daemon=True)
@@ -178,6 +185,8 @@ class WarehouseLoader:
             self._loop()
         finally:
             self._feed().close()
+            if self._violation_feed is not None:
+                self._violation_feed.close()
             self.database.close()
 
     def _loop(self) -> None:
@@ -212,6 +221,8 @@ class WarehouseLoader:
         moved = 0
         if self.violations is not None:  # <source>._violations
             moved = self.violations.load_once(self.database.writer())
+            if self._violation_feed is not None:
+                self._violation_feed.done()
         feed = self._feed()
         records = feed.read(self._batch_rows, self.position)
         if not records:
