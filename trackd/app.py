@@ -92,7 +92,8 @@ def _nats_producer(settings: Settings) -> tuple[LogProducer, Callable[[], str | 
     return producer, unhealthy
 
 
-def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts:
+def build_gateway(settings: Settings, index: int, run_dir: Path, *,
+                  admin: bool = True) -> GatewayParts:
     metrics = Registry()
     producer, unhealthy = (_nats_producer(settings) if on_nats(settings)
                            else _sqlite_producer(settings, index, metrics))
@@ -136,7 +137,8 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
     gateway = Gateway(ingestor, metrics, ready=lambda: producer.healthy,
                       render_metrics=render_metrics, cors_origins=settings.server.cors_origins,
                       trusted_proxies=settings.server.trusted_proxies,
-                      admin=None if settings.server.admin_host else proxy,  # own listener
+                      # None: the admin API has its own listener, or no pipeline runs here
+                      admin=None if settings.server.admin_host or not admin else proxy,
                       public_url=settings.server.public_url,
                       unhealthy=unhealthy, lifespan=(startup, shutdown))
     proxy.stopping = lambda: gateway.draining
@@ -300,10 +302,15 @@ class Pipeline:
 
     async def _refresh_lag(self) -> None:
         """The NATS consumers' lag, for the metrics and /readyz (an API call each)."""
+        from trackd.log.jetstream import JetStreamLog
+
+        if not isinstance(self.source, JetStreamLog):
+            return
         with contextlib.suppress(LogError):  # unreachable: the last figures stay
-            self.log_lag = {name: await self.source.lag(name)
-                            for name in await self.source.consumers()}
-        self.health.remote_lag = self.log_lag
+            behind = {name: await self.source.behind(name)
+                      for name in await self.source.consumers()}
+            self.log_lag = {name: count for name, (count, _) in behind.items()}
+            self.health.remote_lag = behind
 
 
 def offline_query_engine(settings: Settings) -> QueryEngine:

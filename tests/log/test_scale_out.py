@@ -124,9 +124,13 @@ def test_gateways_and_a_pipeline_in_separate_processes(
         assert rows(pipeline, message_id) == 1
         [in_log] = where(pipeline, message_id)["accepted"]  # stored once by the NATS stream
         assert in_log["log"]["shard"] == stream
-    # a gateway has no admin API: the CLI says where it is
+    # a gateway has no admin API: the CLI says where it is, /api/* is not served there
     result = gateways[0].run_cli("events", "show", sent[0], check=False)
     assert result.returncode != 0 and "runs --role gateway" in result.stderr
+    assert httpx.get(gateways[0].url + "/api/v1/quarantine", timeout=30, headers={
+        "Authorization": "Bearer test-admin-token"}).status_code == 404
+    status = pipeline.run_cli("status")
+    assert "warehouse" in status.stdout and "archive" in status.stdout
     # the DuckDB warehouse has one writer: a second pipeline process refuses, in one line
     second = Server(pipeline.data_dir.parent / "pipeline2", config)
     refused = subprocess.run([*second.command("serve"), "--role", "pipeline"],

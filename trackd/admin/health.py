@@ -3,8 +3,8 @@
 
 Lag is per log consumer: messages not yet committed, and seconds since the oldest of them was
 received (0 when it is caught up). Each answer costs one indexed read per shard and consumer.
-On the NATS log (no reader) lag is the consumers' count of records not acknowledged, as the
-pipeline last asked JetStream (`remote_lag`), and its seconds are not known (null).
+On the NATS log (no reader) lag is what the pipeline last asked JetStream (`remote_lag`, every
+2 s): records not acknowledged, and the age of the oldest of them in the stream.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Health:
         self.reader = reader
         self.data_dir = data_dir
         self.probe = LogTail(reader.log_dir) if reader is not None else None
-        self.remote_lag: dict[str, int] = {}
+        self.remote_lag: dict[str, tuple[int, float]] = {}  # NATS: (messages, seconds)
         self.started = time.time()
         self._size: tuple[float, int] = (0.0, 0)
 
@@ -48,7 +48,8 @@ class Health:
 
     def lag(self, consumer: str, now: datetime) -> dict[str, Any]:
         if self.reader is None or self.probe is None:
-            return {"messages": self.remote_lag.get(consumer, 0), "seconds": None}
+            messages, seconds = self.remote_lag.get(consumer, (0, 0.0))
+            return {"messages": messages, "seconds": round(seconds, 1)}
         position = self.reader.position(consumer)
         messages = sum(max(0, head - position.get(name, 0))
                        for name, head in self.reader.heads().items())

@@ -33,6 +33,7 @@ import json
 import zlib
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 import msgspec
@@ -382,6 +383,28 @@ class JetStreamLog:
         except nats.js.errors.NotFoundError:
             return 0
         return (info.num_pending or 0) + (info.num_ack_pending or 0)
+
+    @_answered
+    async def behind(self, name: str) -> tuple[int, float]:
+        """`lag(name)`, and the age in seconds of the oldest record not acknowledged (0 when
+        caught up): the time JetStream stored it."""
+        js = self._jetstream()
+        try:
+            info = await js.consumer_info(self.stream, durable_name(name))
+        except nats.js.errors.NotFoundError:
+            return 0, 0.0
+        count = (info.num_pending or 0) + (info.num_ack_pending or 0)
+        if not count:
+            return 0, 0.0
+        floor = (info.ack_floor.stream_seq if info.ack_floor else 0) or 0
+        try:
+            oldest = await js.get_msg(self.stream, seq=floor + 1, next=True,
+                                      subject=info.config.filter_subject)
+        except nats.js.errors.NotFoundError:  # trimmed or taken meanwhile
+            return count, 0.0
+        if oldest.time is None:
+            return count, 0.0
+        return count, max(0.0, (datetime.now(UTC) - oldest.time).total_seconds())
 
     @_answered
     async def trim(self) -> int:

@@ -214,7 +214,7 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
             listener and admin_sock) else None
     try:
         for index in range(len(sockets)):
-            workers[index] = _spawn(run_dir, index, sockets[index])
+            workers[index] = _spawn(run_dir, index, sockets[index], role)
         await _wait_ready(run_dir, workers, stop)
         if stop.is_set():
             return
@@ -235,7 +235,7 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
                 if proc.poll() is not None and not stop.is_set():
                     log.warning("gateway worker exited; starting it again",
                                 extra={"worker": index, "code": proc.returncode})
-                    workers[index] = _spawn(run_dir, index, sockets[index])
+                    workers[index] = _spawn(run_dir, index, sockets[index], role)
     finally:
         if pipeline is not None:
             pipeline.stopping()
@@ -259,12 +259,13 @@ def _forward(workers: dict[int, subprocess.Popen[bytes]], sig: signal.Signals) -
             proc.send_signal(sig)
 
 
-def _spawn(run_dir: Path, index: int, sock: socket.socket) -> subprocess.Popen[bytes]:
+def _spawn(run_dir: Path, index: int, sock: socket.socket,
+           role: Role = "all") -> subprocess.Popen[bytes]:
     (run_dir / f"ready-{index}").unlink(missing_ok=True)
     fd = sock.fileno()
     proc = subprocess.Popen(
         [sys.executable, "-m", orphans.WORKER_MODULE, str(run_dir), str(index), str(fd),
-         str(os.getpid())], pass_fds=(fd,), start_new_session=False)
+         role, str(os.getpid())], pass_fds=(fd,), start_new_session=False)
     orphans.pid_file(run_dir, index).write_text(str(proc.pid))
     return proc
 
