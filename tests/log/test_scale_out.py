@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import DEFAULT_CONFIG, ROOT, Server, eventually
+from tests.destinations.receiver import Receiver
 from tests.gateway.helpers import new_id, post
 from tests.log.natsd import (
     MACHINE_NATS,
@@ -210,3 +211,37 @@ def test_tracking_plan_violations_reach_the_warehouse_through_the_nats_log(
 
     eventually(violations, timeout=30)
     assert violations() == 1
+
+
+@needs_nats
+def test_two_pipeline_processes_share_each_stage_and_take_over_from_a_killed_one(
+        make_server: Callable[..., Server], nats_url: str, stream: str) -> None:
+    receiver = Receiver().start()
+    try:
+        # No warehouse here: a DuckDB file has one writer (two need PostgreSQL).
+        config = nats_config(nats_url, stream, f'[[destinations]]\nname = "hook"\n'
+                             f'url = "{receiver.url}"\n', log="ack_wait_s = 2\n").replace(
+            "[warehouse]\npoll_interval = 0.05\n", "[warehouse]\nenabled = false\n")
+        pipelines = [make_server(config, name=f"pipeline{n}", start=False).start(
+            "--role", "pipeline") for n in range(2)]
+        gateway = make_server(config, name="gateway", start=False).start("--role", "gateway")
+        sent: list[str] = []
+
+        def send(batches: int) -> None:
+            for _ in range(batches):
+                ids = [new_id("shared") for _ in range(10)]
+                batch = {"batch": [{"type": "track", **track(m)} for m in ids]}
+                assert post(gateway, "/v1/batch", batch).status_code == 200
+                sent.extend(ids)
+
+        send(20)
+        eventually(lambda: len(set(receiver.accepted_ids()) & set(sent)) >= 50, timeout=30)
+        pipelines[0].kill()  # kill -9, with records read and not yet acknowledged maybe
+        send(20)
+        eventually(lambda: set(sent) <= set(receiver.accepted_ids()), timeout=60)
+        # the survivor took over: its own ledger delivered what came after the kill
+        delivered = [pipelines[1].run_cli("events", "show", m, "--format", "json",
+                                          check=False).stdout for m in sent[-10:]]
+        assert all('"delivered"' in answer for answer in delivered)
+    finally:
+        receiver.stop()
