@@ -28,13 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
-import zlib
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import msgspec
 import nats
@@ -51,28 +48,22 @@ from trackd.log.jetstream_consumer import (
     consumer_name,
     durable_name,
     header_value,
-    record_of,
 )
-from trackd.log.protocol import Quarantined, Start
-from trackd.log.records import Entry, Record, Refused, Violation
+from trackd.log.jetstream_lookup import (
+    JetStreamLookups,
+    QuarantineEntry,
+    answered,
+    bucket,
+)
+from trackd.log.protocol import Start
+from trackd.log.records import Entry, Refused, Violation
 from trackd.observability import get_logger
 from trackd.settings import LogSettings
 
 log = get_logger("log")
 MSG_ID_B = MSG_ID.encode()
 STREAM_FULL = 10077  # JetStream's error code for "maximum bytes exceeded" (discard new)
-SCAN_BATCH = 1000
 VIOLATIONS = "warehouse-violations"
-
-
-class QuarantineEntry(msgspec.Struct, array_like=True):
-    """The payload of a quarantine message (msgpack: the body may be any bytes)."""
-
-    received_at: str
-    message_id: str | None
-    index: int | None
-    reason: str
-    body: bytes
 
 
 class _ApiError(msgspec.Struct):
@@ -88,15 +79,7 @@ class _PubAck(msgspec.Struct):
 
 _decode_puback = msgspec.json.Decoder(_PubAck).decode
 _encode_quarantine = msgspec.msgpack.Encoder().encode
-_decode_quarantine = msgspec.msgpack.Decoder(QuarantineEntry).decode
 decode_violation = msgspec.msgpack.Decoder(Violation).decode
-
-
-def bucket(message_id: str | None) -> bytes:
-    """The subject token of a messageId: 3 hex digits of its CRC-32."""
-    if message_id is None:
-        return b"nil"
-    return b"%03x" % (zlib.crc32(message_id.encode()) & 0xFFF)
 
 
 @dataclass(slots=True)
@@ -105,24 +88,6 @@ class _Waiter:
 
     done: asyncio.Future[None]
     remaining: int
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _answered(method: Callable[P, Coroutine[Any, Any, R]]
-              ) -> Callable[P, Coroutine[Any, Any, R]]:
-    """A JetStream API call's failure (no answer, no quorum yet) as LogUnavailable."""
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await method(*args, **kwargs)
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-            raise LogUnavailable(f"NATS did not answer: {exc or type(exc).__name__}"
-                                 ) from None
-
-    return wrapper
 
 
 def _hpub(subject: bytes, reply: bytes, headers: bytes, payload: bytes) -> bytes:
@@ -134,7 +99,7 @@ def _pub(subject: bytes, reply: bytes, payload: bytes) -> bytes:
     return b"PUB %s %s %d\r\n%s\r\n" % (subject, reply, len(payload), payload)
 
 
-class JetStreamLog:
+class JetStreamLog(JetStreamLookups):
     """The log of one process on NATS: appends (gateway) and consumers (pipeline).
 
     >>> log = JetStreamLog(settings.log)
@@ -343,7 +308,7 @@ class JetStreamLog:
         """The warehouse's consumer of the violations (record bodies: `decode_violation`)."""
         return await self._durable(VIOLATIONS, f"{self.stream}.v.>", "first")
 
-    @_answered
+    @answered
     async def _durable(self, name: str, subjects: str, start: Start) -> JetStreamConsumer:
         js = self._jetstream()
         durable = durable_name(name)
@@ -367,16 +332,16 @@ class JetStreamLog:
         infos = await self._jetstream().consumers_info(self.stream)
         return [i for i in infos if i.config.durable_name]
 
-    @_answered
+    @answered
     async def consumers(self) -> list[str]:
         return sorted(consumer_name(i.config.durable_name or "") for i in await self._durables())
 
-    @_answered
+    @answered
     async def unregister(self, name: str) -> None:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self._jetstream().delete_consumer(self.stream, durable_name(name))
 
-    @_answered
+    @answered
     async def lag(self, name: str) -> int:
         try:
             info = await self._jetstream().consumer_info(self.stream, durable_name(name))
@@ -384,29 +349,7 @@ class JetStreamLog:
             return 0
         return (info.num_pending or 0) + (info.num_ack_pending or 0)
 
-    @_answered
-    async def behind(self, name: str) -> tuple[int, float]:
-        """`lag(name)`, and the age in seconds of the oldest record not acknowledged (0 when
-        caught up): the time JetStream stored it."""
-        js = self._jetstream()
-        try:
-            info = await js.consumer_info(self.stream, durable_name(name))
-        except nats.js.errors.NotFoundError:
-            return 0, 0.0
-        count = (info.num_pending or 0) + (info.num_ack_pending or 0)
-        if not count:
-            return 0, 0.0
-        floor = (info.ack_floor.stream_seq if info.ack_floor else 0) or 0
-        try:
-            oldest = await js.get_msg(self.stream, seq=floor + 1, next=True,
-                                      subject=info.config.filter_subject)
-        except nats.js.errors.NotFoundError:  # trimmed or taken meanwhile
-            return count, 0.0
-        if oldest.time is None:
-            return count, 0.0
-        return count, max(0.0, (datetime.now(UTC) - oldest.time).total_seconds())
-
-    @_answered
+    @answered
     async def trim(self) -> int:
         """Purge the messages below every durable consumer's acknowledgement floor."""
         # The stream's end first: what arrives after it is beyond the floor whatever follows.
@@ -430,62 +373,3 @@ class JetStreamLog:
             raise LogError(f"could not trim the NATS stream: {answer['error']}")
         return int(answer.get("purged", 0))
 
-    # -- lookups -------------------------------------------------------------------------------
-    @_answered
-    async def find(self, message_id: str, source: str | None = None) -> list[Record]:
-        subject = f"{self.stream}.m.{source or '*'}.{bucket(message_id).decode()}"
-        return [record for msg in await self._scan(subject)
-                if (record := record_of(msg)).message_id == message_id
-                and (source is None or record.source == source)]
-
-    @_answered
-    async def quarantined(self, *, source: str | None = None, message_id: str | None = None,
-                          limit: int = 100) -> list[Quarantined]:
-        """Newest first: scans back from the end of the stream in growing windows."""
-        token = bucket(message_id).decode() if message_id else "*"
-        subject = f"{self.stream}.q.{source or '*'}.{token}"
-        info = await self._jetstream().stream_info(self.stream)
-        last = info.state.last_seq
-        window = max(1000, limit * 10)
-        while True:
-            start = max(1, last - window + 1)
-            found = [q for msg in await self._scan(subject, start)
-                     if (q := self._quarantined(msg)) is not None
-                     and (message_id is None or q["messageId"] == message_id)]
-            if len(found) >= limit or start == 1:
-                found.reverse()
-                return found[:limit]
-            window *= 8
-
-    def _quarantined(self, msg: Msg) -> Quarantined | None:
-        try:
-            q = _decode_quarantine(msg.data)
-        except msgspec.DecodeError:
-            return None
-        return {"shard": self.stream, "id": msg.metadata.sequence.stream,
-                "receivedAt": q.received_at, "source": msg.subject.split(".")[2],
-                "messageId": q.message_id, "batchIndex": q.index, "reason": q.reason,
-                "body": q.body.decode("utf-8", "replace")}
-
-    async def _scan(self, subject: str, start: int = 1) -> list[Msg]:
-        """Every message on `subject` from sequence `start`, through an ephemeral consumer."""
-        js = self._jetstream()
-        sub = await js.pull_subscribe(subject, stream=self.stream, config=api.ConsumerConfig(
-            ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start, inactive_threshold=30.0, mem_storage=True, num_replicas=1))
-        out: list[Msg] = []
-        info = await sub.consumer_info()
-        try:
-            pending = info.num_pending or 0
-            while pending > 0:
-                try:
-                    msgs = await sub.fetch(min(pending, SCAN_BATCH), timeout=self.publish_timeout)
-                except TimeoutError:
-                    break
-                out.extend(msgs)
-                pending = msgs[-1].metadata.num_pending or 0
-        finally:
-            await sub.unsubscribe()
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_consumer(self.stream, info.name)
-        return out
