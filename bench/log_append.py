@@ -1,11 +1,13 @@
 """Batched appends to the log, SQLite shard vs NATS JetStream, side by side in one run.
 
     .venv/bin/python bench/log_append.py [--seconds 6] [--rounds 3] [--concurrency 16]
+                                         [--connections 1]
 
 Each round runs both logs for the same time, one after the other, in one process (like one
 gateway worker): `concurrency` tasks each append batches of 100 messages of ~600 bytes (what
 one analytics-python request carries) and wait for durability (fsync; every PubAck). Prints
-events/s, p50/p99 of one append, and NATS/SQLite per round. Needs the NATS server on
+events/s, p50/p99 of one append, and NATS/SQLite per round. `--connections N` spreads the NATS
+appends over N connections (N JetStreamLogs, as N gateway workers would). Needs the NATS server on
 127.0.0.1:4222 (`--url`); the stream is made and deleted by the run. Not part of the tests.
 """
 
@@ -54,7 +56,8 @@ def batch(n: int) -> list[Entry]:
     return out
 
 
-async def drive(producer: LogProducer, seconds: float, concurrency: int) -> tuple[int, list[float]]:
+async def drive(producer: LogProducer | Spread, seconds: float,
+                concurrency: int) -> tuple[int, list[float]]:
     latencies: list[float] = []
     count = 0
     stop = time.monotonic() + seconds
@@ -80,17 +83,33 @@ def summary(name: str, count: int, latencies: list[float], seconds: float) -> fl
     return rate
 
 
+class Spread:
+    """Appends round-robin over several NATS connections."""
+
+    def __init__(self, logs: list[JetStreamLog]) -> None:
+        self.logs = logs
+        self.turn = 0
+
+    async def append(self, entries: list[Entry]) -> None:
+        self.turn += 1
+        await self.logs[self.turn % len(self.logs)].append(entries)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--url", default="nats://127.0.0.1:4222")
     args = parser.parse_args()
     stream = f"bench-{uuid.uuid4().hex[:8]}"
-    log = JetStreamLog(LogSettings(url=args.url, stream=stream))
-    await log.start()
-    assert log.healthy, log.last_error
+    logs = [JetStreamLog(LogSettings(url=args.url, stream=stream))
+            for _ in range(args.connections)]
+    for log in logs:
+        await log.start()
+        assert log.healthy, log.last_error
+    spread = Spread(logs)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             sqlite = SqliteProducer(LogWriter(Path(tmp) / "gw0.db", max_pending_bytes=64 << 20))
@@ -99,12 +118,13 @@ async def main() -> None:
                 print(f"round {round_} (batches of 100, {args.concurrency} in flight)")
                 rate_sqlite = summary("sqlite", *await drive(sqlite, args.seconds,
                                                              args.concurrency), args.seconds)
-                rate_nats = summary("nats", *await drive(log, args.seconds, args.concurrency),
-                                    args.seconds)
+                rate_nats = summary("nats", *await drive(spread, args.seconds,
+                                                         args.concurrency), args.seconds)
                 print(f"  nats/sqlite {rate_nats / rate_sqlite:.2f}x")
             await sqlite.close()
     finally:
-        await log.close()
+        for log in logs:
+            await log.close()
         nc = await nats.connect(args.url)
         with contextlib.suppress(Exception):
             await nc.jetstream().delete_stream(stream)

@@ -8,7 +8,8 @@ from typing import Any
 
 import warehouse_load
 
-TARGET_ORDER = ["nginx", "baseline", "floor", "trackd-1w", "trackd-2w", "trackd-2w-plan"]
+TARGET_ORDER = ["nginx", "baseline", "floor", "trackd-1w", "trackd-2w", "trackd-2w-plan",
+                "trackd-nats-1w", "trackd-nats-2w"]
 LABELS = {
     "nginx": "nginx static 200 (2 workers)",
     "baseline": "naive FastAPI + pydantic + SQLite commit/request (2 workers)",
@@ -16,6 +17,8 @@ LABELS = {
     "trackd-1w": "trackd, fsync before 200, 1 worker",
     "trackd-2w": "trackd, fsync before 200, 2 workers",
     "trackd-2w-plan": "trackd, 2 workers, tracking plan of 50 events on the source",
+    "trackd-nats-1w": "trackd on the NATS log (PubAck of every message before 200), 1 worker",
+    "trackd-nats-2w": "trackd on the NATS log (PubAck of every message before 200), 2 workers",
 }
 SCENARIO_TITLES = {
     "single": "one track per request (POST /v1/track)",
@@ -194,6 +197,15 @@ def targets_table(doc: dict[str, Any]) -> list[str]:
                          f"{_int(e2e['achieved_events_s'])} events/s (half of the "
                          f"{_int(fresh['drain_rate_messages_s'])} messages/s the warehouse "
                          f"loads alone) | {verdict(p95 is not None and p95 <= 2)} |")
+    for gateways in ("1w", "2w"):
+        on_nats = round_ratios(doc, "batch", f"trackd-nats-{gateways}", f"trackd-{gateways}")
+        nats_batch = _runs(doc, f"trackd-nats-{gateways}", "batch")
+        if on_nats and nats_batch:
+            p99 = _median([r["p99_ms"] for r in nats_batch])
+            lines.append(f"| batch on the NATS log >= 0.7x the SQLite log, p99 <= 50 ms "
+                         f"({gateways[0]} gateway(s)) | {_range(on_nats, _ratio)} (per-round "
+                         f"ratios), p99 {p99:.0f} ms "
+                         f"| {verdict(_median(on_nats) >= 0.7 and p99 <= 50)} |")
     for scenario, floor in (("batch", 0.8), ("single", 0.85)):
         with_plan = round_ratios(doc, scenario, "trackd-2w-plan", "trackd-2w")
         if with_plan:

@@ -43,6 +43,8 @@ TARGETS = [
     targets.Target("trackd-1w", "trackd", 1),
     targets.Target("trackd-2w", "trackd", 2),
     targets.Target("trackd-2w-plan", "trackd", 2, plan=True),
+    targets.Target("trackd-nats-1w", "trackd", 1, nats=True),
+    targets.Target("trackd-nats-2w", "trackd", 2, nats=True),
 ]
 SCENARIOS = ["single", "batch", "mixed"]
 

@@ -7,11 +7,14 @@
 - floor: bench/baselines/floor (the stack benchmark's minimal durable design: raw ASGI,
   msgspec, group commit into SQLite) under uvicorn from trackd's own venv;
 - trackd: `trackd serve` with its defaults (fsync before 200), 1 or 2 gateway workers;
-  trackd-2w-plan: the same with a tracking plan of 50 events on its source (bodies.py).
+  trackd-2w-plan: the same with a tracking plan of 50 events on its source (bodies.py);
+  trackd-nats-1w/-2w: the same on the NATS JetStream log (`[log] url`, a stream of its own on
+  the server at $TRACKD_BENCH_NATS, default nats://127.0.0.1:4222; R1), 1 or 2 gateways.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import http.client
@@ -22,6 +25,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +74,7 @@ admin_token = "{token}"
 # Trimming deletes log records every consumer has passed; postponed so the correctness check
 # can count the rows after each run. It runs in the background and is off the request path.
 trim_interval = 3600.0
-
+{log_extra}
 {extra}
 [[sources]]
 name = "{source}"
@@ -92,6 +96,7 @@ class Target:
     kind: str  # "nginx", "baseline", "floor", "trackd"
     workers: int
     plan: bool = False  # trackd: a 50-event tracking plan on the source
+    nats: bool = False  # trackd: the NATS JetStream log instead of the SQLite shards
 
 
 @dataclass
@@ -103,6 +108,7 @@ class Running:
     log_path: Path
     data_dir: Path | None = None
     db_path: Path | None = None
+    stream: str | None = None  # trackd on NATS: its stream
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -116,6 +122,8 @@ class Running:
     def count_rows(self) -> int | None:
         """Rows durably stored so far: trackd's log shards, the baseline's table, the floor's
         per-process tables."""
+        if self.stream is not None:
+            return asyncio.run(_stream_messages(self.stream, delete=False))
         if self.target.kind == "trackd":
             assert self.data_dir is not None
             paths = sorted((self.data_dir / "log").glob("*.log.db"))
@@ -133,6 +141,8 @@ class Running:
         stopped; its log and config stay. A full run would otherwise leave gigabytes."""
         if self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.stream is not None:
+            asyncio.run(_stream_messages(self.stream, delete=True))
         if self.db_path is not None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
@@ -164,6 +174,25 @@ class Running:
                 os.killpg(self.pgid, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.wait()
+
+
+NATS_URL = os.environ.get("TRACKD_BENCH_NATS", "nats://127.0.0.1:4222")
+
+
+async def _stream_messages(stream: str, *, delete: bool) -> int:
+    """Messages in a NATS target's stream (accepted ones: every bench body is valid); with
+    `delete`, the stream is removed afterwards."""
+    import nats
+
+    nc = await nats.connect(NATS_URL)
+    try:
+        js = nc.jetstream()
+        count = int((await js.stream_info(stream)).state.messages)
+        if delete:
+            await js.delete_stream(stream)
+        return count
+    finally:
+        await nc.close()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -214,6 +243,7 @@ def start(target: Target, workdir: Path, port: int, *, baseline_venv: Path,
     log_path = workdir / "server.log"
     env = dict(os.environ)
     data_dir = db_path = None
+    stream = None
     if target.kind == "nginx":
         (workdir / "tmp").mkdir(exist_ok=True)
         conf = workdir / "nginx.conf"
@@ -241,9 +271,13 @@ def start(target: Target, workdir: Path, port: int, *, baseline_venv: Path,
         if target.plan:
             (workdir / "plan.yaml").write_text(bodies.tracking_plan())
             source_extra = 'tracking_plan = "plan.yaml"\n'
+        log_extra = ""
+        if target.nats:
+            stream = f"bench-{uuid.uuid4().hex[:10]}"
+            log_extra = f'url = "{NATS_URL}"\nstream = "{stream}"\n'
         config.write_text(TRACKD_TOML.format(token=ADMIN_TOKEN, source=SOURCE, key=WRITE_KEY,
                                              extra=GATEWAY_ONLY if gateway_only else "",
-                                             source_extra=source_extra))
+                                             source_extra=source_extra, log_extra=log_extra))
         command = [str(ROOT / ".venv" / "bin" / "trackd"), "serve", "--config", str(config),
                    "--data-dir", str(data_dir), "--port", str(port),
                    "--workers", str(target.workers)]
@@ -251,7 +285,8 @@ def start(target: Target, workdir: Path, port: int, *, baseline_venv: Path,
         proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
-    running = Running(target, port, proc, workdir, log_path, data_dir=data_dir, db_path=db_path)
+    running = Running(target, port, proc, workdir, log_path, data_dir=data_dir, db_path=db_path,
+                      stream=stream)
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:

@@ -1,9 +1,11 @@
 """The composition root: the one place that knows every stage and wires them together.
 
-- `build_gateway(settings, index, run_dir)`: one gateway worker (tracking API -> its log shard).
+- `build_gateway(settings, index, run_dir)`: one gateway worker (tracking API -> the log: its
+  SQLite shard, or the NATS JetStream stream with `[log] url`).
 - `Pipeline(settings, run_dir)`: the pipeline process: every stage that consumes the log
   (warehouse, destinations, archive), log trimming, and the admin API (an ASGI app served on
-  `<run_dir>/admin.sock`; gateway workers proxy `/api/*` to it).
+  `<run_dir>/admin.sock`; gateway workers proxy `/api/*` to it). It reads the log through the
+  seam of `trackd.log.protocol` (`source`); `reader` is the SQLite log's reader, None on NATS.
 Stages are started in pipeline order and stopped in reverse.
 """
 
@@ -12,16 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trackd.admin.api import build_admin
 from trackd.admin.health import Health
+from trackd.errors import LogError
 from trackd.gateway.app import Gateway
 from trackd.gateway.ingest import Ingestor
 from trackd.log import shard
+from trackd.log.choice import log_dir, on_nats, open_source
+from trackd.log.protocol import LogProducer
 from trackd.log.reader import LogReader
+from trackd.log.sqlite import SqliteProducer
 from trackd.log.writer import LogWriter
 from trackd.observability import SIZE_BUCKETS, Registry, get_logger, read_snapshots, render
 from trackd.plans.plans import SourcePlans
@@ -37,19 +44,16 @@ SNAPSHOT_INTERVAL = 2.0
 log = get_logger("app")
 
 
-def log_dir(settings: Settings) -> Path:
-    return settings.data_dir / "log"
-
-
 @dataclass
 class GatewayParts:
     gateway: Gateway
-    writer: LogWriter
+    producer: LogProducer
     metrics: Registry
 
 
-def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts:
-    metrics = Registry()
+def _sqlite_producer(settings: Settings, index: int, metrics: Registry
+                     ) -> tuple[LogProducer, Callable[[], str | None]]:
+    """This worker's shard of the embedded log, and what makes the worker unhealthy."""
     commit_seconds = metrics.histogram("trackd_log_commit_seconds",
                                        "Time of one group commit (write + fsync).")
     per_commit = metrics.histogram("trackd_log_messages_per_commit",
@@ -64,10 +68,40 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
     writer = LogWriter(shard.shard_path(directory, f"gw{index}"),
                        max_pending_bytes=settings.server.max_pending_mb * 1024 * 1024,
                        on_commit=on_commit, fsync=not settings.server.ephemeral)
+
+    def unhealthy() -> str | None:
+        if writer.last_error is not None:
+            return f"the log cannot be written (disk full?): {writer.last_error}"
+        if writer.pending_bytes >= settings.server.max_pending_mb * 1024 * 1024:
+            return "the log is full: too many messages waiting for the disk"
+        return None
+
+    return SqliteProducer(writer), unhealthy
+
+
+def _nats_producer(settings: Settings) -> tuple[LogProducer, Callable[[], str | None]]:
+    """The NATS log: the gateway holds no state; unhealthy while NATS is unreachable."""
+    from trackd.log.jetstream import JetStreamLog
+
+    producer = JetStreamLog(settings.log)
+
+    def unhealthy() -> str | None:
+        if not producer.healthy:
+            return f"the NATS log cannot be written: {producer.last_error or 'not connected'}"
+        return None
+
+    return producer, unhealthy
+
+
+def build_gateway(settings: Settings, index: int, run_dir: Path, *,
+                  admin: bool = True) -> GatewayParts:
+    metrics = Registry()
+    producer, unhealthy = (_nats_producer(settings) if on_nats(settings)
+                           else _sqlite_producer(settings, index, metrics))
     plans = SourcePlans(settings.sources).load()
     name = f"gateway-{index}"
     privacy = PrivacyGate(settings.sources, settings.data_dir, run_dir / "privacy" / name)
-    ingestor = Ingestor(settings.sources, writer, metrics, workers=settings.server.workers,
+    ingestor = Ingestor(settings.sources, producer, metrics, workers=settings.server.workers,
                         plans=plans.by_source, privacy=privacy)
     proxy = AdminProxy(str(run_dir / "admin.sock"))
     snapshots = run_dir / "metrics"
@@ -82,7 +116,7 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
             await asyncio.to_thread(metrics.dump, snapshots / f"{name}.json")
 
     async def startup() -> None:
-        writer.start(asyncio.get_running_loop())
+        await producer.start()
         tasks.append(asyncio.create_task(dump_forever()))
         await privacy.start()
         if plans.paths:  # SIGHUP (forwarded by the supervisor) reloads the tracking plans
@@ -100,25 +134,19 @@ def build_gateway(settings: Settings, index: int, run_dir: Path) -> GatewayParts
         for task in tasks:
             task.cancel()
         await privacy.stop()
-        await asyncio.to_thread(writer.close)
+        await producer.close()
         metrics.dump(snapshots / f"{name}.json")
         await proxy.aclose()
 
-    def unhealthy() -> str | None:
-        if writer.last_error is not None:
-            return f"the log cannot be written (disk full?): {writer.last_error}"
-        if writer.pending_bytes >= settings.server.max_pending_mb * 1024 * 1024:
-            return "the log is full: too many messages waiting for the disk"
-        return None
-
-    gateway = Gateway(ingestor, metrics, ready=lambda: writer.healthy,
+    gateway = Gateway(ingestor, metrics, ready=lambda: producer.healthy,
                       render_metrics=render_metrics, cors_origins=settings.server.cors_origins,
                       trusted_proxies=settings.server.trusted_proxies,
-                      admin=None if settings.server.admin_host else proxy,  # own listener
+                      # None: the admin API has its own listener, or no pipeline runs here
+                      admin=None if settings.server.admin_host or not admin else proxy,
                       public_url=settings.server.public_url,
                       unhealthy=unhealthy, lifespan=(startup, shutdown))
     proxy.stopping = lambda: gateway.draining
-    return GatewayParts(gateway, writer, metrics)
+    return GatewayParts(gateway, producer, metrics)
 
 
 class Pipeline:
@@ -128,7 +156,7 @@ class Pipeline:
         self.settings = settings
         self.run_dir = run_dir
         self.metrics = Registry()
-        self.reader = LogReader(log_dir(settings))
+        self.source, self.reader = open_source(settings)
         self.stages: list[Stage] = []
         self.lookups: dict[str, Lookup] = {}
         self.query_engine: QueryEngine | None = None
@@ -138,6 +166,7 @@ class Pipeline:
         self._tasks: list[asyncio.Task[None]] = []
         self.state = "starting"  # then "running", "stopping": what /readyz reports
         self.health = Health(self.reader, settings.data_dir)
+        self.log_lag: dict[str, int] = {}  # NATS: per consumer, refreshed with the metrics
         self._wire()
         self.console: Console | None = None
         if settings.server.console:
@@ -154,15 +183,21 @@ class Pipeline:
         lag = self.metrics.gauge("trackd_log_consumer_lag",
                                  "Records a consumer has not committed yet.", ("consumer",))
         directory = log_dir(self.settings)
+        reader = self.reader
 
         def collect() -> None:
+            if reader is None:  # NATS: what `_refresh_lag` last found
+                for consumer, behind in self.log_lag.items():
+                    lag.set((consumer,), float(behind))
+                return
             size.set((), float(sum(p.stat().st_size for p in directory.glob("*.db*")
                                    if p.exists())))
-            for consumer in self.reader.consumers():
-                lag.set((consumer,), float(self.reader.lag(consumer)))
+            for consumer in reader.consumers():
+                lag.set((consumer,), float(reader.lag(consumer)))
 
         self.metrics.on_collect(collect)
 
+        log_ = self.reader or self.source
         if self.settings.warehouse.enabled:
             # Imported here: gateway workers import this module and never need DuckDB.
             from trackd.server.priority import lower_thread_priority
@@ -175,7 +210,7 @@ class Pipeline:
             wh = self.settings.warehouse
             store, engine = server_backend(self.settings, lower_thread_priority)
             loader = WarehouseLoader(
-                wh, store, self.reader, self.metrics, thread_setup=lower_thread_priority,
+                wh, store, log_, self.metrics, thread_setup=lower_thread_priority,
                 make_room=lambda: engine.interrupt_all("because the loader needed the memory"))
             self.stages.append(loader)
             if store.kind == "duckdb":
@@ -190,22 +225,15 @@ class Pipeline:
         from trackd.archive import build_archive
         from trackd.destinations import build_destinations
 
-        destinations, deliveries = build_destinations(self.settings, self.reader, self.metrics,
+        destinations, deliveries = build_destinations(self.settings, log_, self.metrics,
                                                       self.settings.data_dir)
         self.stages.extend(destinations)
         self.lookups["destinations"] = deliveries
-        configured = {f"destination:{d.name}" for d in self.settings.destinations}
-        for consumer in self.reader.consumers():
-            if consumer.startswith("destination:") and consumer not in configured:
-                # Removed from the config: stop holding back trimming for it.
-                log.warning("forgetting the log position of a removed destination",
-                            extra={"consumer": consumer})
-                self.reader.unregister(consumer)
-        archive = build_archive(self.settings, self.reader, self.metrics, self.settings.data_dir)
+        archive = build_archive(self.settings, log_, self.metrics, self.settings.data_dir)
         if archive is not None:
             self.stages.append(archive)
         self._wire_privacy()
-        if self.settings.server.ephemeral:  # what arrived, for an app's tests
+        if self.settings.server.ephemeral and self.reader is not None:  # for an app's tests
             from trackd.testing.endpoints import TEST_PATHS, test_routes
 
             self.extra_routes.extend(test_routes(self.reader))
@@ -220,7 +248,21 @@ class Pipeline:
         self._privacy = privacy
         self.extra_routes.extend(routes)
 
+    async def _forget_removed_destinations(self) -> None:
+        configured = {f"destination:{d.name}" for d in self.settings.destinations}
+        for consumer in await self.source.consumers():
+            if consumer.startswith("destination:") and consumer not in configured:
+                # Removed from the config: stop holding back trimming for it.
+                log.warning("forgetting the log position of a removed destination",
+                            extra={"consumer": consumer})
+                await self.source.unregister(consumer)
+
     async def start(self) -> None:
+        await self.source.start()
+        try:
+            await self._forget_removed_destinations()
+        except LogError as exc:  # NATS not there yet: stages keep trying to reach it
+            log.warning("the log cannot be reached yet", extra={"error": str(exc)})
         for stage in self.stages:
             await stage.start()
             log.debug("stage started", extra={"stage": stage.name})
@@ -253,7 +295,7 @@ class Pipeline:
                 log.exception("stage failed to stop cleanly", extra={"stage": stage.name})
         self.metrics.dump(self.run_dir / "metrics" / "pipeline.json")
         self.health.close()
-        self.reader.close()
+        await self.source.close()
         log.info("pipeline stopped")
 
     def render_metrics(self) -> str:
@@ -264,12 +306,26 @@ class Pipeline:
         while True:
             await asyncio.sleep(self.settings.log.trim_interval)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.reader.trim)
+                await self.source.trim()
 
     async def _dump_forever(self) -> None:
         while True:
             await asyncio.sleep(SNAPSHOT_INTERVAL)
+            if self.reader is None:
+                await self._refresh_lag()
             await asyncio.to_thread(self.metrics.dump, self.run_dir / "metrics" / "pipeline.json")
+
+    async def _refresh_lag(self) -> None:
+        """The NATS consumers' lag, for the metrics and /readyz (an API call each)."""
+        from trackd.log.jetstream import JetStreamLog
+
+        if not isinstance(self.source, JetStreamLog):
+            return
+        with contextlib.suppress(LogError):  # unreachable: the last figures stay
+            behind = {name: await self.source.behind(name)
+                      for name in await self.source.consumers()}
+            self.log_lag = {name: count for name, (count, _) in behind.items()}
+            self.health.remote_lag = behind
 
 
 def offline_query_engine(settings: Settings) -> QueryEngine:

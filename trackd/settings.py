@@ -463,9 +463,6 @@ def _check_log(log: LogSettings) -> None:
         raise ConfigError("log.max_mb: must not be negative")
     if log.max_ack_pending < 1:
         raise ConfigError("log.max_ack_pending: must be at least 1")
-    if log.url:
-        raise ConfigError("log.url: trackd serve does not run on the NATS log yet; "
-                          "leave log.url empty for the embedded log")
 
 
 def with_generated(settings: Settings, credentials: dict[str, Any]) -> Settings:

@@ -110,7 +110,7 @@ def test_a_restart_with_other_settings_updates_the_stream(stream: str) -> None:
             info = await log._js.stream_info(stream)
             await log.close()
             assert info.config.duplicate_window == window
-            assert info.config.subjects == [f"{stream}.m.>", f"{stream}.q.>"]
+            assert info.config.subjects == [f"{stream}.m.>", f"{stream}.q.>", f"{stream}.v.>"]
     run(body)
 
 

@@ -19,8 +19,6 @@ from trackd.settings import load
     ("ack_wait_s = -1", "log.ack_wait_s: must be more than 0"),
     ("max_mb = -5", "log.max_mb: must not be negative"),
     ("max_ack_pending = 0", "log.max_ack_pending: must be at least 1"),
-    ("url = 'nats://10.0.0.5:4222, nats://10.0.0.6:4222'",
-     "log.url: trackd serve does not run on the NATS log yet"),
 ])
 def test_bad_nats_log_settings_are_one_line(tmp_path: Path, text: str, message: str) -> None:
     config = tmp_path / "trackd.toml"
@@ -28,6 +26,12 @@ def test_bad_nats_log_settings_are_one_line(tmp_path: Path, text: str, message: 
     with pytest.raises(ConfigError, match=message) as caught:
         load(config, env={})
     assert "\n" not in str(caught.value)
+
+
+def test_a_list_of_nats_servers_is_taken(tmp_path: Path) -> None:
+    config = tmp_path / "trackd.toml"
+    config.write_text("[log]\nurl = 'nats://10.0.0.5:4222, nats://10.0.0.6:4222'\n")
+    assert load(config, env={}).log.url == "nats://10.0.0.5:4222, nats://10.0.0.6:4222"
 
 
 def test_the_defaults_keep_the_embedded_log(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from tests.conftest import eventually
 from tests.warehouse import pg
 from tests.warehouse.conftest import Log, enriched
 from trackd.errors import ConfigError, QueryRefused
+from trackd.log.choice import reader_of
 from trackd.log.reader import LogReader
 from trackd.observability import Registry
 from trackd.settings import WarehouseSettings
@@ -34,6 +35,13 @@ from trackd.warehouse.postgres.store import PgStore
 def url() -> Iterator[str]:
     with pg.database() as found:
         yield found
+
+
+def _log_of(loader: WarehouseLoader) -> LogReader:
+    """The SQLite log reader a test loader reads."""
+    reader = reader_of(loader.source)
+    assert reader is not None
+    return reader
 
 
 def loader(url: str, log_dir: Path, **settings: object) -> WarehouseLoader:
@@ -74,7 +82,7 @@ def test_two_loaders_at_once_load_everything_exactly_once(url: str, tmp_path: Pa
         thread.join()
     for one in loaders:
         one.store.close()
-        one.reader.close()
+        _log_of(one).close()
     assert errors == []
     assert rows(url, "SELECT count(*), count(DISTINCT id) FROM web.bulk") == [(4000, 4000)]
     assert rows(url, "SELECT count(*), count(DISTINCT id) FROM web.both") == [(300, 300)]
@@ -118,7 +126,7 @@ def test_a_new_property_added_by_another_loader_mid_batch_is_typed_by_the_first(
     assert done.is_set()
     for one in (first, a, b):
         one.store.close()
-        one.reader.close()
+        _log_of(one).close()
     found = rows(url, "SELECT color, _type_conflicts FROM web.paid ORDER BY color NULLS FIRST")
     assert found == [(None, None), (None, {"color": "red"}), (7, None)]
     assert rows(url, "SELECT data_type FROM information_schema.columns "
@@ -172,7 +180,7 @@ def test_kill_9_mid_batch_then_redelivery_loads_each_message_once(url: str,
     final.position = {}  # and a replay of the whole log on top: redelivery of everything
     final.load_available()
     final.store.close()
-    final.reader.close()
+    _log_of(final).close()
     assert rows(url, "SELECT count(*), count(DISTINCT id), count(DISTINCT i) FROM web.bulk") == [
         (total, total, total)]
     assert rows(url, "SELECT count(*), count(DISTINCT id) FROM web.tracks") == [(total, total)]
@@ -195,7 +203,7 @@ def test_queries_cannot_write_whatever_the_sql(url: str, tmp_path: Path, sql: st
     one = loader(url, tmp_path / "log")
     one.load_available()
     one.store.close()
-    one.reader.close()
+    _log_of(one).close()
     with psycopg.connect(url, autocommit=True) as con:
         con.execute("CREATE SEQUENCE web.s")
     engine = PgQueryEngine(url)
@@ -268,6 +276,6 @@ def test_the_loader_reconnects_when_postgresql_drops_its_connection(url: str,
     log.write([enriched("track", userId="u", event="After")], "gw1")
     one.load_available()
     one.store.close()
-    one.reader.close()
+    _log_of(one).close()
     assert rows(url, "SELECT event FROM web.tracks ORDER BY event") == [("after",), ("before",)]
     assert rows(url, "SELECT count(*) FROM _trackd.load_errors") == [(0,)]

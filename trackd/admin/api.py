@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from trackd.admin import openapi
-from trackd.admin.lookup import where_is
+from trackd.admin.lookup import where_is_live
 from trackd.admin.throttle import AUTH_FAILED, AuthThrottle
 from trackd.errors import QueryRefused
 from trackd.gateway.app import basic_user
@@ -174,8 +174,7 @@ def build_admin(pipeline: Pipeline) -> AdminGuard:
 
     async def event(request: Request) -> Response:
         message_id = request.path_params["message_id"]
-        answer = await asyncio.to_thread(where_is, message_id, pipeline.reader,
-                                         pipeline.lookups)
+        answer = await where_is_live(message_id, pipeline.source, pipeline.lookups)
         return JSONResponse(answer, status_code=200 if answer["found"] else 404)
 
     async def quarantine(request: Request) -> Response:
@@ -183,8 +182,8 @@ def build_admin(pipeline: Pipeline) -> AdminGuard:
             limit = min(1000, max(1, int(request.query_params.get("limit", "100"))))
         except ValueError:
             return _error(400, "invalid_request_error", "limit must be an integer")
-        rows = await asyncio.to_thread(pipeline.reader.quarantined,
-                                       source=request.query_params.get("source"), limit=limit)
+        rows = await pipeline.source.quarantined(source=request.query_params.get("source"),
+                                                 limit=limit)
         return JSONResponse({"quarantined": rows})
 
     async def readyz(request: Request) -> Response:

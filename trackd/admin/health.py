@@ -3,6 +3,8 @@
 
 Lag is per log consumer: messages not yet committed, and seconds since the oldest of them was
 received (0 when it is caught up). Each answer costs one indexed read per shard and consumer.
+On the NATS log (no reader) lag is what the pipeline last asked JetStream (`remote_lag`, every
+2 s): records not acknowledged, and the age of the oldest of them in the stream.
 """
 
 from __future__ import annotations
@@ -31,14 +33,23 @@ def parse_iso(text: str) -> datetime:
 
 
 class Health:
-    def __init__(self, reader: LogReader, data_dir: Path) -> None:
+    def __init__(self, reader: LogReader | None, data_dir: Path) -> None:
         self.reader = reader
         self.data_dir = data_dir
-        self.probe = LogTail(reader.log_dir)
+        self.probe = LogTail(reader.log_dir) if reader is not None else None
+        self.remote_lag: dict[str, tuple[int, float]] = {}  # NATS: (messages, seconds)
         self.started = time.time()
         self._size: tuple[float, int] = (0.0, 0)
 
+    def consumers(self) -> list[str]:
+        if self.reader is None:
+            return sorted(self.remote_lag)
+        return self.reader.consumers()
+
     def lag(self, consumer: str, now: datetime) -> dict[str, Any]:
+        if self.reader is None or self.probe is None:
+            messages, seconds = self.remote_lag.get(consumer, (0, 0.0))
+            return {"messages": messages, "seconds": round(seconds, 1)}
         position = self.reader.position(consumer)
         messages = sum(max(0, head - position.get(name, 0))
                        for name, head in self.reader.heads().items())
@@ -82,7 +93,8 @@ class Health:
         return time.time() - self.started
 
     def close(self) -> None:
-        self.probe.stop()
+        if self.probe is not None:
+            self.probe.stop()
 
 
 def directory_size(root: Path) -> int:

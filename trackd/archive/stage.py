@@ -14,6 +14,10 @@ sooner at `flush_rows` rows (or 64 MiB of bodies). A flush is:
 After a crash between 1 and 4 the next start re-reads exactly (start, end] and writes the same
 file names again, which replaces whatever part was written: no message is lost and none is
 archived twice. Retention runs at start and hourly.
+
+On the NATS log (a shared consumer, no position to re-read) step 3 is the acknowledgement of
+the flushed records, after step 4: a crash before it has them delivered again and archived in
+a later file, so there the archive holds every message at least once.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from trackd.archive import files, retention
+from trackd.log.choice import as_source, reader_of
+from trackd.log.protocol import LogConsumer, LogSource
 from trackd.log.reader import LogReader
 from trackd.log.records import Position, Record, advanced
 from trackd.observability import Registry, get_logger
@@ -47,11 +53,13 @@ class ArchiveStage:
 
     name = CONSUMER
 
-    def __init__(self, settings: ArchiveSettings, reader: LogReader, root: Path,
+    def __init__(self, settings: ArchiveSettings, reader: LogReader | LogSource, root: Path,
                  metrics: Registry, *, clock: Callable[[], float] = time.time,
                  poll_interval: float = 0.2) -> None:
         self.settings = settings
-        self.reader = reader
+        self.source = as_source(reader)
+        self.reader = reader_of(reader)  # the SQLite log, whose position a flush commits
+        self.consumer: LogConsumer | None = None
         self.root = root
         self._clock = clock
         self._poll = min(poll_interval, settings.flush_interval)
@@ -64,8 +72,10 @@ class ArchiveStage:
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self.reader.register, CONSUMER)
-        await asyncio.to_thread(self.recover)
+        if self.reader is not None:
+            await asyncio.to_thread(self.reader.register, CONSUMER)
+        await asyncio.to_thread(self.recover)  # before the consumer: it may move the position
+        self.consumer = await self.source.consumer(CONSUMER)
         await asyncio.to_thread(self.prune)
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="archive")
@@ -76,6 +86,8 @@ class ArchiveStage:
         if self._task is not None:
             await self._task
             self._task = None
+        if self.consumer is not None:
+            await self.consumer.close()
 
     def prune(self) -> int:
         today = datetime.fromtimestamp(self._clock(), UTC).date()
@@ -96,7 +108,8 @@ class ArchiveStage:
         for partition, rows in files.group(records).items():
             files.write_file(self.root, partition, rows, f"part-{flush_id}")
             written += 1
-        self.reader.commit(CONSUMER, end)
+        if self.reader is not None:
+            self.reader.commit(CONSUMER, end)
         intent.unlink()
         self._rows.inc((), len(records))
         self._files.inc((), written)
@@ -107,6 +120,9 @@ class ArchiveStage:
         """Finish a flush a crash interrupted (see the module docstring)."""
         intent = self.root / INTENT
         if not intent.exists():
+            return
+        if self.reader is None:  # NATS: its records were not acknowledged and come again
+            intent.unlink()
             return
         doc = json.loads(intent.read_text())
         start: Position = doc["start"]
@@ -131,7 +147,11 @@ class ArchiveStage:
 
     # -- the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
-        position = await asyncio.to_thread(self.reader.position, CONSUMER)
+        consumer = self.consumer
+        assert consumer is not None
+        position: Position = {}
+        if self.reader is not None:
+            position = await asyncio.to_thread(self.reader.position, CONSUMER)
         start = dict(position)
         buffer: list[Record] = []
         size = 0
@@ -144,8 +164,7 @@ class ArchiveStage:
             if not stopping:
                 try:
                     limit = max(1, min(READ_CHUNK, self.settings.flush_rows - len(buffer)))
-                    records = await asyncio.to_thread(self.reader.read, CONSUMER, limit,
-                                                      position)
+                    records = await consumer.read(limit)
                 except Exception:
                     log.exception("archive: reading the log failed")
                 if records:
@@ -163,6 +182,8 @@ class ArchiveStage:
                     "%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8])
                 try:
                     await asyncio.to_thread(self.flush, buffer, start, position, flush_id)
+                    if self.reader is None:
+                        await consumer.ack(buffer)
                 except Exception:
                     self._failures.inc()
                     log.exception("archive flush failed; retrying")

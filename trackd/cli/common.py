@@ -75,6 +75,6 @@ def load_settings(config_path: str | None, data_dir: str | None,
 
 def require_data(settings: Settings) -> None:
     """Commands that read data stop with one line when there is no data dir at all."""
-    if not (settings.data_dir / "log").is_dir():
+    if not (settings.data_dir / "log").is_dir() and not settings.log.url:  # NATS: no dir
         raise click.ClickException(f"no trackd data in {settings.data_dir} (start the server "
                                    "with `trackd serve`, or pass --data-dir)")

@@ -28,6 +28,8 @@ from trackd.cli.output import (
     write_rows,
 )
 from trackd.cli.remote import admin_request, fail_from
+from trackd.log.protocol import Quarantined
+from trackd.settings import Settings
 
 
 @click.group()
@@ -90,13 +92,18 @@ def quarantine(config_path: str | None, data_dir: str | None, source: str | None
     """List refused messages with their reasons (newest first)."""
     settings = load_settings(config_path, data_dir)
     require_data(settings)
-    from trackd.log.reader import LogReader
+    from trackd.log.choice import on_nats
 
-    reader = LogReader(settings.data_dir / "log")
-    try:
-        found = reader.quarantined(source=source, limit=limit)
-    finally:
-        reader.close()
+    if on_nats(settings):  # the quarantine is on the NATS stream, not in this data dir
+        found = _nats_quarantine(settings, source, limit)
+    else:
+        from trackd.log.reader import LogReader
+
+        reader = LogReader(settings.data_dir / "log")
+        try:
+            found = reader.quarantined(source=source, limit=limit)
+        finally:
+            reader.close()
     if fmt == "json":
         print_json(found)
         return
@@ -104,3 +111,19 @@ def quarantine(config_path: str | None, data_dir: str | None, source: str | None
     rows = [[row[c] for c in columns] for row in found]
     write_rows(columns, rows, fmt, lambda n: f"({n} quarantined message{'s' * (n != 1)}"
                f"{'; --limit ' + str(limit) + ' reached' if n == limit else ''})")
+
+
+def _nats_quarantine(settings: Settings, source: str | None, limit: int) -> list[Quarantined]:
+    import asyncio
+
+    from trackd.log.jetstream import JetStreamLog
+
+    async def ask() -> list[Quarantined]:
+        log = JetStreamLog(settings.log)
+        await log.start()
+        try:
+            return await log.quarantined(source=source, limit=limit)
+        finally:
+            await log.close()
+
+    return asyncio.run(ask())

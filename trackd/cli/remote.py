@@ -17,6 +17,9 @@ def admin_request(settings: Settings, method: str, path: str,
     info = read_server_info(settings)
     if info is None:
         return None
+    if not info.admin_socket:
+        raise click.ClickException("the server on this data dir runs --role gateway: the admin "
+                                   "API runs with the pipeline (--role pipeline or all)")
     transport = httpx.HTTPTransport(uds=info.admin_socket)
     with httpx.Client(transport=transport, base_url="http://trackd-admin", timeout=300) as c:
         return c.request(method, path, headers={

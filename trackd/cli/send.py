@@ -72,6 +72,9 @@ def send(kind: str, config_path: str | None, data_dir: str | None, url: str | No
         if info is None:
             raise click.ClickException("no server is running on this data dir; "
                                        "start one with `trackd serve` or pass --url")
+        if not info.port:
+            raise click.ClickException("the server on this data dir runs --role pipeline (no "
+                                       "tracking API): pass --url of a gateway")
         url = f"http://{info.host}:{info.port}"
     key = write_key or settings.sources[0].write_keys[0]
     fields = {"userId": user_id, "anonymousId": anonymous_id, "event": event, "name": name,

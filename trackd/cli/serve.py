@@ -16,6 +16,7 @@ from trackd.cli.common import config_options, load_settings, one_line_errors
 from trackd.cli.events import lookup_command
 from trackd.observability import LOG_LEVELS, configure_logging
 from trackd.private import secure_data_dir
+from trackd.server.roles import ROLES, Role
 from trackd.server.supervisor import ServerInfo
 from trackd.server.supervisor import serve as run_server
 from trackd.settings import Settings
@@ -33,10 +34,13 @@ from trackd.settings import Settings
                    "test endpoints, no warehouse, archive or destinations.")
 @click.option("--write-key", help="--ephemeral: the write key of the default source "
                                   "(default: test) when the config names no source.")
+@click.option("--role", type=click.Choice(ROLES), default="all", show_default=True,
+              help="gateway: only the tracking API; pipeline: only the stages and the admin "
+                   "API (both need the NATS log, [log] url).")
 @one_line_errors
 def serve(config_path: str | None, data_dir: str | None, host: str | None, port: int | None,
           workers: int | None, log_level: str | None, ephemeral: bool,
-          write_key: str | None) -> None:
+          write_key: str | None, role: Role) -> None:
     """Start the server: tracking API, pipeline and admin API."""
     overrides: dict[str, Any] = {k: v for k, v in
                                  {"host": host, "port": port, "workers": workers,
@@ -45,7 +49,8 @@ def serve(config_path: str | None, data_dir: str | None, host: str | None, port:
     if not ephemeral:
         if write_key is not None:
             raise click.UsageError("--write-key goes with --ephemeral")
-        _run(load_settings(config_path, data_dir, overrides, persist=True), config_path, data_dir)
+        _run(load_settings(config_path, data_dir, overrides, persist=True), config_path, data_dir,
+             role)
         return
     if data_dir is not None:
         raise click.UsageError("--ephemeral uses a temporary data dir: leave out --data-dir")
@@ -57,10 +62,16 @@ def serve(config_path: str | None, data_dir: str | None, host: str | None, port:
              config_path, None)
 
 
-def _run(settings: Settings, config_path: str | None, data_dir: str | None) -> None:
+def _run(settings: Settings, config_path: str | None, data_dir: str | None,
+         role: Role = "all") -> None:
     configure_logging(settings.server.log_level)
     secure_data_dir(settings.data_dir)
-    run_server(settings, lambda info: _banner(settings, info, config_path, data_dir))
+    if role == "pipeline":
+        run_server(settings, lambda info: click.echo(
+            f"trackd pipeline is running (data in {settings.data_dir}); stop with Ctrl-C."),
+            role)
+    else:
+        run_server(settings, lambda info: _banner(settings, info, config_path, data_dir), role)
     click.echo("trackd stopped.")
 
 

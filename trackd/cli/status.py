@@ -41,14 +41,20 @@ def status(config_path: str | None, data_dir: str | None) -> None:
     else:
         host = "127.0.0.1" if info.host in ("0.0.0.0", "::", "") else info.host
         base = f"http://[{host}]:{info.port}" if ":" in host else f"http://{host}:{info.port}"
+        pipeline_only = not info.port  # --role pipeline: no tracking port, ask the admin API
+        if pipeline_only:
+            base = "http://trackd-admin"
+        transport = httpx.HTTPTransport(uds=info.admin_socket) if pipeline_only else None
         try:
-            with httpx.Client(base_url=base, timeout=10) as client:
-                health_code, health = _get(client, "/healthz")
+            with httpx.Client(base_url=base, timeout=10, transport=transport) as client:
+                health_code, health = (200, {}) if pipeline_only else _get(client, "/healthz")
                 ready_code, ready = _get(client, "/readyz")
         except httpx.HTTPError as exc:
             lines.append(f"server: pid {info.pid} on {base}, not answering ({exc})")
         else:
-            if health_code == 200:
+            if pipeline_only:
+                lines.append(f"server: pipeline process (pid {info.pid}), no tracking API here")
+            elif health_code == 200:
                 lines.append(f"server: up on {base} (pid {info.pid}), accepting messages")
             else:
                 lines.append(f"server: up on {base} (pid {info.pid}), NOT accepting messages: "

@@ -41,7 +41,7 @@ def lag(console: Console) -> list[dict[str, Any]]:
     pipeline = console.pipeline
     now = datetime.now(UTC)
     return [{"consumer": name, "state": pipeline.state, **pipeline.health.lag(name, now)}
-            for name in pipeline.reader.consumers()]
+            for name in pipeline.health.consumers()]
 
 
 def overview(console: Console) -> dict[str, Any]:

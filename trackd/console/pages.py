@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from trackd.admin.lookup import where_is
+from trackd.admin.lookup import where_is_live
 from trackd.admin.throttle import AUTH_FAILED
 from trackd.console import html
 from trackd.console.access import cookie_of
@@ -196,7 +196,7 @@ def page_routes(console: Console) -> list[Route]:
 
     async def lookup(request: Request) -> Response:
         message_id = request.path_params["message_id"]
-        answer = await asyncio.to_thread(where_is, message_id, pipeline.reader, pipeline.lookups)
+        answer = await where_is_live(message_id, pipeline.source, pipeline.lookups)
         body = lookup_box(message_id) + (
             timeline(answer, console) if answer["found"] else
             html.error_line(f"No message with messageId {message_id} was found: not in the "
@@ -261,7 +261,7 @@ def page_routes(console: Console) -> list[Route]:
     async def quarantine(request: Request) -> Response:
         source = request.query_params.get("source") or None
         reason = (request.query_params.get("reason") or "").strip()
-        rows = await asyncio.to_thread(pipeline.reader.quarantined, source=source, limit=1000)
+        rows = await pipeline.source.quarantined(source=source, limit=1000)
         if reason:
             rows = [r for r in rows if reason.lower() in str(r["reason"]).lower()]
         form = ('<form class="filters"><label>Source <select name="source">'

@@ -12,6 +12,7 @@ from trackd.console.counts import Counts
 from trackd.console.destinations import DestinationsView
 from trackd.console.live import LiveHub
 from trackd.console.session import Sessions
+from trackd.log.choice import log_dir
 from trackd.log.tail import LogTail
 from trackd.server.priority import lower_thread_priority
 
@@ -30,7 +31,8 @@ class Console:
         keys = [key for source in settings.sources for key in source.write_keys]
         self.live = LiveHub(pipeline.metrics, keys)
         self.counts = Counts(settings.data_dir / "console" / "counts.json")
-        self.tail = LogTail(pipeline.reader.log_dir, thread_setup=lower_thread_priority)
+        # The local shards (on the NATS log there are none: live counts stay empty).
+        self.tail = LogTail(log_dir(settings), thread_setup=lower_thread_priority)
         self.tail.frames.update(self.counts.positions["frames"])
         self.tail.refusals.update(self.counts.positions["refusals"])
         self.tail.violations.update(self.counts.positions.get("violations", {}))

@@ -17,6 +17,8 @@ from trackd.destinations.ledger import Ledger, ledger_path
 from trackd.destinations.lookup import DeliveryLookup
 from trackd.destinations.senders import build_sender
 from trackd.destinations.worker import DestinationWorker, consumer_name
+from trackd.log.choice import reader_of
+from trackd.log.protocol import LogSource
 from trackd.log.reader import LogReader
 from trackd.observability import Registry
 from trackd.settings import Settings
@@ -27,29 +29,30 @@ def ledger_dir(data_dir: Path) -> Path:
     return data_dir / "destinations"
 
 
-def build_destinations(settings: Settings, reader: LogReader, metrics: Registry,
+def build_destinations(settings: Settings, log: LogReader | LogSource, metrics: Registry,
                        data_dir: Path, *, transport: httpx.AsyncBaseTransport | None = None
                        ) -> tuple[list[Stage], Lookup]:
     """One worker stage per configured destination, and their shared lookup.
 
     A destination seen for the first time starts at the end of the log (it receives what
     arrives from now on; `trackd replay` sends it the past) and is registered as a consumer
-    at once, so trimming waits for it from here on.
+    at once, so trimming waits for it from here on (on the NATS log, when its stage starts).
     """
-    known = set(reader.consumers())
+    reader = reader_of(log)
+    known = set(reader.consumers()) if reader is not None else set()
     stages: list[Stage] = []
     ledgers: dict[str, Ledger] = {}
     for dest in settings.destinations:
         consumer = consumer_name(dest.name)
-        if consumer not in known:
+        if reader is not None and consumer not in known:
             heads = {shard: offset for shard, offset in reader.heads().items() if offset}
             if heads:
                 reader.commit(consumer, heads)
             reader.register(consumer)
         ledger = Ledger(ledger_path(ledger_dir(data_dir), dest.name))
         ledgers[dest.name] = ledger
-        stages.append(DestinationWorker(dest, reader, ledger, build_sender(dest, transport),
-                                        metrics))
+        stages.append(DestinationWorker(dest, log, ledger, build_sender(dest, transport),
+                                        metrics, start_at="new"))
     return stages, DeliveryLookup(ledgers, reader)
 
 

@@ -5,8 +5,10 @@ offset and its own tasks, so a slow or dead destination never holds back another
 warehouse. Two loops:
 
 - intake: read the log after the consumer's position, decide routing for each record, store
-  the rows in the ledger (durable), and only then commit the log offset. A crash in between
-  re-reads records the ledger already has; it ignores them (messageId + source is unique).
+  the rows in the ledger (durable), and only then acknowledge them to the log. A crash in
+  between re-reads records the ledger already has; it ignores them (messageId + source is
+  unique). On the NATS log the consumer is shared by every pipeline process, each with its
+  own ledger: a record goes to one of them (at least once).
 - dispatch: ask the ledger for due rows (`Ledger.plan`: order per user, a user in one request at
   a time), post them with up to `concurrency` requests in flight, and record each outcome:
   2xx delivered; 408/429/5xx/network retried after the backoff or Retry-After; other 4xx, the
@@ -32,6 +34,8 @@ from trackd.destinations.policy import Decision, Limits, Verdict, after_failure
 from trackd.destinations.routing import Route, refusal
 from trackd.destinations.senders import Sender
 from trackd.errors import DeliveryError, RetryableDeliveryError
+from trackd.log.choice import as_source, reader_of
+from trackd.log.protocol import LogConsumer, LogSource, Start
 from trackd.log.reader import LogReader
 from trackd.log.records import Record
 from trackd.observability import Registry, get_logger
@@ -41,6 +45,7 @@ log = get_logger("destinations")
 _decode = msgspec.json.Decoder().decode
 PRUNE_INTERVAL = 600.0
 MAX_WAIT = 1.0  # the dispatcher looks at the ledger at least this often
+LAG_INTERVAL = 1.0  # on the NATS log, how often the intake asks for its consumer's lag
 
 
 def consumer_name(destination: str) -> str:
@@ -68,13 +73,19 @@ def intake_of(record: Record, route: Route) -> Intake:
 class DestinationWorker:
     """A pipeline `Stage`: the consumer `destination:<name>` of the log."""
 
-    def __init__(self, settings: DestinationSettings, reader: LogReader, ledger: Ledger,
-                 sender: Sender, metrics: Registry, *, clock: Callable[[], float] = time.time,
+    def __init__(self, settings: DestinationSettings, reader: LogReader | LogSource,
+                 ledger: Ledger, sender: Sender, metrics: Registry, *,
+                 clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random, read_limit: int = 500,
-                 max_backlog: int = 100_000, stop_timeout: float = 5.0) -> None:
+                 max_backlog: int = 100_000, stop_timeout: float = 5.0,
+                 start_at: Start = "first") -> None:
         self.settings = settings
         self.name = consumer_name(settings.name)
-        self.reader = reader
+        self.source = as_source(reader)
+        self.reader = reader_of(reader)  # the SQLite log: its lag is read directly
+        self.consumer: LogConsumer | None = None
+        self._start_at = start_at
+        self._log_lag = (0, 0.0)  # NATS: (records not acknowledged, when asked)
         self.ledger = ledger
         self.sender = sender
         self.route = Route.of(settings.name, settings.sources, settings.consent_categories)
@@ -107,7 +118,11 @@ class DestinationWorker:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        await asyncio.to_thread(self.reader.register, self.name)
+        try:
+            await self._consumer()
+        except Exception as exc:  # NATS not there yet: the intake keeps trying
+            log.warning("destination cannot reach the log yet",
+                        extra={"destination": self.settings.name, "error": str(exc)})
         self._stopping.clear()
         self._tasks = [asyncio.create_task(self._intake_forever(), name=f"{self.name}:intake"),
                        asyncio.create_task(self._dispatch_forever(),
@@ -122,6 +137,8 @@ class DestinationWorker:
                 await task
         self._notices.flush(force=True)
         self._tasks = []
+        if self.consumer is not None:
+            await self.consumer.close()
         await self.sender.aclose()
         self._closed = True
         self.ledger.close()
@@ -130,8 +147,14 @@ class DestinationWorker:
         """Refresh the lag gauge (called before each metrics snapshot)."""
         if self._closed:
             return
-        backlog = self.reader.lag(self.name) + self.ledger.active()
+        unread = self.reader.lag(self.name) if self.reader is not None else self._log_lag[0]
+        backlog = unread + self.ledger.active()
         self._lag.set(self._labels, float(backlog))
+
+    async def _consumer(self) -> LogConsumer:
+        if self.consumer is None:
+            self.consumer = await self.source.consumer(self.name, start=self._start_at)
+        return self.consumer
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -154,12 +177,15 @@ class DestinationWorker:
         """Move one chunk of the log into the ledger; how many records it read."""
         if await asyncio.to_thread(self.ledger.active) >= self._max_backlog:
             return 0  # the log keeps the rest until the destination catches up
-        records = await asyncio.to_thread(self.reader.read, self.name, self._read_limit)
+        consumer = await self._consumer()
+        if self.reader is None and time.monotonic() - self._log_lag[1] >= LAG_INTERVAL:
+            self._log_lag = (await self.source.lag(self.name), time.monotonic())
+        records = await consumer.read(self._read_limit)
         if not records:
             return 0
         intakes = [intake_of(r, self.route) for r in records]
         added = await asyncio.to_thread(self.ledger.add, intakes, self._clock())
-        await asyncio.to_thread(self.reader.commit, self.name, records)
+        await consumer.ack(records)
         skipped = sum(1 for i in intakes if i.refusal is not None)
         if skipped:
             self._skipped.inc(self._labels, skipped)

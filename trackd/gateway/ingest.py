@@ -27,8 +27,8 @@ from trackd.errors import (
     ValidationFailed,
 )
 from trackd.gateway.ratelimit import TokenBucket
+from trackd.log.protocol import LogAppender
 from trackd.log.records import Entry, Refused, Violation
-from trackd.log.writer import LogWriter
 from trackd.messages import limits
 from trackd.messages.enrich import Envelope, MessageIds, enrich
 from trackd.messages.validate import parse_timestamp, problem
@@ -105,7 +105,7 @@ class Outcome:
 class Ingestor:
     """The tracking API's logic, independent of HTTP framing."""
 
-    def __init__(self, sources: tuple[SourceSettings, ...], writer: LogWriter,
+    def __init__(self, sources: tuple[SourceSettings, ...], writer: LogAppender,
                  metrics: Registry, *, workers: int = 1,
                  plans: dict[str, Plan] | None = None,
                  privacy: PrivacyGate | None = None) -> None:

@@ -10,6 +10,8 @@ holds two kinds of subjects:
   4096th of the stream, while the server keeps only 4096 subjects per source.
 - `<stream>.q.<source>.<bucket>`: the quarantine (refused messages, with their reasons), on its
   own subjects, which no consumer reads and trimming keeps.
+- `<stream>.v.<source>`: tracking plan violations (a `Violation` as msgpack), published with
+  the request's messages; the warehouse reads them with the consumer `violations()`.
 
 `append` publishes every message at once (no round trip per message) and returns after the
 PubAck of each. NATS unreachable raises `LogUnavailable`; no PubAck within `publish_timeout` or
@@ -26,12 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
-import zlib
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import msgspec
 import nats
@@ -48,27 +48,22 @@ from trackd.log.jetstream_consumer import (
     consumer_name,
     durable_name,
     header_value,
-    record_of,
 )
-from trackd.log.protocol import Quarantined, Start
-from trackd.log.records import Entry, Record, Refused
+from trackd.log.jetstream_lookup import (
+    JetStreamLookups,
+    QuarantineEntry,
+    answered,
+    bucket,
+)
+from trackd.log.protocol import Start
+from trackd.log.records import Entry, Refused, Violation
 from trackd.observability import get_logger
 from trackd.settings import LogSettings
 
 log = get_logger("log")
 MSG_ID_B = MSG_ID.encode()
 STREAM_FULL = 10077  # JetStream's error code for "maximum bytes exceeded" (discard new)
-SCAN_BATCH = 1000
-
-
-class QuarantineEntry(msgspec.Struct, array_like=True):
-    """The payload of a quarantine message (msgpack: the body may be any bytes)."""
-
-    received_at: str
-    message_id: str | None
-    index: int | None
-    reason: str
-    body: bytes
+VIOLATIONS = "warehouse-violations"
 
 
 class _ApiError(msgspec.Struct):
@@ -84,14 +79,7 @@ class _PubAck(msgspec.Struct):
 
 _decode_puback = msgspec.json.Decoder(_PubAck).decode
 _encode_quarantine = msgspec.msgpack.Encoder().encode
-_decode_quarantine = msgspec.msgpack.Decoder(QuarantineEntry).decode
-
-
-def bucket(message_id: str | None) -> bytes:
-    """The subject token of a messageId: 3 hex digits of its CRC-32."""
-    if message_id is None:
-        return b"nil"
-    return b"%03x" % (zlib.crc32(message_id.encode()) & 0xFFF)
+decode_violation = msgspec.msgpack.Decoder(Violation).decode
 
 
 @dataclass(slots=True)
@@ -100,24 +88,6 @@ class _Waiter:
 
     done: asyncio.Future[None]
     remaining: int
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _answered(method: Callable[P, Coroutine[Any, Any, R]]
-              ) -> Callable[P, Coroutine[Any, Any, R]]:
-    """A JetStream API call's failure (no answer, no quorum yet) as LogUnavailable."""
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await method(*args, **kwargs)
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-            raise LogUnavailable(f"NATS did not answer: {exc or type(exc).__name__}"
-                                 ) from None
-
-    return wrapper
 
 
 def _hpub(subject: bytes, reply: bytes, headers: bytes, payload: bytes) -> bytes:
@@ -129,7 +99,7 @@ def _pub(subject: bytes, reply: bytes, payload: bytes) -> bytes:
     return b"PUB %s %s %d\r\n%s\r\n" % (subject, reply, len(payload), payload)
 
 
-class JetStreamLog:
+class JetStreamLog(JetStreamLookups):
     """The log of one process on NATS: appends (gateway) and consumers (pipeline).
 
     >>> log = JetStreamLog(settings.log)
@@ -216,7 +186,7 @@ class JetStreamLog:
     def _config(self) -> api.StreamConfig:
         s = self.settings
         return api.StreamConfig(
-            name=self.stream, subjects=[f"{self.stream}.m.>", f"{self.stream}.q.>"],
+            name=self.stream, subjects=[f"{self.stream}.{kind}.>" for kind in "mqv"],
             retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE,
             num_replicas=s.replicas, duplicate_window=s.duplicate_window_s,
             max_bytes=s.max_mb * 1024 * 1024 if s.max_mb else -1,
@@ -256,7 +226,8 @@ class JetStreamLog:
             await self._nc.close()
 
     # -- producing ---------------------------------------------------------------------------
-    async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = ()) -> None:
+    async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = (),
+                     violations: Sequence[Violation] = ()) -> None:
         """Publish all at once, then wait for every PubAck (see the module docstring).
 
         The messages of one call share a reply subject: JetStream answers each exactly once,
@@ -269,7 +240,7 @@ class JetStreamLog:
         nc = self._nc
         if nc is None or not self._stream_ready or self._inbox is None:
             raise LogUnavailable("the NATS log's stream is not set up yet")
-        total = len(entries) + len(refused)
+        total = len(entries) + len(refused) + len(violations)
         if not total:
             return
         self._token += 1
@@ -287,6 +258,8 @@ class JetStreamLog:
                           reply, _encode_quarantine(QuarantineEntry(
                               r.received_at, r.message_id, r.index, r.reason, r.body)))
                      for r in refused]
+        commands += [_pub(b"%sv.%s" % (prefix, v.source.encode()), reply,
+                          _encode_quarantine(v)) for v in violations]
         try:
             await nc._send_command(b"".join(commands))
             await nc._flush_pending()
@@ -328,8 +301,15 @@ class JetStreamLog:
                 f"NATS refused the messages: {answer.error.description}"))
 
     # -- consuming ---------------------------------------------------------------------------
-    @_answered
     async def consumer(self, name: str, *, start: Start = "first") -> JetStreamConsumer:
+        return await self._durable(name, f"{self.stream}.m.>", start)
+
+    async def violations(self) -> JetStreamConsumer:
+        """The warehouse's consumer of the violations (record bodies: `decode_violation`)."""
+        return await self._durable(VIOLATIONS, f"{self.stream}.v.>", "first")
+
+    @answered
+    async def _durable(self, name: str, subjects: str, start: Start) -> JetStreamConsumer:
         js = self._jetstream()
         durable = durable_name(name)
         try:
@@ -341,7 +321,7 @@ class JetStreamLog:
                 api.DeliverPolicy.ALL,
                 ack_wait=self.settings.ack_wait_s, max_deliver=-1,
                 max_ack_pending=self.settings.max_ack_pending,
-                filter_subject=f"{self.stream}.m.>"))
+                filter_subject=subjects))
         sub = await js.pull_subscribe_bind(durable=durable, stream=self.stream)
         consumer = JetStreamConsumer(name, sub, lambda: self._nc is not None
                                      and self._nc.is_connected)
@@ -352,16 +332,16 @@ class JetStreamLog:
         infos = await self._jetstream().consumers_info(self.stream)
         return [i for i in infos if i.config.durable_name]
 
-    @_answered
+    @answered
     async def consumers(self) -> list[str]:
         return sorted(consumer_name(i.config.durable_name or "") for i in await self._durables())
 
-    @_answered
+    @answered
     async def unregister(self, name: str) -> None:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self._jetstream().delete_consumer(self.stream, durable_name(name))
 
-    @_answered
+    @answered
     async def lag(self, name: str) -> int:
         try:
             info = await self._jetstream().consumer_info(self.stream, durable_name(name))
@@ -369,13 +349,18 @@ class JetStreamLog:
             return 0
         return (info.num_pending or 0) + (info.num_ack_pending or 0)
 
-    @_answered
+    @answered
     async def trim(self) -> int:
         """Purge the messages below every durable consumer's acknowledgement floor."""
+        # The stream's end first: what arrives after it is beyond the floor whatever follows.
+        last = (await self._jetstream().stream_info(self.stream)).state.last_seq
         durables = await self._durables()
         if not durables:
             return 0
-        floor = min((i.ack_floor.stream_seq if i.ack_floor else 0) or 0 for i in durables)
+        # A consumer with nothing pending holds nothing back (the violations' consumer sees
+        # few messages: its acknowledgement floor stays behind the stream's).
+        floor = min([(i.ack_floor.stream_seq if i.ack_floor else 0) or 0 for i in durables
+                     if (i.num_pending or 0) + (i.num_ack_pending or 0)] + [last])
         if floor <= 0:
             return 0
         nc = self._nc
@@ -388,62 +373,3 @@ class JetStreamLog:
             raise LogError(f"could not trim the NATS stream: {answer['error']}")
         return int(answer.get("purged", 0))
 
-    # -- lookups -------------------------------------------------------------------------------
-    @_answered
-    async def find(self, message_id: str, source: str | None = None) -> list[Record]:
-        subject = f"{self.stream}.m.{source or '*'}.{bucket(message_id).decode()}"
-        return [record for msg in await self._scan(subject)
-                if (record := record_of(msg)).message_id == message_id
-                and (source is None or record.source == source)]
-
-    @_answered
-    async def quarantined(self, *, source: str | None = None, message_id: str | None = None,
-                          limit: int = 100) -> list[Quarantined]:
-        """Newest first: scans back from the end of the stream in growing windows."""
-        token = bucket(message_id).decode() if message_id else "*"
-        subject = f"{self.stream}.q.{source or '*'}.{token}"
-        info = await self._jetstream().stream_info(self.stream)
-        last = info.state.last_seq
-        window = max(1000, limit * 10)
-        while True:
-            start = max(1, last - window + 1)
-            found = [q for msg in await self._scan(subject, start)
-                     if (q := self._quarantined(msg)) is not None
-                     and (message_id is None or q["messageId"] == message_id)]
-            if len(found) >= limit or start == 1:
-                found.reverse()
-                return found[:limit]
-            window *= 8
-
-    def _quarantined(self, msg: Msg) -> Quarantined | None:
-        try:
-            q = _decode_quarantine(msg.data)
-        except msgspec.DecodeError:
-            return None
-        return {"shard": self.stream, "id": msg.metadata.sequence.stream,
-                "receivedAt": q.received_at, "source": msg.subject.split(".")[2],
-                "messageId": q.message_id, "batchIndex": q.index, "reason": q.reason,
-                "body": q.body.decode("utf-8", "replace")}
-
-    async def _scan(self, subject: str, start: int = 1) -> list[Msg]:
-        """Every message on `subject` from sequence `start`, through an ephemeral consumer."""
-        js = self._jetstream()
-        sub = await js.pull_subscribe(subject, stream=self.stream, config=api.ConsumerConfig(
-            ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start, inactive_threshold=30.0, mem_storage=True, num_replicas=1))
-        out: list[Msg] = []
-        info = await sub.consumer_info()
-        try:
-            pending = info.num_pending or 0
-            while pending > 0:
-                try:
-                    msgs = await sub.fetch(min(pending, SCAN_BATCH), timeout=self.publish_timeout)
-                except TimeoutError:
-                    break
-                out.extend(msgs)
-                pending = msgs[-1].metadata.num_pending or 0
-        finally:
-            await sub.unsubscribe()
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_consumer(self.stream, info.name)
-        return out

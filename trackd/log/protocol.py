@@ -53,7 +53,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
-from trackd.log.records import Entry, Position, Record, Refused
+from trackd.log.records import Entry, Position, Record, Refused, Violation
 
 Start = Literal["first", "new"]
 """Where a consumer seen for the first time begins: the oldest record kept, or only records
@@ -61,6 +61,13 @@ appended from now on (a new destination: `trackd replay` sends it the past)."""
 
 Quarantined = dict[str, object]
 """A refused message: shard, id, receivedAt, source, messageId, batchIndex, reason, body."""
+
+
+class LogAppender(Protocol):
+    """What the tracking API needs of a log: `LogProducer.append`."""
+
+    async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = (),
+                     violations: Sequence[Violation] = ()) -> None: ...
 
 
 class LogProducer(Protocol):
@@ -73,8 +80,10 @@ class LogProducer(Protocol):
 
     async def start(self) -> None: ...
 
-    async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = ()) -> None:
-        """Store `entries` and `refused`; return once all are durable, or raise a LogError."""
+    async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = (),
+                     violations: Sequence[Violation] = ()) -> None:
+        """Store `entries`, `refused` and their tracking plan `violations`; return once all
+        are durable, or raise a LogError."""
         ...
 
     async def close(self) -> None:
@@ -123,6 +132,10 @@ class PositionedConsumer(LogConsumer, Protocol):
 
 class LogSource(Protocol):
     """The pipeline's side of the log: consumers, lag, lookups and trimming."""
+
+    async def start(self) -> None:
+        """Connect (NATS: keeps trying in the background if the servers are not there yet)."""
+        ...
 
     async def consumer(self, name: str, *, start: Start = "first") -> LogConsumer:
         """The handle of consumer `name`, registered (trimming waits for it) if it was not."""

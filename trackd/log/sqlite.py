@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from trackd.log.protocol import Quarantined, Start
 from trackd.log.reader import LogReader
-from trackd.log.records import Entry, Position, Record, Refused, advanced
+from trackd.log.records import Entry, Position, Record, Refused, Violation, advanced
 from trackd.log.writer import LogWriter
 
 
@@ -29,8 +29,9 @@ class SqliteProducer:
     async def start(self) -> None:
         self.writer.start(asyncio.get_running_loop())
 
-    async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = ()) -> None:
-        await self.writer.append(entries, refused)
+    async def append(self, entries: Sequence[Entry], refused: Sequence[Refused] = (),
+                     violations: Sequence[Violation] = ()) -> None:
+        await self.writer.append(entries, refused, violations)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.writer.close)
@@ -82,6 +83,9 @@ class SqliteLog:
 
     def __init__(self, reader: LogReader) -> None:
         self.reader = reader
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
 
     async def consumer(self, name: str, *, start: Start = "first") -> SqliteConsumer:
         def register() -> Position:

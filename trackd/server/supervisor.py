@@ -4,6 +4,10 @@ The supervisor owns the pipeline process (every log consumer and the admin API o
 socket) and N gateway worker processes, each listening on its own socket of the same address
 (see `_bind`). On SIGTERM/SIGINT it stops the workers first (they finish in-flight commits),
 then the pipeline stages in reverse. A worker that dies is started again on the same socket.
+
+`role` (`trackd serve --role`): `all` runs both; on the NATS log, `gateway` runs only the
+workers (no pipeline, no admin API) and `pipeline` only the pipeline and the admin API (no
+tracking port), so that each may run on any number of hosts (`trackd.server.roles`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from trackd.private import listen_unix, write_private
 from trackd.server import orphans
 from trackd.server.priority import lower_thread_priority
 from trackd.server.protocol import Limits, SweepingServer, protocol_class
+from trackd.server.roles import Role, check_role, claim_warehouse
 from trackd.settings import Settings, to_json
 
 log = get_logger("supervisor")
@@ -123,7 +128,9 @@ def _bound(family: socket.AddressFamily, host: str, port: int, *,
     return sock
 
 
-def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
+def serve(settings: Settings, on_ready: Callable[[ServerInfo], None],
+          role: Role = "all") -> None:
+    check_role(settings, role)
     run_dir = run_dir_of(settings)
     if read_server_info(settings) is not None:
         raise ConfigError(f"a trackd server is already running on {settings.data_dir}")
@@ -135,15 +142,16 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
         stale.unlink(missing_ok=True)
     SourcePlans(settings.sources).load()  # a broken tracking plan stops here, in one line
     write_private(run_dir / "settings.json", to_json(settings))
-    sockets = _bind(settings.server.host, settings.server.port, settings.server.workers)
+    sockets = _bind(settings.server.host, settings.server.port, settings.server.workers) \
+        if role != "pipeline" else []
     try:
-        admin = _bind_admin(settings)
+        admin = _bind_admin(settings) if role != "gateway" else None
     except ConfigError:
         for sock in sockets:
             sock.close()
         raise
     try:
-        asyncio.run(_main(settings, run_dir, sockets, admin, on_ready))
+        asyncio.run(_main(settings, run_dir, sockets, admin, on_ready, role))
     finally:
         for sock in [*sockets, *([admin] if admin else [])]:
             sock.close()
@@ -173,7 +181,7 @@ def _admin_listener(settings: Settings, pipeline: Pipeline) -> _AdminServer:
 
 async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
                 admin_sock: socket.socket | None,
-                on_ready: Callable[[ServerInfo], None]) -> None:
+                on_ready: Callable[[ServerInfo], None], role: Role = "all") -> None:
     loop = asyncio.get_running_loop()
     # The stages' blocking work (archive files, ledgers, log reads) runs in the default
     # executor: at a lower priority, so that under load the gateway workers keep the cores.
@@ -184,23 +192,35 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
         loop.add_signal_handler(sig, stop.set)
     workers: dict[int, subprocess.Popen[bytes]] = {}
     loop.add_signal_handler(signal.SIGHUP, _forward, workers, signal.SIGHUP)
-    pipeline = Pipeline(settings, run_dir)
-    await pipeline.start()
+    pipeline = Pipeline(settings, run_dir) if role != "gateway" else None
+    release = await claim_warehouse(settings) if pipeline is not None else None
     admin_sock_path = run_dir / "admin.sock"
-    admin = _AdminServer(uvicorn.Config(pipeline.admin, lifespan="off", log_level="warning",
-                                        log_config=None, access_log=False))
-    admin_task = asyncio.create_task(admin.serve(sockets=[listen_unix(admin_sock_path)]))
-    listener = _admin_listener(settings, pipeline) if admin_sock else None
-    listener_task = asyncio.create_task(listener.serve(sockets=[admin_sock])) if (
-        listener and admin_sock) else None
+    admin: _AdminServer | None = None
+    admin_task: asyncio.Task[None] | None = None
+    listener: _AdminServer | None = None
+    listener_task: asyncio.Task[None] | None = None
+    if pipeline is not None:
+        try:
+            await pipeline.start()
+        except BaseException:
+            if release is not None:
+                await release()
+            raise
+        admin = _AdminServer(uvicorn.Config(pipeline.admin, lifespan="off", log_level="warning",
+                                            log_config=None, access_log=False))
+        admin_task = asyncio.create_task(admin.serve(sockets=[listen_unix(admin_sock_path)]))
+        listener = _admin_listener(settings, pipeline) if admin_sock else None
+        listener_task = asyncio.create_task(listener.serve(sockets=[admin_sock])) if (
+            listener and admin_sock) else None
     try:
-        for index in range(settings.server.workers):
-            workers[index] = _spawn(run_dir, index, sockets[index])
+        for index in range(len(sockets)):
+            workers[index] = _spawn(run_dir, index, sockets[index], role)
         await _wait_ready(run_dir, workers, stop)
         if stop.is_set():
             return
-        host, port = sockets[0].getsockname()[:2]
-        info = ServerInfo(settings.server.host, int(port), os.getpid(), str(admin_sock_path),
+        port = sockets[0].getsockname()[1] if sockets else 0
+        info = ServerInfo(settings.server.host, int(port), os.getpid(),
+                          str(admin_sock_path) if pipeline is not None else "",
                           admin_sock.getsockname()[1] if admin_sock else None)
         # Written whole under a temporary name, then renamed: whoever waits for the file
         # (the CLI, scripts, tests) never reads it half written.
@@ -215,16 +235,20 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
                 if proc.poll() is not None and not stop.is_set():
                     log.warning("gateway worker exited; starting it again",
                                 extra={"worker": index, "code": proc.returncode})
-                    workers[index] = _spawn(run_dir, index, sockets[index])
+                    workers[index] = _spawn(run_dir, index, sockets[index], role)
     finally:
-        pipeline.stopping()
+        if pipeline is not None:
+            pipeline.stopping()
         await _stop_workers(workers, settings.server.shutdown_timeout)
         for server, task in [(admin, admin_task), (listener, listener_task)]:
             if server is not None and task is not None:
                 server.should_exit = True
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, 5)
-        await pipeline.stop()
+        if pipeline is not None:
+            await pipeline.stop()
+        if release is not None:
+            await release()
 
 
 def _forward(workers: dict[int, subprocess.Popen[bytes]], sig: signal.Signals) -> None:
@@ -235,12 +259,13 @@ def _forward(workers: dict[int, subprocess.Popen[bytes]], sig: signal.Signals) -
             proc.send_signal(sig)
 
 
-def _spawn(run_dir: Path, index: int, sock: socket.socket) -> subprocess.Popen[bytes]:
+def _spawn(run_dir: Path, index: int, sock: socket.socket,
+           role: Role = "all") -> subprocess.Popen[bytes]:
     (run_dir / f"ready-{index}").unlink(missing_ok=True)
     fd = sock.fileno()
     proc = subprocess.Popen(
         [sys.executable, "-m", orphans.WORKER_MODULE, str(run_dir), str(index), str(fd),
-         str(os.getpid())], pass_fds=(fd,), start_new_session=False)
+         role, str(os.getpid())], pass_fds=(fd,), start_new_session=False)
     orphans.pid_file(run_dir, index).write_text(str(proc.pid))
     return proc
 

@@ -64,14 +64,18 @@ class _Worker(SweepingServer):
 
 
 def main(argv: list[str]) -> None:
-    run_dir, index, fd, parent = Path(argv[0]), int(argv[1]), int(argv[2]), int(argv[3])
+    # run_dir index fd [role] parent: the supervisor's pid comes last (orphans.py reads it)
+    run_dir, index, fd, parent = Path(argv[0]), int(argv[1]), int(argv[2]), int(argv[-1])
+    role = argv[3] if len(argv) > 4 else "all"
     die_with_parent(parent)
     restrict_process()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the gateway handles it (plan reload)
     settings = from_json((run_dir / "settings.json").read_text())
     configure_logging(settings.server.log_level)
     sock = socket.socket(fileno=fd)
-    parts = composition.build_gateway(settings, index, run_dir)
+    # --role gateway: no pipeline and so no admin API on this host (/api/* is not proxied)
+    parts = composition.build_gateway(settings, index, run_dir,
+                                      admin=role != "gateway")
     # proxy_headers=False: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1;
     # the gateway trusts it only from server.trusted_proxies.
     # http: uvicorn's httptools protocol with bounds on headers, time and connections.

@@ -30,4 +30,5 @@ def ephemeral(settings: Settings) -> Settings:
         server=dataclasses.replace(settings.server, ephemeral=True),
         warehouse=dataclasses.replace(settings.warehouse, enabled=False),
         archive=dataclasses.replace(settings.archive, enabled=False),
+        log=dataclasses.replace(settings.log, url=""),  # the embedded log, in the temp dir
         destinations=())

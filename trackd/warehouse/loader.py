@@ -15,7 +15,9 @@ up to `batch_rows` records after the position stored in DuckDB, and in ONE DuckD
 then COMMITs, and only then mirrors the position to the log (`LogReader.commit`, which drives
 lag metrics and trimming). A kill -9 before the COMMIT loses the whole transaction and the next
 start reads the same records again; after it, the position in DuckDB already covers them. So
-no record is lost and none is loaded twice, whatever the moment of the crash.
+no record is lost and none is loaded twice, whatever the moment of the crash. On the NATS log
+the records come from the shared consumer instead and are acknowledged after COMMIT; a repeat
+is dropped by step 1 (`trackd.warehouse.feed`).
 
 A batch that fails is retried; if it keeps failing it is split in halves down to single
 records, and a record that cannot be loaded even alone is written to `_trackd.load_errors`
@@ -39,6 +41,8 @@ from typing import TypeVar
 
 import duckdb
 
+from trackd.log.choice import as_source, reader_of
+from trackd.log.protocol import LogSource
 from trackd.log.reader import LogReader
 from trackd.log.records import Position, Record, advanced
 from trackd.observability import Registry, get_logger
@@ -47,10 +51,10 @@ from trackd.warehouse import ledger
 from trackd.warehouse.batch import Batch
 from trackd.warehouse.db import Database
 from trackd.warehouse.duckstore import DuckStore
+from trackd.warehouse.feed import ConsumerFeed, Feed, PositionFeed, ViolationFeed
 from trackd.warehouse.store import Store
 from trackd.warehouse.violations import ViolationLoader
 
-CONSUMER = "warehouse"
 T = TypeVar("T")
 Job = tuple[Callable[[Store], object], "concurrent.futures.Future[object]"]
 PRUNE_INTERVAL = 3600.0
@@ -85,8 +89,9 @@ class WarehouseLoader:
 
     name = "warehouse"
 
-    def __init__(self, settings: WarehouseSettings, database: Store | Database, reader: LogReader,
-                 metrics: Registry, *, clock: Callable[[], datetime] = utcnow,
+    def __init__(self, settings: WarehouseSettings, database: Store | Database,
+                 reader: LogReader | LogSource, metrics: Registry, *,
+                 clock: Callable[[], datetime] = utcnow,
                  retry_delay: float = 0.2,
                  thread_setup: Callable[[], object] | None = None,
                  make_room: Callable[[], int] | None = None) -> None:
@@ -94,7 +99,10 @@ class WarehouseLoader:
         # Where rows go (`store.Store`): a `Database` is the embedded DuckDB file.
         self.store: Store = (database if isinstance(database, Store)
                              else DuckStore(database, settings.max_columns_per_table))
-        self.reader = reader
+        self.source = as_source(reader)
+        local = reader_of(reader)
+        # On NATS the feed needs the running event loop: `start` makes it.
+        self.feed: Feed | None = PositionFeed(local) if local is not None else None
         self.clock = clock
         self.retry_delay = retry_delay
         self.thread_setup = thread_setup
@@ -109,7 +117,8 @@ class WarehouseLoader:
         self._last_prune = 0.0
         self._window = timedelta(days=max(0.0, settings.dedup_window_days))
         self._batch_rows = max(1, settings.batch_rows)
-        self.violations = ViolationLoader(reader, self._batch_rows)
+        self.violations = ViolationLoader(local, self._batch_rows) if local else None
+        self._violation_feed: ViolationFeed | None = None  # NATS: made by `start`
         self._loaded = metrics.counter("trackd_warehouse_messages_loaded_total",
                                        "Messages loaded into the warehouse.", ("source",))
         self._duplicates = metrics.counter("trackd_warehouse_duplicates_total",
@@ -136,13 +145,25 @@ class WarehouseLoader:
         """Open the database and resume from the position committed in it."""
         self.store.open()
         self.position = self.store.position()
-        self.reader.register(CONSUMER)
-        self.reader.commit(CONSUMER, self.position)  # a crash may have left the log behind
+        self._feed().open(self.position)
+
+    def _feed(self) -> Feed:
+        if self.feed is None:
+            raise RuntimeError("the warehouse loader on the NATS log runs only after start()")
+        return self.feed
 
     async def start(self) -> None:
         """Start the loader thread; returns once it has opened the database (or raises why it
         could not)."""
         self._stop.clear()
+        if self.feed is None:
+            from trackd.log.jetstream import JetStreamLog
+
+            loop = asyncio.get_running_loop()
+            self.feed = ConsumerFeed(self.source, loop)
+            if isinstance(self.source, JetStreamLog):
+                self._violation_feed = ViolationFeed(self.source, loop)
+                self.violations = ViolationLoader(self._violation_feed, self._batch_rows)
         opened: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, args=(opened,),
                                         name="warehouse-loader", daemon=True)
@@ -170,6 +191,9 @@ class WarehouseLoader:
             self._loop()
         finally:
             self._fail_jobs()
+            self._feed().close()
+            if self._violation_feed is not None:
+                self._violation_feed.close()
             self.store.close()
 
     def _loop(self) -> None:
@@ -202,15 +226,21 @@ class WarehouseLoader:
         """One round: read a batch, load it (splitting it on failure), mirror the position."""
         self._run_jobs()
         self._maybe_prune()
-        moved = self.store.load_violations(self.violations)  # <source>._violations
-        records = self.reader.read(CONSUMER, limit=self._batch_rows, position=self.position)
+        moved = 0
+        if self.violations is not None:  # <source>._violations
+            moved = self.store.load_violations(self.violations)
+            if self._violation_feed is not None:
+                self._violation_feed.done()
+        feed = self._feed()
+        records = feed.read(self._batch_rows, self.position)
         if not records:
             return moved
-        self._load_resilient(records)
         try:
-            self.reader.commit(CONSUMER, self.position)
-        except Exception:  # only lag metrics and trimming wait for it; DuckDB has the truth
-            log.exception("could not mirror the warehouse position to the log")
+            self._load_resilient(records)
+        except BaseException:
+            feed.failed(records)
+            raise
+        feed.done(records, self.position)
         return moved + len(records)
 
     def submit(self, job: Callable[[Store], T]) -> concurrent.futures.Future[T]:

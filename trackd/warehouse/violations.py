@@ -16,9 +16,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from trackd.log.reader import LogReader
 from trackd.log.records import Position
 from trackd.warehouse.db import registered
+from trackd.warehouse.feed import ViolationRows
 from trackd.warehouse.naming import quote
 
 TABLE = "_violations"
@@ -38,7 +38,7 @@ _OFFSETS = ("CREATE TABLE IF NOT EXISTS _trackd.violation_offsets "
 class ViolationLoader:
     """Loads the log's violations; `load_once` runs in the warehouse loader's thread."""
 
-    def __init__(self, reader: LogReader, batch_rows: int) -> None:
+    def __init__(self, reader: ViolationRows, batch_rows: int) -> None:
         self.reader = reader
         self.batch_rows = batch_rows
         self.position: Position | None = None
