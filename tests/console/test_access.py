@@ -168,6 +168,24 @@ def test_the_live_stream_filters_and_never_carries_the_write_key(console_server:
     assert WRITE_KEY not in "\n".join(everything + only_refused)
 
 
+def test_a_message_logged_once_the_stream_answered_is_on_it(console_server: Server) -> None:
+    """The server subscribes before it answers: a client that has the headers (the browser's
+    `open` event, which the live view shows as "live") misses nothing sent after them."""
+    bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for attempt in range(5):
+        tag = f"first-{attempt}-{time.time_ns()}"
+        with httpx.stream("GET", f"{console_server.url}/api/v1/live?type=track",
+                          headers=bearer, timeout=30) as response:
+            assert response.status_code == 200
+            assert post(console_server, "/v1/track", {"userId": "u", "event": "First",
+                                                      "messageId": tag}).status_code == 200
+            deadline = time.monotonic() + 20
+            for line in response.iter_lines():
+                if tag in line or time.monotonic() > deadline:
+                    break
+            assert tag in line, f"attempt {attempt}: the message never came on the stream"
+
+
 def test_the_write_key_never_appears_in_a_page(console_server: Server) -> None:
     assert post(console_server, "/v1/track", {"event": "Leaky", "writeKey": WRITE_KEY,
                                               "messageId": "console-leak-1"},
