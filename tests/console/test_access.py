@@ -7,13 +7,15 @@ import json
 import re
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import Server, eventually
-from tests.console.conftest import ADMIN_TOKEN, WRITE_KEY
-from tests.gateway.helpers import post
+from tests.console.conftest import ADMIN_TOKEN, CONSOLE_CONFIG, WRITE_KEY
+from tests.gateway.helpers import post, running_server
+from trackd.console.session import COOKIE
 
 PAGES = ["/console/", "/console/live", "/console/events", "/console/events/some-id",
          "/console/schema", "/console/schema/event?source=web&type=track&event=x",
@@ -106,6 +108,30 @@ def test_an_action_without_its_csrf_token_is_refused(console_server: Server) -> 
         # logging out ends the session
         assert client.post("/console/logout", data={"csrf": csrf}).status_code == 303
         assert client.get("/console/").status_code == 303
+
+
+def test_a_logged_out_session_stays_ended_after_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with running_server(data, CONSOLE_CONFIG, workers=2) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            csrf = login(server, client)
+            cookie = client.cookies[COOKIE]
+            assert client.post("/console/logout", data={"csrf": csrf}).status_code == 303
+        # the browser forgets the cookie; someone who kept a copy gets the login page
+        for _ in range(4):  # whichever worker answers
+            with httpx.Client(base_url=server.url, cookies={COOKIE: cookie}) as kept:
+                assert kept.get("/console/").status_code == 303
+                assert kept.get("/api/v1/overview").status_code == 401
+        server.stop(timeout=30)
+        server.port = 0
+        server.start()
+        with httpx.Client(base_url=server.url, cookies={COOKIE: cookie}) as kept:
+            assert kept.get("/console/").status_code == 303
+            assert kept.get("/api/v1/overview").status_code == 401
+        assert (data / "console" / "revoked-sessions").stat().st_mode & 0o777 == 0o600
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            login(server, client)  # a new session is fine
+            assert client.get("/console/").status_code == 200
 
 
 def test_dead_letters_are_listed_and_replayed_from_the_destinations_page(
