@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trackd.admin.api import build_admin
 from trackd.admin.health import Health
 from trackd.gateway.app import Gateway
 from trackd.gateway.ingest import Ingestor
@@ -140,6 +139,8 @@ class Pipeline:
 
             self.console = Console(self)
             self.extra_routes.extend(self.console.routes())
+        from trackd.admin.api import build_admin  # here: gateway workers never need it
+
         self.admin = build_admin(self)
 
     def _wire(self) -> None:

@@ -185,7 +185,16 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
     workers: dict[int, subprocess.Popen[bytes]] = {}
     loop.add_signal_handler(signal.SIGHUP, _forward, workers, signal.SIGHUP)
     pipeline = Pipeline(settings, run_dir)
-    await pipeline.start()
+    # The workers start (a second or more of imports each) while the pipeline does; they take
+    # requests as soon as they are up, and answer admin calls with 503 until the admin socket
+    # is there (server.json, and so `trackd` commands, come only once everything is ready).
+    for index in range(settings.server.workers):
+        workers[index] = _spawn(run_dir, index, sockets[index])
+    try:
+        await pipeline.start()
+    except BaseException:
+        await _stop_workers(workers, settings.server.shutdown_timeout)
+        raise
     admin_sock_path = run_dir / "admin.sock"
     admin = _AdminServer(uvicorn.Config(pipeline.admin, lifespan="off", log_level="warning",
                                         log_config=None, access_log=False))
@@ -194,8 +203,6 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
     listener_task = asyncio.create_task(listener.serve(sockets=[admin_sock])) if (
         listener and admin_sock) else None
     try:
-        for index in range(settings.server.workers):
-            workers[index] = _spawn(run_dir, index, sockets[index])
         await _wait_ready(run_dir, workers, stop)
         if stop.is_set():
             return
