@@ -209,7 +209,7 @@ def _from_warehouse(config_path: str | None, data_dir: str | None, source: str,
 @one_line_errors
 def reload(config_path: str | None, data_dir: str | None) -> None:
     """Make the running server reload its tracking plans (as SIGHUP does)."""
-    from trackd.server.launch import read_server_info
+    from trackd.server.supervisor import read_server_info
 
     settings = load_settings(config_path, data_dir)
     info = read_server_info(settings)

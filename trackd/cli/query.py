@@ -17,7 +17,7 @@ import click
 from trackd.cli.common import config_options, load_settings, one_line_errors
 from trackd.cli.output import format_option, note, plural, write_rows
 from trackd.cli.remote import admin_request, fail_from
-from trackd.server.launch import read_server_info
+from trackd.server.supervisor import read_server_info
 from trackd.settings import Settings
 
 CAP = 10_000  # the query API's row cap; the default --limit

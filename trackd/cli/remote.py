@@ -7,7 +7,7 @@ from typing import Any
 import click
 import httpx
 
-from trackd.server.launch import read_server_info
+from trackd.server.supervisor import read_server_info
 from trackd.settings import Settings
 
 

@@ -12,7 +12,7 @@ import httpx
 from trackd.cli.common import config_options, load_settings, one_line_errors
 from trackd.cli.common import not_empty as _not_empty
 from trackd.cli.events import lookup_command, shell_quote
-from trackd.server.launch import read_server_info
+from trackd.server.supervisor import read_server_info
 
 KINDS = ("track", "identify", "page", "screen", "group", "alias")
 # The flags each kind carries in Segment's spec; others are sent but warned about.

@@ -16,7 +16,8 @@ from trackd.cli.common import config_options, load_settings, one_line_errors
 from trackd.cli.events import lookup_command
 from trackd.observability import LOG_LEVELS, configure_logging
 from trackd.private import secure_data_dir
-from trackd.server.launch import ServerInfo, launch
+from trackd.server.supervisor import ServerInfo
+from trackd.server.supervisor import serve as run_server
 from trackd.settings import Settings
 
 
@@ -59,13 +60,7 @@ def serve(config_path: str | None, data_dir: str | None, host: str | None, port:
 def _run(settings: Settings, config_path: str | None, data_dir: str | None) -> None:
     configure_logging(settings.server.log_level)
     secure_data_dir(settings.data_dir)
-    launched = launch(settings)  # the gateway workers start now, while the pipeline loads
-    try:
-        from trackd.server.supervisor import serve as run_server
-    except BaseException:
-        launched.close()
-        raise
-    run_server(settings, lambda info: _banner(settings, info, config_path, data_dir), launched)
+    run_server(settings, lambda info: _banner(settings, info, config_path, data_dir))
     click.echo("trackd stopped.")
 
 

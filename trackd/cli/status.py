@@ -12,7 +12,7 @@ from trackd.admin.health import directory_size
 from trackd.cli.common import config_options, load_settings, one_line_errors
 from trackd.console.html import duration, size
 from trackd.plans.plans import read_status
-from trackd.server.launch import read_server_info, run_dir_of
+from trackd.server.supervisor import read_server_info, run_dir_of
 
 
 def _get(client: httpx.Client, path: str) -> tuple[int, dict[str, Any]]:

@@ -1,11 +1,9 @@
-"""`trackd serve`: run the pipeline and admin API here, and watch the gateway workers.
+"""`trackd serve`: bind the socket, run the pipeline and admin API here, start the workers.
 
 The supervisor owns the pipeline process (every log consumer and the admin API on a unix
 socket) and N gateway worker processes, each listening on its own socket of the same address
-(see `launch.bind`). `launch.launch` binds the sockets and starts the workers first, so they
-start while this module and the pipeline load. On SIGTERM/SIGINT it stops the workers first
-(they finish in-flight commits), then the pipeline stages in reverse. A worker that dies is
-started again on the same socket.
+(see `_bind`). On SIGTERM/SIGINT it stops the workers first (they finish in-flight commits),
+then the pipeline stages in reverse. A worker that dies is started again on the same socket.
 """
 
 from __future__ import annotations
@@ -13,27 +11,44 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-from trackd.app import Pipeline
 from trackd.errors import ConfigError
 from trackd.observability import get_logger
-from trackd.private import listen_unix
-from trackd.server.launch import Launched, ServerInfo, launch, spawn
+from trackd.plans.plans import SourcePlans
+from trackd.private import listen_unix, write_private
+from trackd.server import orphans
 from trackd.server.priority import lower_thread_priority
 from trackd.server.protocol import Limits, SweepingServer, protocol_class
-from trackd.settings import Settings
+from trackd.settings import Settings, to_json
+
+if TYPE_CHECKING:
+    from trackd.app import Pipeline
 
 log = get_logger("supervisor")
 READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    host: str
+    port: int
+    pid: int
+    admin_socket: str
+    admin_port: int | None = None  # the admin listener's, when server.admin_host is set
 
 
 class _AdminServer(SweepingServer):
@@ -44,6 +59,119 @@ class _AdminServer(SweepingServer):
         yield
 
 
+def run_dir_of(settings: Settings) -> Path:
+    return settings.data_dir / "run"
+
+
+def read_server_info(settings: Settings) -> ServerInfo | None:
+    """The running server on this data dir, if any (its pid is alive)."""
+    path = run_dir_of(settings) / "server.json"
+    try:
+        doc = json.loads(path.read_text())
+        os.kill(int(doc["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return ServerInfo(doc["host"], int(doc["port"]), int(doc["pid"]), doc["admin_socket"],
+                      doc.get("admin_port"))
+
+
+def _bind(host: str, port: int, count: int) -> list[socket.socket]:
+    """The listening sockets of `count` gateway workers, one per worker, on one address.
+
+    With one socket shared by every worker, whichever worker wakes first accepts every
+    connection waiting, so a burst of keep-alive connections (a proxy's pool, a benchmark's
+    clients) can all land on one worker and leave the others idle for as long as they stay
+    open: 17 of 17 connections in 1 of 11 measured runs, 14 or more of 16 in 3 (the batched
+    throughput then drops by a third). On Linux each worker gets its own socket
+    (SO_REUSEPORT), and the kernel spreads new connections over them by a hash of their
+    addresses. A plain bind first checks the address is free: SO_REUSEPORT alone would let
+    another process of the same user share the port without a word.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    spread = count > 1 and sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+    probe = _bound(family, host, port, reuse_port=False)
+    if spread:
+        port = probe.getsockname()[1]  # the port the system chose, for port 0
+        probe.close()
+        sockets: list[socket.socket] = []
+        try:
+            for _ in range(count):
+                sockets.append(_bound(family, host, port, reuse_port=True))
+        except ConfigError:
+            for sock in sockets:
+                sock.close()
+            raise
+    else:
+        sockets = [probe] * count
+    for sock in dict.fromkeys(sockets):
+        sock.listen(4096)
+        sock.set_inheritable(True)
+    return sockets
+
+
+def _bound(family: socket.AddressFamily, host: str, port: int, *,
+           reuse_port: bool) -> socket.socket:
+    """A socket bound to host:port, not listening yet; ConfigError when the address is taken."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        holder = orphans.holder_of(port) if exc.errno == errno.EADDRINUSE and port else None
+        held = f" (held by {holder})" if holder else ""
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}{held}") from None
+    return sock
+
+
+def serve(settings: Settings, on_ready: Callable[[ServerInfo], None]) -> None:
+    run_dir = run_dir_of(settings)
+    if read_server_info(settings) is not None:
+        raise ConfigError(f"a trackd server is already running on {settings.data_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    orphans.stop_leftover_workers(run_dir, settings.server.shutdown_timeout + 5)
+    for stale in [*run_dir.glob("ready-*"), *run_dir.glob("metrics/gateway-*.json"),
+                  *run_dir.glob("plans/gateway-*.json"), run_dir / "admin.sock",
+                  run_dir / "server.json"]:
+        stale.unlink(missing_ok=True)
+    SourcePlans(settings.sources).load()  # a broken tracking plan stops here, in one line
+    write_private(run_dir / "settings.json", to_json(settings))
+    sockets = _bind(settings.server.host, settings.server.port, settings.server.workers)
+    try:
+        admin = _bind_admin(settings)
+    except ConfigError:
+        for sock in sockets:
+            sock.close()
+        raise
+    # The workers start now (Python, imports, the app: a second or more each) while this
+    # process loads the pipeline and starts it (`_main`).
+    workers: dict[int, subprocess.Popen[bytes]] = {}
+    try:
+        for index in range(settings.server.workers):
+            workers[index] = _spawn(run_dir, index, sockets[index])
+        asyncio.run(_main(settings, run_dir, sockets, admin, on_ready, workers))
+    finally:
+        _stop_left(workers, settings.server.shutdown_timeout)  # when `_main` did not get to it
+        for sock in [*sockets, *([admin] if admin else [])]:
+            sock.close()
+        for gone in [run_dir / "server.json", run_dir / "admin.sock", *run_dir.glob("ready-*"),
+                     *run_dir.glob("worker-*.pid")]:
+            gone.unlink(missing_ok=True)
+
+
+def _bind_admin(settings: Settings) -> socket.socket | None:
+    """The admin listener's socket, when `server.admin_host` is set."""
+    host = settings.server.admin_host
+    if not host:
+        return None
+    sock = _bound(socket.AF_INET6 if ":" in host else socket.AF_INET, host,
+                  settings.server.admin_port, reuse_port=False)
+    sock.listen(128)
+    return sock
+
+
 def _admin_listener(settings: Settings, pipeline: Pipeline) -> _AdminServer:
     """The admin API on its own TCP address, with the gateway's bounds on connections."""
     return _AdminServer(uvicorn.Config(
@@ -52,23 +180,11 @@ def _admin_listener(settings: Settings, pipeline: Pipeline) -> _AdminServer:
         server_header=False, proxy_headers=False))
 
 
-def serve(settings: Settings, on_ready: Callable[[ServerInfo], None],
-          launched: Launched | None = None) -> None:
-    """Run the server until SIGTERM/SIGINT: what `launched` started (else launched here)."""
-    launched = launched or launch(settings)
-    run_dir = launched.run_dir
-    try:
-        asyncio.run(_main(launched, on_ready))
-    finally:
-        launched.close()
-        for gone in [run_dir / "server.json", run_dir / "admin.sock", *run_dir.glob("ready-*"),
-                     *run_dir.glob("worker-*.pid")]:
-            gone.unlink(missing_ok=True)
+async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
+                admin_sock: socket.socket | None, on_ready: Callable[[ServerInfo], None],
+                workers: dict[int, subprocess.Popen[bytes]]) -> None:
+    from trackd.app import Pipeline  # here: the workers are already starting meanwhile
 
-
-async def _main(launched: Launched, on_ready: Callable[[ServerInfo], None]) -> None:
-    settings, run_dir = launched.settings, launched.run_dir
-    sockets, admin_sock, workers = launched.sockets, launched.admin, launched.workers
     loop = asyncio.get_running_loop()
     # The stages' blocking work (archive files, ledgers, log reads) runs in the default
     # executor: at a lower priority, so that under load the gateway workers keep the cores.
@@ -78,9 +194,8 @@ async def _main(launched: Launched, on_ready: Callable[[ServerInfo], None]) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _forward, workers, signal.SIGHUP)
-    # The workers are starting meanwhile (`serve` stops them if the pipeline does not start);
-    # they take requests as soon as they are up, and answer admin calls with 503 until the
-    # admin socket is there (server.json, and so the `trackd` commands, come once all is).
+    # The workers take requests as soon as they are up, and answer admin calls with 503 until
+    # the admin socket is there (server.json, and so the `trackd` commands, come once all is).
     pipeline = Pipeline(settings, run_dir)
     await pipeline.start()
     admin_sock_path = run_dir / "admin.sock"
@@ -110,10 +225,10 @@ async def _main(launched: Launched, on_ready: Callable[[ServerInfo], None]) -> N
                 if proc.poll() is not None and not stop.is_set():
                     log.warning("gateway worker exited; starting it again",
                                 extra={"worker": index, "code": proc.returncode})
-                    workers[index] = spawn(run_dir, index, sockets[index])
+                    workers[index] = _spawn(run_dir, index, sockets[index])
     finally:
         pipeline.stopping()
-        await _stop_workers(workers, settings.server.shutdown_timeout)
+        await asyncio.to_thread(_stop_left, workers, settings.server.shutdown_timeout)
         for server, task in [(admin, admin_task), (listener, listener_task)]:
             if server is not None and task is not None:
                 server.should_exit = True
@@ -128,6 +243,16 @@ def _forward(workers: dict[int, subprocess.Popen[bytes]], sig: signal.Signals) -
     for proc in workers.values():
         if proc.poll() is None:
             proc.send_signal(sig)
+
+
+def _spawn(run_dir: Path, index: int, sock: socket.socket) -> subprocess.Popen[bytes]:
+    (run_dir / f"ready-{index}").unlink(missing_ok=True)
+    fd = sock.fileno()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", orphans.WORKER_MODULE, str(run_dir), str(index), str(fd),
+         str(os.getpid())], pass_fds=(fd,), start_new_session=False)
+    orphans.pid_file(run_dir, index).write_text(str(proc.pid))
+    return proc
 
 
 async def _wait_ready(run_dir: Path, workers: dict[int, subprocess.Popen[bytes]],
@@ -145,14 +270,16 @@ async def _wait_ready(run_dir: Path, workers: dict[int, subprocess.Popen[bytes]]
         await asyncio.sleep(0.05)
 
 
-async def _stop_workers(workers: dict[int, subprocess.Popen[bytes]], timeout: float) -> None:
+def _stop_left(workers: dict[int, subprocess.Popen[bytes]], timeout: float) -> None:
+    """Stop the workers still running: SIGTERM (they finish in-flight commits), SIGKILL for
+    any still there `timeout` + 5 s later."""
     for proc in workers.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout + 5
-    while any(p.poll() is None for p in workers.values()) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
     for proc in workers.values():
-        if proc.poll() is None:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
