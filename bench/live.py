@@ -3,6 +3,8 @@ what subscribers that never read cost the tracking API.
 
     .venv/bin/python bench/live.py [--seconds 10] [--rounds 2] [--rate 50]
 
+`bench/run` runs it too (after freshness; `--skip-live` leaves it out) and reports it.
+
 Starts `trackd serve` (one worker, the whole pipeline) on a temporary data directory.
 
 1. Latency: one subscriber reads `GET /api/v1/live` through the gateway, as the browser does,
@@ -12,7 +14,8 @@ Starts `trackd serve` (one worker, the whole pipeline) on a temporary data direc
    `--seconds`, with no subscriber and with 5 subscribers that connect and never read a byte,
    alternating for `--rounds`; events acknowledged per second, and the ratio of the medians.
 
-Results go to stdout and to bench/results/live-<time>.json. See docs/benchmarks.md.
+Results go to stdout and to bench/results/live-<time>.json (run alone) or bench/run's
+results. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN = "bench-admin"
+ADMIN = "bench-admin-token-0123"  # admin tokens are at least 16 characters
 KEY = "wk_bench"
 CONFIG = f"""
 [server]
@@ -47,15 +51,18 @@ write_keys = ["{KEY}"]
 
 def start(work: Path) -> tuple[subprocess.Popen[bytes], int]:
     (work / "trackd.toml").write_text(CONFIG)
+    errors = (work / "serve.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "trackd", "serve", "--config",
                              str(work / "trackd.toml"), "--data-dir", str(work / "data"),
                              "--port", "0", "--workers", "1"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=errors)
+    errors.close()
     info = work / "data" / "run" / "server.json"
     deadline = time.monotonic() + 60
     while not info.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("trackd did not start")
+            said = (work / "serve.log").read_text(errors="replace").strip().splitlines()
+            raise RuntimeError("trackd did not start" + (f": {said[-1]}" if said else ""))
         time.sleep(0.05)
     time.sleep(0.2)
     return proc, int(json.loads(info.read_text())["port"])
@@ -151,6 +158,39 @@ def throughput(port: int, seconds: float, connections: int) -> float:
     return asyncio.run(_blast(port, seconds, connections)) / seconds
 
 
+def measure(seconds: float, rounds: int, rate: float, connections: int,
+            say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Both measurements on one fresh `trackd serve`; what `main` prints and `bench/run`
+    keeps under `live` in its results."""
+    with tempfile.TemporaryDirectory(prefix="trackd-live-bench-") as tmp:
+        proc, port = start(Path(tmp))
+        try:
+            lat = latency(port, seconds, rate)
+            say(f"live latency at {rate:g} msgs/s: {json.dumps(lat)}")
+            none: list[float] = []
+            stalled: list[float] = []
+            for round_no in range(rounds):
+                # the order alternates, so neither side always runs on the fuller log
+                for with_subscribers in ((False, True) if round_no % 2 == 0 else (True, False)):
+                    socks = stalled_subscribers(port, 5) if with_subscribers else []
+                    time.sleep(0.5)
+                    events = throughput(port, seconds, connections)
+                    (stalled if with_subscribers else none).append(events)
+                    for sock in socks:
+                        sock.close()
+                say(f"round {round_no + 1}: {none[-1]:,.0f} events/s without subscribers, "
+                    f"{stalled[-1]:,.0f} with 5 stalled")
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    ratio = statistics.median(stalled) / statistics.median(none)
+    say(f"batched throughput with 5 stalled subscribers: {ratio:.2f}x of none")
+    return {"latency": lat, "rate": rate, "events_per_s_none": none,
+            "events_per_s_5_stalled": stalled, "ratio": ratio,
+            "args": {"seconds": seconds, "rounds": rounds, "rate": rate,
+                     "connections": connections}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
@@ -158,35 +198,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="trackd-live-bench-") as tmp:
-        proc, port = start(Path(tmp))
-        try:
-            lat = latency(port, args.seconds, args.rate)
-            print(f"live latency at {args.rate:g} msgs/s: {json.dumps(lat)}", flush=True)
-            none: list[float] = []
-            stalled: list[float] = []
-            for round_no in range(args.rounds):
-                # the order alternates, so neither side always runs on the fuller log
-                for with_subscribers in ((False, True) if round_no % 2 == 0 else (True, False)):
-                    socks = stalled_subscribers(port, 5) if with_subscribers else []
-                    time.sleep(0.5)
-                    rate = throughput(port, args.seconds, args.connections)
-                    (stalled if with_subscribers else none).append(rate)
-                    for sock in socks:
-                        sock.close()
-                print(f"round {round_no + 1}: {none[-1]:,.0f} events/s without subscribers, "
-                      f"{stalled[-1]:,.0f} with 5 stalled", flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(60)
-    ratio = statistics.median(stalled) / statistics.median(none)
-    result = {"latency": lat, "events_per_s_none": none, "events_per_s_5_stalled": stalled,
-              "ratio": ratio, "args": vars(args)}
-    print(f"batched throughput with 5 stalled subscribers: {ratio:.2f}x of none")
+    result = measure(args.seconds, args.rounds, args.rate, args.connections,
+                     lambda line: print(line, flush=True))
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"live-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(result, indent=2))
-
 
 if __name__ == "__main__":
     main()

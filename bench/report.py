@@ -212,6 +212,7 @@ def targets_table(doc: dict[str, Any]) -> list[str]:
             lines.append(f"| {scenario} with a 50-event plan >= {floor}x the same server "
                          f"without | {_range(with_plan, _ratio)} (per-round ratios) "
                          f"| {verdict(_median(with_plan) >= floor)} |")
+    lines += live_targets(doc.get("live"), verdict)
     queries = doc.get("queries")
     if queries:
         q = queries["queries"]["count by event"]
@@ -260,6 +261,8 @@ def render(doc: dict[str, Any]) -> str:
     fresh = doc.get("freshness")
     if fresh is not None:
         out += ["## Freshness", "", *freshness_lines(fresh), ""]
+    if doc.get("live") is not None:
+        out += ["## The console's live stream (bench/live.py)", "", *live_lines(doc["live"]), ""]
     queries = doc.get("queries")
     if queries:
         generated = queries.get("generate_s")
@@ -320,3 +323,43 @@ def _fmt_s(value: float | None, fresh: dict[str, Any]) -> str:
     if value is None:
         return f"> {fresh.get('wait_after_s', 30):.0f} s (probes never seen)"
     return f"{value:.2f} s"
+
+
+def live_targets(result: dict[str, Any] | None,
+                 verdict: Callable[[bool | None], str]) -> list[str]:
+    """The live stream's rows of the targets table."""
+    if result is None:
+        return []
+    if result.get("available") is False:
+        return [f"| live view: p95 <= 1 s from the 200 | not measured: {result.get('reason')} "
+                "| n/a |"]
+    lat = result["latency"]
+    p95 = lat.get("p95_ms")
+    out = [f"| live view: p95 <= 1 s from the 200 (at {result['rate']:g} msgs/s) | "
+           + (f"p50 {lat['p50_ms']:.0f} ms, p95 {p95:.0f} ms, max {lat['max_ms']:.0f} ms "
+              f"({lat['seen']} of {lat['sent']} seen)" if p95 is not None else
+              f"none of {lat['sent']} seen")
+           + f" | {verdict(p95 is not None and p95 <= 1000 and lat['seen'] == lat['sent'])} |"]
+    out.append(f"| batched with 5 stalled live subscribers >= 0.9x of none | "
+               f"{_ratio(result['ratio'])} (medians of {len(result['events_per_s_none'])} "
+               f"runs each) | {verdict(result['ratio'] >= 0.9)} |")
+    return out
+
+
+def live_lines(result: dict[str, Any]) -> list[str]:
+    if result.get("available") is False:
+        return [f"Not measured: {result.get('reason')}."]
+    lines = ["| what | result |", "|---|---|"]
+    lat = result["latency"]
+    if lat.get("p95_ms") is not None:
+        lines.append(f"| latency, 200 to event on the stream, at {result['rate']:g} msgs/s | "
+                     f"p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms, max "
+                     f"{lat['max_ms']:.0f} ms ({lat['seen']} of {lat['sent']} seen) |")
+    else:
+        lines.append(f"| latency | none of {lat['sent']} seen |")
+    lines.append("| batched events/s, no subscriber | "
+                 + ", ".join(_int(v) for v in result["events_per_s_none"]) + " |")
+    lines.append("| batched events/s, 5 stalled subscribers | "
+                 + ", ".join(_int(v) for v in result["events_per_s_5_stalled"]) + " |")
+    lines.append(f"| ratio of the medians | {_ratio(result['ratio'])} |")
+    return lines

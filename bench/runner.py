@@ -6,7 +6,8 @@ mixed; each a short warm-up and a measured wrk run), and is stopped. Ratios are 
 inside each round, then their median is taken. After each run the rows in trackd's log shards
 (and the baseline's and the floor's tables) are counted and must cover every event
 acknowledged with a 200.
-Then freshness (when the warehouse exists) and the warehouse queries on generated rows.
+Then freshness (when the warehouse exists), the console's live stream (bench/live.py) and the
+warehouse queries on generated rows.
 
 Results: bench/results/<time>/results.json and summary.md (the tables for docs/benchmarks.md).
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 import bodies
 import freshness
+import live
 import loadgen
 import machine
 import procstat
@@ -78,9 +80,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="messages per warehouse-load run (default 100,000; --quick 20,000)")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432",
                         help="PostgreSQL server for the warehouse-load scenario (trust auth)")
+    parser.add_argument("--skip-live", action="store_true",
+                        help="skip the console's live stream (bench/live.py)")
+    parser.add_argument("--live-seconds", type=float,
+                        help="live stream: seconds of paced messages and of each throughput "
+                             "run (default 8; --quick 4)")
     parser.add_argument("--gateway-only", action="store_true",
                         help="run trackd without its pipeline (warehouse, archive) to measure "
-                             "the tracking API alone; implies --skip-freshness")
+                             "the tracking API alone; implies --skip-freshness and --skip-live")
     parser.add_argument("--keep-data", action="store_true",
                         help="keep each server's stored data under servers/ (several GB)")
     parser.add_argument("--port-base", type=int, default=18600)
@@ -93,8 +100,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.rows = args.rows or (1_000_000 if args.quick else 10_000_000)
     args.freshness_seconds = args.freshness_seconds or (5.0 if args.quick else 10.0)
     args.load_messages = args.load_messages or (20_000 if args.quick else 100_000)
+    args.live_seconds = args.live_seconds or (4.0 if args.quick else 8.0)
     if args.gateway_only:
         args.skip_freshness = True
+        args.skip_live = True
     return args
 
 
@@ -288,6 +297,16 @@ def main(argv: list[str]) -> int:
             doc["freshness"] = {"available": False, "reason": f"failed: {exc}"}
         for line in report.freshness_lines(doc["freshness"]):
             log(f"  {line}")
+        save()
+    if not args.skip_live:
+        log("the console's live stream: latency at 50 msgs/s, throughput with 5 stalled "
+            "subscribers")
+        try:
+            doc["live"] = live.measure(args.live_seconds, 2, 50.0, args.batch_connections,
+                                       lambda line: log(f"  {line}"))
+        except Exception as exc:  # report it, keep the rest of the results
+            traceback.print_exc()
+            doc["live"] = {"available": False, "reason": f"failed: {exc}"}
         save()
     if not args.skip_queries:
         log(f"warehouse queries on {args.rows:,} generated rows")

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trackd.admin.api import build_admin
 from trackd.admin.health import Health
 from trackd.errors import LogError
 from trackd.gateway.app import Gateway
@@ -175,6 +174,8 @@ class Pipeline:
             self.console = Console(self)
             self.extra_routes.extend(self.console.routes())
             self._privacy.forgetters.append(self.console.forget)
+        from trackd.admin.api import build_admin  # here: gateway workers never need it
+
         self.admin = build_admin(self)
 
     def _wire(self) -> None:

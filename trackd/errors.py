@@ -34,6 +34,11 @@ class ConfigError(TrackdError):
 class PlanError(ConfigError):
     """A tracking plan is invalid; the message names the file, the line and the field."""
 
+    def __init__(self, message: str, *, line: int = 0) -> None:
+        super().__init__(message)
+        self.line = line
+        """The line of the plan file it points at (0: not known)."""
+
 
 class RequestRejected(TrackdError):
     status = 400

@@ -7,13 +7,15 @@ import json
 import re
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import Server, eventually
-from tests.console.conftest import ADMIN_TOKEN, WRITE_KEY
-from tests.gateway.helpers import post
+from tests.console.conftest import ADMIN_TOKEN, CONSOLE_CONFIG, WRITE_KEY
+from tests.gateway.helpers import post, running_server
+from trackd.console.session import COOKIE
 
 PAGES = ["/console/", "/console/live", "/console/events", "/console/events/some-id",
          "/console/schema", "/console/schema/event?source=web&type=track&event=x",
@@ -108,6 +110,30 @@ def test_an_action_without_its_csrf_token_is_refused(console_server: Server) -> 
         assert client.get("/console/").status_code == 303
 
 
+def test_a_logged_out_session_stays_ended_after_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with running_server(data, CONSOLE_CONFIG, workers=2) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            csrf = login(server, client)
+            cookie = client.cookies[COOKIE]
+            assert client.post("/console/logout", data={"csrf": csrf}).status_code == 303
+        # the browser forgets the cookie; someone who kept a copy gets the login page
+        for _ in range(4):  # whichever worker answers
+            with httpx.Client(base_url=server.url, cookies={COOKIE: cookie}) as kept:
+                assert kept.get("/console/").status_code == 303
+                assert kept.get("/api/v1/overview").status_code == 401
+        server.stop(timeout=30)
+        server.port = 0
+        server.start()
+        with httpx.Client(base_url=server.url, cookies={COOKIE: cookie}) as kept:
+            assert kept.get("/console/").status_code == 303
+            assert kept.get("/api/v1/overview").status_code == 401
+        assert (data / "console" / "revoked-sessions").stat().st_mode & 0o777 == 0o600
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            login(server, client)  # a new session is fine
+            assert client.get("/console/").status_code == 200
+
+
 def test_dead_letters_are_listed_and_replayed_from_the_destinations_page(
         console_server: Server) -> None:
     assert post(console_server, "/v1/track", {"userId": "dl-user", "event": "Dead Letter",
@@ -166,6 +192,24 @@ def test_the_live_stream_filters_and_never_carries_the_write_key(console_server:
     assert {e["status"] for e in refused} == {"refused"}
     assert f"{tag}-bad" in {e["messageId"] for e in refused}
     assert WRITE_KEY not in "\n".join(everything + only_refused)
+
+
+def test_a_message_logged_once_the_stream_answered_is_on_it(console_server: Server) -> None:
+    """The server subscribes before it answers: a client that has the headers (the browser's
+    `open` event, which the live view shows as "live") misses nothing sent after them."""
+    bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for attempt in range(5):
+        tag = f"first-{attempt}-{time.time_ns()}"
+        with httpx.stream("GET", f"{console_server.url}/api/v1/live?type=track",
+                          headers=bearer, timeout=30) as response:
+            assert response.status_code == 200
+            assert post(console_server, "/v1/track", {"userId": "u", "event": "First",
+                                                      "messageId": tag}).status_code == 200
+            deadline = time.monotonic() + 20
+            for line in response.iter_lines():
+                if tag in line or time.monotonic() > deadline:
+                    break
+            assert tag in line, f"attempt {attempt}: the message never came on the stream"
 
 
 def test_the_write_key_never_appears_in_a_page(console_server: Server) -> None:

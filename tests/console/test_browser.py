@@ -23,7 +23,10 @@ from tests.conftest import Server
 from tests.console.conftest import ADMIN_TOKEN, WRITE_KEY
 from tests.gateway.helpers import post
 
-DEADLINE = 10.0  # generous on a shared machine; the latency itself is measured in bench/
+DEADLINE = 10.0  # for pages to load and queries to run, on a shared machine
+ON_SCREEN = 2.0
+"""Seconds from a message's 200 to its row in the live view (the contract's goal is 1 s at
+p95, measured by bench/live.py; a test allows twice that on a shared machine)."""
 
 
 def shot(driver: Any, name: str) -> None:
@@ -38,7 +41,9 @@ def text_of(driver: Any) -> str:
     return str(driver.find_element(By.TAG_NAME, "body").text)
 
 
-def send_with_sdk(server: Server, tag: str) -> None:
+def send_with_sdk(server: Server, tag: str) -> float:
+    """Send an identify and a track through analytics-python; the time its flush returned,
+    which is once the upload's 200 came."""
     errors: list[Any] = []
     client = Client(WRITE_KEY, host=server.url, upload_interval=0.05, max_retries=2,
                     on_error=lambda error, items: errors.append(error))
@@ -49,10 +54,21 @@ def send_with_sdk(server: Server, tag: str) -> None:
                                                         "trial": False},
                      message_id=f"{tag}-track")
         client.flush()
+        acked = time.monotonic()
     finally:
         client.shutdown()
         segment_request._session.close()
     assert errors == []
+    return acked
+
+
+def on_screen(driver: Any, acked: float, shown: Any) -> None:
+    """Wait until `shown(driver)` holds, at most ON_SCREEN seconds after the 200 at `acked`."""
+    left = ON_SCREEN - (time.monotonic() - acked)
+    WebDriverWait(driver, max(left, 0.0), poll_frequency=0.02,
+                  ignored_exceptions=(StaleElementReferenceException,)).until(
+        shown, f"not on screen within {ON_SCREEN} s of its 200")
+    assert time.monotonic() - acked <= ON_SCREEN
 
 
 def test_the_console_in_a_browser(console_server: Server, browser: Any) -> None:
@@ -71,19 +87,22 @@ def test_the_console_in_a_browser(console_server: Server, browser: Any) -> None:
     field.send_keys(ADMIN_TOKEN)
     browser.find_element(By.CSS_SELECTOR, "form.login button").click()
     wait.until(lambda d: "/console/live" in d.current_url)
+    # "live" shows once the stream is open, and the server subscribes before it answers:
+    # from here on every message logged reaches the page
     wait.until(lambda d: "live" in d.find_element(By.ID, "live-state").text)
-
-    tag = f"br{time.time_ns()}"
-    send_with_sdk(console_server, tag)
-    refused = post(console_server, "/v1/track", {"event": "Nobody", "messageId": f"{tag}-bad"})
-    assert refused.status_code == 400
 
     def rows(d: Any) -> list[str]:
         return [r.text for r in d.find_elements(By.CSS_SELECTOR, "#live-table tbody tr")]
 
-    wait.until(lambda d: any("Browser Checked" in r for r in rows(d)))
-    wait.until(lambda d: any("userId or anonymousId" in r and "refused" in r for r in rows(d)))
+    tag = f"br{time.time_ns()}"
+    acked = send_with_sdk(console_server, tag)
+    on_screen(browser, acked, lambda d: any("Browser Checked" in r for r in rows(d)))
     assert any("identify" in r and f"{tag}-user" in r for r in rows(browser))
+    refused = post(console_server, "/v1/track", {"event": "Nobody", "messageId": f"{tag}-bad"})
+    answered = time.monotonic()
+    assert refused.status_code == 400
+    on_screen(browser, answered, lambda d: any(
+        "userId or anonymousId" in r and "refused" in r for r in rows(d)))
     shot(browser, "live")
 
     # a row opens the message as JSON, with a link to its lookup page

@@ -11,7 +11,7 @@ import pytest
 from trackd.errors import LogClosed, LogFull, LogWriteFailed
 from trackd.log import shard
 from trackd.log.reader import LogReader
-from trackd.log.records import Entry, Refused
+from trackd.log.records import Entry, Refused, Violation
 from trackd.log.writer import LogWriter
 
 
@@ -187,6 +187,67 @@ def test_trim_deletes_only_what_every_consumer_has_passed(log_dir: Path) -> None
     assert [r.offset for r in reader.read("archive")] == [4, 5, 6]
     assert [r.message_id for r in reader.read("warehouse")] == ["a5"]
     assert reader.find("a0") == []
+    reader.close()
+
+
+def violation(message_id: str | None, at: str) -> Violation:
+    return Violation("web", message_id, at, "track", "Played", "type_mismatch", "properties.n",
+                     "type", "not a number", 1, "flag")
+
+
+def write_with_violations(log_dir: Path) -> None:
+    """Three requests at 12:00, 12:01, 12:02, each one message with a violation, and a
+    blocked message (refused, with its violation) at 12:01."""
+
+    async def run() -> None:
+        writer = await open_writer(shard.shard_path(log_dir, "gw0"))
+        for minute in range(3):
+            at = f"2024-05-01T12:0{minute}:00.000Z"
+            await writer.append([Entry("web", f"m{minute}", "track", at, b"{}")], (),
+                                [violation(f"m{minute}", at)])
+            if minute == 1:
+                await writer.append([], [Refused("web", "blocked", at, None,
+                                                 "tracking plan: type_mismatch at properties.n",
+                                                 b"{}")], [violation("blocked", at)])
+        await asyncio.to_thread(writer.close)
+
+    asyncio.run(run())
+
+
+def kept_violations(reader: LogReader) -> list[str]:
+    return [row[4] for row in reader.read_violations({})]
+
+
+def test_violations_are_trimmed_with_the_messages_of_their_time(log_dir: Path) -> None:
+    write_with_violations(log_dir)
+    reader = LogReader(log_dir)
+    reader.register("archive")
+    assert kept_violations(reader) == ["m0", "m1", "blocked", "m2"]
+    reader.commit("archive", {"gw0": 2})  # past m0 and m1: the frame of m2 (12:02) stays
+    assert reader.trim() == 2
+    assert kept_violations(reader) == ["m2"]
+    reader.commit("archive", {"gw0": 3})
+    assert reader.trim() == 1
+    assert kept_violations(reader) == []
+    reader.close()
+
+
+def test_violations_wait_for_the_warehouse_to_load_them(log_dir: Path) -> None:
+    write_with_violations(log_dir)
+    reader = LogReader(log_dir)
+    reader.register("warehouse")
+    reader.commit_violations("warehouse", {})  # it loads violations, none loaded yet
+    reader.commit("warehouse", {"gw0": 3})
+    assert reader.trim() == 3
+    assert kept_violations(reader) == ["m0", "m1", "blocked", "m2"]
+    reader.commit_violations("warehouse", {"gw0": 2})  # loaded those of m0 and m1
+    reader.trim()
+    assert kept_violations(reader) == ["blocked", "m2"]
+    reader.commit_violations("warehouse", {"gw0": 4})
+    reader.trim()
+    assert kept_violations(reader) == []
+    reader.unregister("warehouse")  # and its violation position with it
+    assert reader.violations_loaded(["warehouse"]) is None
     reader.close()
 
 

@@ -80,6 +80,67 @@ def test_lint_points_at_the_line_and_field_of_a_broken_plan(tmp_path: Path, case
     assert err.count("\n") == 1
 
 
+MANY_ERRORS = """\
+version: -1
+colour: blue
+controls:
+  unplanned_events: omit
+  violations: ignore
+events:
+  Order Completed:
+    properties:
+      type: object
+      requried: [order_id]
+      properties:
+        price: {type: money}
+        sku: {type: string, pattern: '^(ab'}
+  Cart Viewed:
+    propertees: {type: object}
+  Cart Viewed:
+    description: twice
+identify:
+  traits:
+    type: object
+    properties:
+      age: {type: integer, minimum: young}
+"""
+
+
+def test_lint_reports_every_error_of_a_file_with_its_line_and_field(tmp_path: Path) -> None:
+    plan = write(tmp_path, "web.yaml", MANY_ERRORS)
+    code, out, err = run("plan", "lint", plan)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"{plan}:1: version: must be a whole number, got -1",
+        f"{plan}:2: colour: unknown key (expected one of common, controls, description, "
+        "events, group, identify, name, pages, screens, version)",
+        f"{plan}:4: controls.unplanned_events: unknown value 'omit': use one of allow, flag, "
+        "block",
+        f"{plan}:5: controls.violations: unknown value 'ignore': use one of flag, omit, block",
+        f"{plan}:10: events.Order Completed.properties.requried: unknown JSON Schema keyword "
+        "'requried' (annotations start with x-)",
+        f"{plan}:12: events.Order Completed.properties.properties.price.type: \"money\" is not "
+        "valid under any of the schemas listed in the 'anyOf' keyword",
+        f"{plan}:15: events.Cart Viewed.propertees: unknown key (expected one of description, "
+        "properties)",
+        f"{plan}:16: events.Cart Viewed: this key is given twice",
+        f"{plan}:22: identify.traits.properties.age.minimum: \"young\" is not of type "
+        "\"number\"",
+        f"{plan}: 9 errors"]
+
+
+def test_lint_reports_a_pattern_that_does_not_compile_once_the_rest_is_right(
+        tmp_path: Path) -> None:
+    """Whether a schema compiles is asked only of schemas the meta-schema accepts."""
+    plan = write(tmp_path, "web.yaml", MANY_ERRORS.replace("{type: money}", "{type: number}")
+                 .replace("requried", "required").replace(
+                     "  Cart Viewed:\n    description: twice\n", ""))
+    _code, _out, err = run("plan", "lint", plan)
+    assert (f"{plan}:13: events.Order Completed.properties.properties.sku.pattern: "
+            "\"^(ab\" is not a \"regex\"") in err.splitlines()
+    assert err.splitlines()[-1] == f"{plan}: 7 errors"
+
+
 def test_lint_reports_every_file_and_fails_if_one_is_broken(tmp_path: Path) -> None:
     good = write(tmp_path, "good.yaml", shop_plan())
     bad = write(tmp_path, "bad.yaml", "version: one\n")

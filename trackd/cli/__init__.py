@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from trackd.cli.common import CONTEXT
-from trackd.cli.data import events, quarantine
-from trackd.cli.plan import plan
-from trackd.cli.privacy import privacy
-from trackd.cli.query import query
-from trackd.cli.replay import replay
-from trackd.cli.send import send
-from trackd.cli.serve import serve
-from trackd.cli.status import status
 from trackd.private import restrict_process
 
+# Each command's module is imported only when the command runs (or --help lists it): `trackd
+# serve` starts its gateway workers before it loads the pipeline, and `trackd send` never
+# loads the server.
+COMMANDS = {"serve": "trackd.cli.serve:serve", "send": "trackd.cli.send:send",
+            "query": "trackd.cli.query:query", "events": "trackd.cli.data:events",
+            "quarantine": "trackd.cli.data:quarantine", "replay": "trackd.cli.replay:replay",
+            "status": "trackd.cli.status:status", "plan": "trackd.cli.plan:plan",
+            "privacy": "trackd.cli.privacy:privacy"}
 
-@click.group(context_settings=CONTEXT)
+
+class _Commands(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, name = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), name)
+        return command
+
+
+@click.group(cls=_Commands, context_settings=CONTEXT)
 @click.version_option(package_name="trackd", prog_name="trackd")
 def cli() -> None:
     """trackd: self-hosted, Segment-compatible event tracking."""
-
-
-for command in (serve, send, query, events, quarantine, replay, status, plan, privacy):
-    cli.add_command(command)
 
 
 def main() -> None:

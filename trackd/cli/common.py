@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import httpx
 
 from trackd import settings as settings_mod
 from trackd.errors import TrackdError
@@ -42,11 +42,16 @@ def one_line_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except TrackdError as exc:
             raise click.ClickException(str(exc)) from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise click.ClickException(f"could not ask the server: {exc}") from None
         except OSError as exc:
             raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(
                 ": ")) from None
+        except Exception as exc:
+            # httpx is imported by the commands that ask the server, not here (it takes a
+            # tenth of a second); an error of it can only come once it has been imported
+            httpx = sys.modules.get("httpx")
+            if httpx is not None and isinstance(exc, (httpx.HTTPError, httpx.InvalidURL)):
+                raise click.ClickException(f"could not ask the server: {exc}") from None
+            raise
 
     return wrapper  # type: ignore[return-value]
 

@@ -22,7 +22,8 @@ import click
 from trackd.cli.common import config_options, load_settings, one_line_errors
 from trackd.errors import PlanError
 from trackd.messages.validate import problem
-from trackd.plans.plan import Plan, load
+from trackd.plans import document
+from trackd.plans.plan import Plan, load, problems
 
 _SINCE = re.compile(r"^(\d+)([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -41,7 +42,8 @@ def plan() -> None:
 def lint(plans: tuple[str, ...], config_path: str | None, data_dir: str | None) -> None:
     """Check plan files: YAML, JSON Schema validity, unknown keys (errors with line numbers).
 
-    Without PLANS, checks the plan of every source in the config file.
+    Every error of a file is printed (a file that is not valid YAML has one). Without PLANS,
+    checks the plan of every source in the config file.
     """
     if not plans:
         settings = load_settings(config_path, data_dir)
@@ -50,10 +52,19 @@ def lint(plans: tuple[str, ...], config_path: str | None, data_dir: str | None) 
             raise click.ClickException("no source of the config names a tracking_plan")
     failed = False
     for name in plans:
+        loaded: Plan | None = None
         try:
-            loaded = load(Path(name), shown_as=name)
+            doc = document.read(Path(name), shown_as=name)
+            found = problems(doc)
+            if not found:
+                loaded = Plan(doc)
         except PlanError as exc:
-            click.echo(str(exc), err=True)
+            found = [exc]
+        if loaded is None:
+            for error in found:
+                click.echo(str(error), err=True)
+            if len(found) > 1:
+                click.echo(f"{name}: {len(found)} errors", err=True)
             failed = True
             continue
         events = len(loaded.events)

@@ -22,14 +22,33 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from trackd import __version__
 from trackd.admin.api import JSONResponse
 from trackd.console.destinations import summary_json
-from trackd.console.live import STATUSES, Filter
+from trackd.console.live import STATUSES, Filter, LiveHub
 
 if TYPE_CHECKING:
     from trackd.console.service import Console
+
+
+class LiveResponse(StreamingResponse):
+    """The live stream of one subscriber, subscribed before the response's headers go out
+    (a client that saw them misses nothing logged later) and unsubscribed however the
+    response ends, even when its body never started."""
+
+    def __init__(self, hub: LiveHub, where: Filter) -> None:
+        self.hub = hub
+        self.subscriber = hub.subscribe(where)
+        super().__init__(hub.stream(self.subscriber), media_type="text/event-stream",
+                         headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.hub.unsubscribe(self.subscriber)
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -108,10 +127,7 @@ def api_routes(console: Console) -> list[Route]:
         status = request.query_params.get("status")
         if status and status not in STATUSES:
             return error(400, f"status must be one of {', '.join(STATUSES)}")
-        return StreamingResponse(console.live.stream(Filter.of(request.query_params)),
-                                 media_type="text/event-stream",
-                                 headers={"cache-control": "no-store",
-                                          "x-accel-buffering": "no"})
+        return LiveResponse(console.live, Filter.of(request.query_params))
 
     return [
         Route("/api/v1/overview", get_overview, methods=["GET"]),

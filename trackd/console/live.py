@@ -224,12 +224,24 @@ class LiveHub:
         if dropped:
             self._dropped.inc((), dropped)
 
-    async def stream(self, where: Filter) -> AsyncGenerator[bytes, None]:
-        """SSE lines for one subscriber, until the client goes away."""
+    def subscribe(self, where: Filter) -> Subscriber:
+        """A new subscriber, fed from the tail's next look on: call in the event loop."""
         self._loop = asyncio.get_running_loop()
         sub = Subscriber(where, self.capacity)
         self.subscribers.add(sub)
         self._subscribers.set((), float(len(self.subscribers)))
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+        self._subscribers.set((), float(len(self.subscribers)))
+
+    async def stream(self, where: Filter | Subscriber) -> AsyncGenerator[bytes, None]:
+        """SSE lines for one subscriber (a new one for a filter), until the client goes away.
+
+        The route subscribes before it answers, so a client that has the response's headers
+        (the browser's `open` event) gets every message logged from then on."""
+        sub = self.subscribe(where) if isinstance(where, Filter) else where
         try:
             yield b"retry: 2000\n: connected\n\n"
             while True:
@@ -247,8 +259,7 @@ class LiveHub:
                 sub.buffer.clear()
                 yield chunk + b"".join(lines)
         finally:
-            self.subscribers.discard(sub)
-            self._subscribers.set((), float(len(self.subscribers)))
+            self.unsubscribe(sub)
 
 
 def _decoded(body: bytes) -> Any:

@@ -97,7 +97,7 @@ def page_routes(console: Console) -> list[Route]:
         return response
 
     async def logout(request: Request) -> Response:
-        sessions.revoke(cookie_of(request.scope))
+        await asyncio.to_thread(sessions.revoke, cookie_of(request.scope))
         response = RedirectResponse("/console/login", status_code=303)
         secure = request.headers.get("x-forwarded-proto") == "https"
         response.headers.append("set-cookie", sessions.clear_header(secure=secure))

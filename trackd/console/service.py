@@ -26,7 +26,8 @@ class Console:
     def __init__(self, pipeline: Pipeline) -> None:
         settings = pipeline.settings
         self.pipeline = pipeline
-        self.sessions = Sessions(settings.server.admin_token)
+        self.sessions = Sessions(settings.server.admin_token,
+                                 revoked=settings.data_dir / "console" / "revoked-sessions")
         self.access = ConsoleAccess(self.sessions)
         keys = [key for source in settings.sources for key in source.write_keys]
         self.live = LiveHub(pipeline.metrics, keys)

@@ -3,6 +3,12 @@
 Offsets live in `<log_dir>/offsets.db`, one row per (consumer, shard). A consumer commits only
 after its own output is durable, so a crash makes it read some records again, never skip one;
 downstream stages remove those repeats by messageId.
+
+Tracking plan violations (each shard's `violations` table) are trimmed with the frames: a
+violation goes once it is older than the oldest frame the shard still holds (every consumer
+has passed the messages of its time; none left: all of them) and, when a consumer loads
+violations (the warehouse, which mirrors its last violation id per shard with
+`commit_violations`), once that consumer has loaded it.
 """
 
 from __future__ import annotations
@@ -26,11 +32,21 @@ CREATE TABLE IF NOT EXISTS offsets (
     PRIMARY KEY (consumer, shard)
 );
 CREATE TABLE IF NOT EXISTS consumers (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS violation_offsets (
+    consumer TEXT NOT NULL,
+    shard TEXT NOT NULL,
+    last_id INTEGER NOT NULL,
+    PRIMARY KEY (consumer, shard)
+);
 """
+_TRIM_VIOLATIONS = (
+    "DELETE FROM violations WHERE id <= ? AND (received_at < (SELECT received_at FROM frames "
+    "ORDER BY seq LIMIT 1) OR NOT EXISTS (SELECT 1 FROM frames))")
 VIOLATION_COLUMNS = ("received_at, source, message_id, type, event, violation, path, rule, "
                      "message, plan_version, action")
 _COLUMNS = "seq, count, source, received_at, message_ids, types, sizes, body"
 _SELECT = f"SELECT {_COLUMNS} FROM frames WHERE seq > ? ORDER BY seq"
+_EVERY_ID = 2**63 - 1
 _decode_ids = msgspec.json.Decoder(list[str]).decode
 _decode_sizes = msgspec.json.Decoder(list[int]).decode
 _encode = msgspec.json.Encoder().encode
@@ -91,6 +107,8 @@ class LogReader:
             self._offsets.execute("BEGIN")
             self._offsets.execute("DELETE FROM consumers WHERE name = ?", (consumer,))
             self._offsets.execute("DELETE FROM offsets WHERE consumer = ?", (consumer,))
+            self._offsets.execute("DELETE FROM violation_offsets WHERE consumer = ?",
+                                  (consumer,))
             self._offsets.execute("COMMIT")
 
     def consumers(self) -> list[str]:
@@ -116,6 +134,34 @@ class LogReader:
                 'DO UPDATE SET "offset" = max("offset", excluded."offset")',
                 [(consumer, name, offset) for name, offset in position.items()])
             self._offsets.execute("COMMIT")
+
+    def commit_violations(self, consumer: str, position: Position) -> None:
+        """Record that `consumer` loaded every violation up to `position` (per shard, the last
+        id), so trimming may drop them; from an empty position on, trimming waits for it.
+        Durable on return."""
+        rows = [(consumer, name, last) for name, last in position.items()] or [(consumer, "", 0)]
+        with self._lock:
+            self._offsets.execute("BEGIN")
+            self._offsets.executemany(
+                "INSERT INTO violation_offsets VALUES (?, ?, ?) ON CONFLICT (consumer, shard) "
+                "DO UPDATE SET last_id = max(last_id, excluded.last_id)", rows)
+            self._offsets.execute("COMMIT")
+
+    def violations_loaded(self, consumers: Sequence[str]) -> Position | None:
+        """Per shard, the last violation id every one of `consumers` that loads violations has
+        loaded; None when none of them does."""
+        with self._lock:
+            rows = self._offsets.execute(
+                "SELECT consumer, shard, last_id FROM violation_offsets").fetchall()
+        loaders = {consumer for consumer, _, _ in rows} & set(consumers)
+        if not loaders:
+            return None
+        loaded: dict[str, dict[str, int]] = {name: {} for name in loaders}
+        for consumer, name, last in rows:
+            if consumer in loaders and name:  # "": the mark of a loader with nothing loaded
+                loaded[consumer][name] = last
+        shards = {name for per in loaded.values() for name in per}
+        return {name: min(per.get(name, 0) for per in loaded.values()) for name in shards}
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, consumer: str, limit: int = 5000,
@@ -219,11 +265,13 @@ class LogReader:
 
     # -- trimming --------------------------------------------------------------------------
     def trim(self, consumers: Sequence[str] | None = None) -> int:
-        """Delete what every registered consumer has committed. Returns how many records."""
+        """Delete what every registered consumer has committed, and the violations that go
+        with it (see the module's doc). Returns how many messages."""
         names = list(consumers) if consumers is not None else self.consumers()
         if not names:
             return 0
         positions = [self.position(c) for c in names]
+        violations = self.violations_loaded(names)
         deleted = 0
         for name in self.shards():
             passed = min(p.get(name, 0) for p in positions)
@@ -234,6 +282,13 @@ class LogReader:
                 # only frames passed whole: a position inside a frame keeps all of it
                 deleted += sum(n for (n,) in conn.execute(
                     "DELETE FROM frames WHERE seq <= ? RETURNING count", (passed,)))
+                loaded = (violations.get(name, 0) if violations is not None
+                          else _EVERY_ID)
+                if loaded > 0:
+                    conn.execute(_TRIM_VIOLATIONS, (loaded,))
+            except sqlite3.OperationalError as exc:  # a shard from before violations existed
+                if "no such table" not in str(exc):
+                    raise
             finally:
                 conn.close()
         return deleted

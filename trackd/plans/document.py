@@ -26,6 +26,8 @@ class Document:
     file: str
     data: Any
     lines: dict[Path_, int] = field(default_factory=dict)
+    problems: list[PlanError] = field(default_factory=list)
+    """What reading found wrong without stopping (a key given twice, a key that is not text)."""
 
     def line(self, path: Iterable[str | int]) -> int:
         """The line of the value at `path`, or of its nearest ancestor that has one."""
@@ -34,9 +36,12 @@ class Document:
             path = path[:-1]
         return self.lines.get(path, 1)
 
-    def error(self, path: Iterable[str | int], message: str) -> PlanError:
+    def error(self, path: Iterable[str | int], message: str, *,
+              line: int | None = None) -> PlanError:
+        """The error of the field at `path` (on its line, unless `line` is given)."""
         path = tuple(path)
-        return PlanError(f"{self.file}:{self.line(path)}: {dotted(path) or '(plan)'}: {message}")
+        line = self.line(path) if line is None else line
+        return PlanError(f"{self.file}:{line}: {dotted(path) or '(plan)'}: {message}", line=line)
 
 
 def dotted(path: Iterable[str | int]) -> str:
@@ -95,8 +100,12 @@ def _build(node: yaml.Node, path: Path_, doc: Document) -> Any:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = _key(key_node, doc, path)
-            if key in out:
-                raise doc.error((*path, key), "this key is given twice")
+            if key is None:
+                continue
+            if key in out:  # the first one stays; the error points at the second
+                doc.problems.append(doc.error((*path, key), "this key is given twice",
+                                              line=key_node.start_mark.line + 1))
+                continue
             doc.lines[(*path, key)] = value_node.start_mark.line + 1
             out[key] = _build(value_node, (*path, key), doc)
         return out
@@ -105,11 +114,13 @@ def _build(node: yaml.Node, path: Path_, doc: Document) -> Any:
     return _scalar(node, doc)
 
 
-def _key(node: yaml.Node, doc: Document, path: Path_) -> str:
-    """A mapping key as written: always text (YAML 1.1 would read `on:` or `yes:` as true)."""
+def _key(node: yaml.Node, doc: Document, path: Path_) -> str | None:
+    """A mapping key as written: always text (YAML 1.1 would read `on:` or `yes:` as true);
+    None (and a problem noted) when it is not a plain value."""
     if not isinstance(node, yaml.ScalarNode):
-        raise PlanError(f"{doc.file}:{node.start_mark.line + 1}: {dotted(path) or '(plan)'}: "
-                        "a key must be a plain value")
+        doc.problems.append(doc.error(path, "a key must be a plain value",
+                                      line=node.start_mark.line + 1))
+        return None
     return str(node.value)
 
 
@@ -117,8 +128,8 @@ def _scalar(node: yaml.Node, doc: Document) -> Any:
     try:
         value = _CONSTRUCTOR.construct_object(node, deep=True)
     except yaml.YAMLError as exc:
-        raise PlanError(f"{doc.file}:{node.start_mark.line + 1}: not valid YAML: "
-                        f"{exc}") from None
+        line = node.start_mark.line + 1
+        raise PlanError(f"{doc.file}:{line}: not valid YAML: {exc}", line=line) from None
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(node.value)  # dates and timestamps (YAML 1.1 implicit types): the text written

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trackd.errors import PlanError
 from trackd.log import records as log_records
 from trackd.plans import document
 from trackd.plans.document import Document, Path_, dotted
@@ -22,8 +23,8 @@ from trackd.plans.schema import (
     UNPLANNED_PROPERTY,
     Found,
     Rule,
-    check_schema,
     compile_schema,
+    schema_problems,
 )
 
 ALLOW, FLAG, OMIT, BLOCK = "allow", "flag", "omit", "block"
@@ -180,56 +181,70 @@ def load(path: Path, *, shown_as: str | None = None) -> Plan:
 
 def lint(doc: Document) -> None:
     """Check the plan's structure, controls and schemas; PlanError at the first problem."""
+    found = problems(doc)
+    if found:
+        raise found[0]
+
+
+def problems(doc: Document) -> list[PlanError]:
+    """Every problem of the plan (its structure, controls and schemas), in file order: each
+    names its line and field. A part that is broken is not looked into further (a schema
+    that is not a mapping has no keywords to check), its neighbours are."""
+    found: list[PlanError] = list(doc.problems)
     data = doc.data
-    _known_keys(doc, (), data, _TOP)
+    found += _known_keys(doc, (), data, _TOP)
     version = data.get("version")
     if "version" not in data:
-        raise doc.error((), "version: missing (an integer, recorded on every violation)")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise doc.error(("version",), f"must be a whole number, got {version!r}")
+        found.append(doc.error((), "version: missing (an integer, recorded on every violation)"))
+    elif isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        found.append(doc.error(("version",), f"must be a whole number, got {version!r}"))
     if "name" in data and not isinstance(data["name"], str):
-        raise doc.error(("name",), "must be a string")
+        found.append(doc.error(("name",), "must be a string"))
     controls = data.get("controls") or {}
     if not isinstance(controls, dict):
-        raise doc.error(("controls",), "must be a mapping")
-    _known_keys(doc, ("controls",), controls, set(CONTROLS))
+        found.append(doc.error(("controls",), "must be a mapping"))
+        controls = {}
+    found += _known_keys(doc, ("controls",), controls, set(CONTROLS))
     for key, value in controls.items():
-        if value not in CONTROLS[key]:
-            raise doc.error(("controls", key), f"unknown value {value!r}: use one of "
-                            f"{', '.join(CONTROLS[key])}")
+        if key in CONTROLS and value not in CONTROLS[key]:
+            found.append(doc.error(("controls", key), f"unknown value {value!r}: use one of "
+                                   f"{', '.join(CONTROLS[key])}"))
     for section in ("events", "pages", "screens"):
         entries = data.get(section)
         if entries is None:
             continue
         if not isinstance(entries, dict):
-            raise doc.error((section,), "must be a mapping of names to entries")
+            found.append(doc.error((section,), "must be a mapping of names to entries"))
+            continue
         for name, entry in entries.items():
             at: Path_ = (section, name)
             if entry is None:
                 continue
             if not isinstance(entry, dict):
-                raise doc.error(at, "must be a mapping (description, properties)")
-            _known_keys(doc, at, entry, _NAMED)
+                found.append(doc.error(at, "must be a mapping (description, properties)"))
+                continue
+            found += _known_keys(doc, at, entry, _NAMED)
             if "properties" in entry:
-                check_schema(doc, (*at, "properties"), entry["properties"])
+                found += schema_problems(doc, (*at, "properties"), entry["properties"])
     for section in ("identify", "group"):
         entry = data.get(section)
         if entry is None:
             continue
         if not isinstance(entry, dict):
-            raise doc.error((section,), "must be a mapping (description, traits)")
-        _known_keys(doc, (section,), entry, _TRAITS)
+            found.append(doc.error((section,), "must be a mapping (description, traits)"))
+            continue
+        found += _known_keys(doc, (section,), entry, _TRAITS)
         if "traits" in entry:
-            check_schema(doc, (section, "traits"), entry["traits"])
+            found += schema_problems(doc, (section, "traits"), entry["traits"])
     if data.get("common") is not None:
-        check_schema(doc, ("common",), data["common"])
+        found += schema_problems(doc, ("common",), data["common"])
+    return sorted(found, key=lambda error: error.line)
 
 
-def _known_keys(doc: Document, at: Path_, data: dict[str, Any], known: Iterable[str]) -> None:
-    for key in data:
-        if key not in known:
-            raise doc.error((*at, key), f"unknown key (expected one of "
-                            f"{', '.join(sorted(known))})")
+def _known_keys(doc: Document, at: Path_, data: dict[str, Any],
+                known: Iterable[str]) -> list[PlanError]:
+    return [doc.error((*at, key), f"unknown key (expected one of {', '.join(sorted(known))})")
+            for key in data if key not in known]
 
 
 def _compile_map(doc: Document, data: dict[str, Any],

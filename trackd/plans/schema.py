@@ -14,6 +14,7 @@ unplanned, unless `additionalProperties` (a schema, not false) or `patternProper
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from typing import Any
 
 import jsonschema_rs
 
+from trackd.errors import PlanError
 from trackd.plans.document import Document, Path_
 
 UNPLANNED_EVENT = "unplanned_event"
@@ -29,6 +31,7 @@ UNPLANNED_PROPERTY = "unplanned_property"
 REQUIRED_MISSING = "required_missing"
 TYPE_MISMATCH = "type_mismatch"
 VALUE_INVALID = "value_invalid"
+DRAFT_2020 = "https://json-schema.org/draft/2020-12/schema"
 KINDS = (UNPLANNED_EVENT, UNPLANNED_PROPERTY, REQUIRED_MISSING, TYPE_MISMATCH, VALUE_INVALID)
 
 # Keywords whose value is a schema, a list of schemas, or a map of names to schemas.
@@ -69,16 +72,40 @@ class Shape:
     items: Shape | None
 
 
-def check_schema(doc: Document, at: Path_, schema: Any) -> None:
-    """Raise PlanError (with the line) when `schema` is not a usable JSON Schema 2020-12."""
+def schema_problems(doc: Document, at: Path_, schema: Any) -> list[PlanError]:
+    """Every reason `schema` is not a usable JSON Schema 2020-12, each with its line: unknown
+    keywords, then what the meta-schema refuses; whether it compiles only when neither."""
     if not isinstance(schema, dict | bool):
-        raise doc.error(at, "a JSON Schema must be a mapping (or true / false)")
-    _check_keywords(doc, at, schema)
+        return [doc.error(at, "a JSON Schema must be a mapping (or true / false)")]
+    found = _keyword_problems(doc, at, schema)
+    found += _meta_problems(doc, at, schema)
+    if not found:
+        try:
+            compile_schema(doc, at, schema)
+        except PlanError as exc:
+            found.append(exc)
+    return found
+
+
+def _meta_problems(doc: Document, at: Path_, schema: Any) -> list[PlanError]:
     try:
         jsonschema_rs.meta.validate(schema)  # against its $schema's draft, else 2020-12
     except jsonschema_rs.ValidationError as exc:
-        raise doc.error((*at, *exc.instance_path), _one_line(exc.message)) from None
-    compile_schema(doc, at, schema)
+        first = doc.error((*at, *exc.instance_path), _one_line(exc.message))
+    else:
+        return []
+    declared = schema.get("$schema", DRAFT_2020) if isinstance(schema, dict) else DRAFT_2020
+    if not isinstance(declared, str) or declared.rstrip("#") != DRAFT_2020:
+        # another draft (or none that is known): its first error only
+        return [first]
+    return [doc.error((*at, *error.instance_path), _one_line(error.message))
+            for error in _meta_2020().iter_errors(schema)] or [first]
+
+
+@functools.cache
+def _meta_2020() -> Any:
+    """A validator of schemas against the 2020-12 meta-schema (bundled with the library)."""
+    return jsonschema_rs.validator_for({"$ref": DRAFT_2020})
 
 
 def compile_schema(doc: Document, at: Path_, schema: Any) -> Rule:
@@ -99,24 +126,26 @@ def _no_retrieval(uri: str) -> Any:
     raise ValueError(f"remote schemas are not fetched ({uri})")
 
 
-def _check_keywords(doc: Document, at: Path_, schema: Any) -> None:
+def _keyword_problems(doc: Document, at: Path_, schema: Any) -> list[PlanError]:
     if not isinstance(schema, dict):
-        return
+        return []
+    found = []
     for key, value in schema.items():
         here = (*at, key)
         if key.startswith("x-"):
             continue
         if key not in KEYWORDS:
-            raise doc.error(here, f"unknown JSON Schema keyword {key!r} (annotations start "
-                            "with x-)")
-        if key in _SUBSCHEMA:
-            _check_keywords(doc, here, value)
+            found.append(doc.error(here, f"unknown JSON Schema keyword {key!r} (annotations "
+                                   "start with x-)"))
+        elif key in _SUBSCHEMA:
+            found += _keyword_problems(doc, here, value)
         elif key in _SCHEMA_LIST and isinstance(value, list):
             for index, item in enumerate(value):
-                _check_keywords(doc, (*here, index), item)
+                found += _keyword_problems(doc, (*here, index), item)
         elif key in _SCHEMA_MAP and isinstance(value, dict):
             for name, item in value.items():
-                _check_keywords(doc, (*here, name), item)
+                found += _keyword_problems(doc, (*here, name), item)
+    return found
 
 
 def shape_of(schema: Any) -> Shape | None:

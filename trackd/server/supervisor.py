@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-from trackd.app import Pipeline
 from trackd.errors import ConfigError
 from trackd.observability import get_logger
 from trackd.plans.plans import SourcePlans
@@ -39,6 +39,9 @@ from trackd.server.priority import lower_thread_priority
 from trackd.server.protocol import Limits, SweepingServer, protocol_class
 from trackd.server.roles import Role, check_role, claim_warehouse
 from trackd.settings import Settings, to_json
+
+if TYPE_CHECKING:
+    from trackd.app import Pipeline
 
 log = get_logger("supervisor")
 READY_TIMEOUT = 60.0
@@ -150,9 +153,15 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None],
         for sock in sockets:
             sock.close()
         raise
+    # The workers start now (Python, imports, the app: a second or more each) while this
+    # process loads the pipeline and starts it (`_main`).
+    workers: dict[int, subprocess.Popen[bytes]] = {}
     try:
-        asyncio.run(_main(settings, run_dir, sockets, admin, on_ready, role))
+        for index in range(len(sockets)):
+            workers[index] = _spawn(run_dir, index, sockets[index], role)
+        asyncio.run(_main(settings, run_dir, sockets, admin, on_ready, workers, role))
     finally:
+        _stop_left(workers, settings.server.shutdown_timeout)  # when `_main` did not get to it
         for sock in [*sockets, *([admin] if admin else [])]:
             sock.close()
         for gone in [run_dir / "server.json", run_dir / "admin.sock", *run_dir.glob("ready-*"),
@@ -180,8 +189,10 @@ def _admin_listener(settings: Settings, pipeline: Pipeline) -> _AdminServer:
 
 
 async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
-                admin_sock: socket.socket | None,
-                on_ready: Callable[[ServerInfo], None], role: Role = "all") -> None:
+                admin_sock: socket.socket | None, on_ready: Callable[[ServerInfo], None],
+                workers: dict[int, subprocess.Popen[bytes]], role: Role = "all") -> None:
+    from trackd.app import Pipeline  # here: the workers are already starting meanwhile
+
     loop = asyncio.get_running_loop()
     # The stages' blocking work (archive files, ledgers, log reads) runs in the default
     # executor: at a lower priority, so that under load the gateway workers keep the cores.
@@ -190,8 +201,9 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    workers: dict[int, subprocess.Popen[bytes]] = {}
     loop.add_signal_handler(signal.SIGHUP, _forward, workers, signal.SIGHUP)
+    # The workers take requests as soon as they are up, and answer admin calls with 503 until
+    # the admin socket is there (server.json, and so the `trackd` commands, come once all is).
     pipeline = Pipeline(settings, run_dir) if role != "gateway" else None
     release = await claim_warehouse(settings) if pipeline is not None else None
     admin_sock_path = run_dir / "admin.sock"
@@ -213,8 +225,6 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
         listener_task = asyncio.create_task(listener.serve(sockets=[admin_sock])) if (
             listener and admin_sock) else None
     try:
-        for index in range(len(sockets)):
-            workers[index] = _spawn(run_dir, index, sockets[index], role)
         await _wait_ready(run_dir, workers, stop)
         if stop.is_set():
             return
@@ -239,7 +249,7 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
     finally:
         if pipeline is not None:
             pipeline.stopping()
-        await _stop_workers(workers, settings.server.shutdown_timeout)
+        await asyncio.to_thread(_stop_left, workers, settings.server.shutdown_timeout)
         for server, task in [(admin, admin_task), (listener, listener_task)]:
             if server is not None and task is not None:
                 server.should_exit = True
@@ -285,14 +295,16 @@ async def _wait_ready(run_dir: Path, workers: dict[int, subprocess.Popen[bytes]]
         await asyncio.sleep(0.05)
 
 
-async def _stop_workers(workers: dict[int, subprocess.Popen[bytes]], timeout: float) -> None:
+def _stop_left(workers: dict[int, subprocess.Popen[bytes]], timeout: float) -> None:
+    """Stop the workers still running: SIGTERM (they finish in-flight commits), SIGKILL for
+    any still there `timeout` + 5 s later."""
     for proc in workers.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout + 5
-    while any(p.poll() is None for p in workers.values()) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
     for proc in workers.values():
-        if proc.poll() is None:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -37,6 +37,10 @@ class ViolationRows(Protocol):
         """(shard, id, *VIOLATION_COLUMNS) of violations not loaded yet."""
         ...
 
+    def commit_violations(self, consumer: str, position: Position) -> None:
+        """Everything up to `position` is loaded: the log may trim it."""
+        ...
+
 
 def _run(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> T:
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
@@ -150,6 +154,9 @@ class ViolationFeed:
                          v.type, v.event, v.violation, v.path, v.rule, v.message,
                          v.plan_version, v.action))
         return rows
+
+    def commit_violations(self, consumer: str, position: Position) -> None:
+        """Nothing to record: on NATS the acknowledgements (`done`) let the stream trim."""
 
     def done(self) -> None:
         """What the last read gave is committed in the warehouse."""

@@ -17,11 +17,15 @@ import duckdb
 import pyarrow as pa
 
 from trackd.log.records import Position
+from trackd.observability import get_logger
 from trackd.warehouse.db import registered
 from trackd.warehouse.feed import ViolationRows
 from trackd.warehouse.naming import quote
 
 TABLE = "_violations"
+MIRROR = "warehouse"
+"""The log consumer name the loaded violations are recorded under (the warehouse loader's)."""
+log = get_logger("warehouse")
 _ARROW = "__trackd_violations"
 COLUMNS = {"message_id": pa.string(), "received_at": pa.timestamp("us"), "type": pa.string(),
             "event": pa.string(), "violation": pa.string(), "path": pa.string(),
@@ -36,12 +40,29 @@ _OFFSETS = ("CREATE TABLE IF NOT EXISTS _trackd.violation_offsets "
 
 
 class ViolationLoader:
-    """Loads the log's violations; `load_once` runs in the warehouse loader's thread."""
+    """Loads the log's violations; `load_once` runs in the warehouse loader's thread.
+
+    Each position it adopts (after the warehouse committed it) is mirrored to the log
+    (`LogReader.commit_violations`), so the log trims only the violations loaded."""
 
     def __init__(self, reader: ViolationRows, batch_rows: int) -> None:
         self.reader = reader
         self.batch_rows = batch_rows
-        self.position: Position | None = None
+        self._position: Position | None = None
+        reader.commit_violations(MIRROR, {})  # from now on the log keeps what is not loaded
+
+    @property
+    def position(self) -> Position | None:
+        return self._position
+
+    @position.setter
+    def position(self, position: Position | None) -> None:
+        self._position = position
+        if position is not None:
+            try:
+                self.reader.commit_violations(MIRROR, position)
+            except Exception:  # only trimming waits for it; the warehouse has the truth
+                log.exception("could not mirror the warehouse's violation position to the log")
 
     def load_once(self, con: duckdb.DuckDBPyConnection) -> int:
         """Move the violations logged since the last round; returns how many."""
