@@ -16,6 +16,7 @@ import pytest
 
 from tests.warehouse import pg
 from tests.warehouse.conftest import Log, enriched
+from tests.warehouse.pg import mentions
 from tests.warehouse.test_erase import messages
 from tests.warehouse.test_postgres import loader, rows
 from trackd.warehouse.loader import WarehouseLoader
@@ -28,23 +29,6 @@ T = TypeVar("T")
 def url() -> Iterator[str]:
     with pg.database("trackd_erase") as found:
         yield found
-
-
-def mentions(url: str, needles: list[str], schemas: list[str]) -> dict[str, int]:
-    """Rows of every base table of `schemas` whose text (every column) holds a needle."""
-    found: dict[str, int] = {}
-    with psycopg.connect(url) as con:
-        tables = con.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables WHERE "
-            "table_type = 'BASE TABLE' AND table_schema = ANY(%s) ORDER BY 1, 2",
-            [schemas]).fetchall()
-        for schema, table in tables:
-            count = con.execute(f'SELECT count(*) FROM "{schema}"."{table}" AS r '
-                                "WHERE r::text LIKE ANY(%s)",
-                                [[f"%{n}%" for n in needles]]).fetchone()
-            if count and count[0]:
-                found[f"{schema}.{table}"] = count[0]
-    return found
 
 
 def running(made: WarehouseLoader, work: Callable[[], Awaitable[T]]) -> T:
