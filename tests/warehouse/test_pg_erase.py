@@ -124,3 +124,22 @@ def test_a_deletion_waits_for_another_loaders_transaction_and_takes_its_rows(
     assert result and result[0] > 0
     assert mentions(url, ["user-a", "anon-a"], ["web"]) == {}
     assert rows(url, "SELECT count(*) FROM web.tracks WHERE user_id = 'user-b'") == [(1,)]
+
+
+def test_a_table_held_for_long_fails_the_deletion_with_the_reason_and_nothing_is_deleted(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction of the team's own holds a table: the deletion tries again, then fails
+    (the regulation's store says why) and deletes nothing; once it ends, the deletion runs."""
+    monkeypatch.setattr("trackd.warehouse.postgres.erase.LOCK_TIMEOUT", 0.2)
+    made = loaded(url, tmp_path)
+    before = mentions(url, ["user-a", "anon-a"], ["web", "_trackd"])
+    holder = psycopg.connect(url)
+    holder.execute("LOCK TABLE web.identifies IN ROW EXCLUSIVE MODE")
+    erasure = PgErasure(made, ["web"])
+    with pytest.raises(psycopg.errors.LockNotAvailable, match="lock timeout"):
+        running(made, lambda: erasure.erase({"user-a"}, {"anon-a"}, {"web"}))
+    assert mentions(url, ["user-a", "anon-a"], ["web", "_trackd"]) == before  # all undone
+    holder.rollback()
+    holder.close()
+    assert running(made, lambda: erasure.erase({"user-a"}, {"anon-a"}, {"web"})) > 0
+    assert mentions(url, ["user-a", "anon-a"], ["web"]) == {}

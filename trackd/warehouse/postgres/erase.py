@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from trackd.warehouse.store import Store
 
 log = get_logger("warehouse")
-ATTEMPTS = 3  # a deadlock with another process's loader (users rows) aborts one of the two
+ATTEMPTS = 3  # a deadlock with another process's loader aborts one of the two: try again
+LOCK_TIMEOUT = 30  # seconds the deletion waits for the tables (this server's loader waits too)
 _TEXT = ("text", "character varying")
 _TIMES = {"timestamp with time zone": "timestamptz", "timestamp without time zone": "timestamp"}
 
@@ -129,7 +130,9 @@ class PgErasure(LoaderErasure):
                     sources: set[str] | None) -> int:
         def work(target: Target) -> int:
             assert isinstance(target, PgTarget)
-            # no loader creates a table meanwhile, then none writes to these until the commit
+            # no loader creates a table meanwhile, then none writes to these until the commit;
+            # a transaction that holds a table for long (not a loader's) makes it try again
+            target.con.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}s'")
             target.con.execute("SELECT pg_advisory_xact_lock(%s)", [schema.DDL_LOCK])
             target.schemas |= subject_sources(target.con, user_ids | anonymous_ids)
             if sources is not None:
@@ -140,10 +143,11 @@ class PgErasure(LoaderErasure):
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 return await self._job(work)
-            except (psycopg.errors.DeadlockDetected,
-                    psycopg.errors.SerializationFailure) as exc:
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+                    psycopg.errors.LockNotAvailable) as exc:
                 if attempt == ATTEMPTS:
                     raise
-                log.warning("a warehouse deletion met another loader; trying again",
+                log.warning("a warehouse deletion waited too long for another transaction "
+                            "(or deadlocked with one); trying again",
                             extra={"error": str(exc).splitlines()[0], "attempt": attempt})
         raise AssertionError("unreachable")
