@@ -202,8 +202,7 @@ class Pipeline:
         if self.settings.warehouse.enabled:
             # Imported here: gateway workers import this module and never need DuckDB.
             from trackd.server.priority import lower_thread_priority
-            from trackd.warehouse.backend import server_backend
-            from trackd.warehouse.erase import WarehouseErasure
+            from trackd.warehouse.backend import server_backend, server_erasure
             from trackd.warehouse.loader import WarehouseLoader, utcnow
             from trackd.warehouse.lookup import WarehouseLookup
             from trackd.warehouse.profiles import profile_routes
@@ -214,8 +213,7 @@ class Pipeline:
                 wh, store, log_, self.metrics, thread_setup=lower_thread_priority,
                 make_room=lambda: engine.interrupt_all("because the loader needed the memory"))
             self.stages.append(loader)
-            if store.kind == "duckdb":
-                self._erasure = WarehouseErasure(loader, interrupt=engine.interrupt_all)
+            self._erasure = server_erasure(self.settings, store, loader, engine)
             self.lookups["warehouse"] = WarehouseLookup(
                 store, [source.name for source in self.settings.sources])
             self.query_engine = engine

@@ -33,6 +33,11 @@ write_keys = ["wk_web"]
 """
 
 
+def warehouse_config(url: str) -> str:
+    """The `[warehouse]` table for `url` ("": none, the embedded DuckDB file)."""
+    return f'\n[warehouse]\nurl = "{url}"\n' if url else ""
+
+
 def sdk_traffic(server: Server, users: list[str]) -> None:
     """Each user, with the real analytics-python SDK: anonymous visits, then identify (which
     links the anonymous id), a track, a page, an alias; flushed before returning."""

@@ -1,4 +1,5 @@
-"""A user deleted through the regulations API is gone from every file of the data dir."""
+"""A user deleted through the regulations API is gone from every file of the data dir, and
+from every warehouse table: the embedded DuckDB file, or PostgreSQL (a database of its own)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ from tests.privacy.common import (
     query,
     regulate,
     sdk_traffic,
+    warehouse_config,
 )
+from tests.warehouse.pg import mentions
 from trackd.log.reader import LogReader
 
 
 def test_a_deleted_user_leaves_no_byte_behind_and_the_others_stay(
-        make_server: Callable[..., Server]) -> None:
-    server = make_server(CONFIG.format(delay=0.5))
+        warehouse_url: str, make_server: Callable[..., Server]) -> None:
+    server = make_server(CONFIG.format(delay=0.5) + warehouse_config(warehouse_url))
     doomed, kept = f"doomed-{RUN}-user", [f"kept-{RUN}-{n}" for n in range(3)]
     sdk_traffic(server, [kept[0], doomed, kept[1], kept[2]])
     # a refused message of theirs sits in the quarantine
@@ -60,6 +63,12 @@ def test_a_deleted_user_leaves_no_byte_behind_and_the_others_stay(
                  ) == [{"n": 0}]
     assert query(server, f"SELECT count(*) AS n FROM web.users WHERE id = '{kept[0]}'"
                  ) == [{"n": 1}]
+    if warehouse_url:  # every row of every table of trackd's, every column, on PostgreSQL
+        linked = [doomed, f"anon-{doomed}", f"old-{doomed}"]
+        assert mentions(warehouse_url, linked, ["web", "_trackd"]) == {}
+        left = mentions(warehouse_url, kept, ["web", "_trackd"])
+        assert {"web.tracks", "web.identifies", "web.users", "web.aliases", "_trackd.messages",
+                "_trackd.events"} <= left.keys()
     assert doomed not in archived_users(server.data_dir)
     assert set(kept) <= archived_users(server.data_dir)
     for path in (server.data_dir / "archive").rglob("*.parquet"):

@@ -17,6 +17,7 @@ from tests.privacy.common import (
     loaded,
     regulate,
     sdk_traffic,
+    warehouse_config,
 )
 
 
@@ -28,7 +29,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_delete_event_is_retried_delivered_and_not_kept_and_replays_skip_the_subject(
-        make_server: Callable[..., Server], receiver: Receiver) -> None:
+        warehouse_url: str, make_server: Callable[..., Server], receiver: Receiver) -> None:
     doomed, kept = f"gone-{RUN}-user", f"stays-{RUN}-user"
     failed_once: list[Received] = []
 
@@ -53,7 +54,7 @@ backoff_max = 0.2
 [[destinations]]
 name = "quiet"
 url = "{receiver.url}/quiet"
-"""
+""" + warehouse_config(warehouse_url)
     server = make_server(config)
     sdk_traffic(server, [doomed, kept])
     eventually(lambda: loaded(server, [doomed, kept]), timeout=60)

@@ -10,13 +10,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tests.conftest import Server, eventually
-from tests.privacy.common import ADMIN, RUN, query
+from tests.privacy.common import ADMIN, RUN, query, warehouse_config
 from trackd.log.reader import LogReader
 from trackd.observability import Registry
 from trackd.privacy.retention import apply_retention
-from trackd.settings import WarehouseSettings
-from trackd.warehouse.db import Database
-from trackd.warehouse.erase import WarehouseErasure
+from trackd.settings import load
+from trackd.warehouse.backend import server_backend, server_erasure
 from trackd.warehouse.loader import WarehouseLoader
 
 CONFIG = """
@@ -38,8 +37,8 @@ write_keys = ["wk_backend"]
 
 
 def test_retention_removes_what_is_older_for_that_source_only(
-        make_server: Callable[..., Server]) -> None:
-    server = make_server(CONFIG)
+        warehouse_url: str, make_server: Callable[..., Server]) -> None:
+    server = make_server(CONFIG + warehouse_config(warehouse_url))
     for key in ("wk_web", "wk_backend"):
         with httpx.Client(base_url=server.url, auth=(key, ""), timeout=30) as client:
             assert client.post("/v1/track", json={"userId": f"r-{RUN}", "event": "Old"}
@@ -61,16 +60,18 @@ def test_retention_removes_what_is_older_for_that_source_only(
     server.stop()
 
     data = server.data_dir
+    settings = load(server.config_path, data_dir=str(data))
     reader = LogReader(data / "log")
-    loader = WarehouseLoader(WarehouseSettings(), Database(data / "warehouse.duckdb"), reader,
-                             Registry())
+    store, engine = server_backend(settings)  # the warehouse the server ran, and its erasure
+    loader = WarehouseLoader(settings.warehouse, store, reader, Registry())
 
     async def run() -> dict[str, int]:
         await loader.start()
         try:
             return await apply_retention(
                 {"web": 5.0, "backend": 0.0}, log_dir=data / "log", archive=data / "archive",
-                warehouse=WarehouseErasure(loader), now=datetime.now(UTC) + timedelta(days=6))
+                warehouse=server_erasure(settings, store, loader, engine),
+                now=datetime.now(UTC) + timedelta(days=6))
         finally:
             await loader.stop()
 

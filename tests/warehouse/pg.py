@@ -40,6 +40,23 @@ def database(prefix: str = "trackd_test") -> Iterator[str]:
             con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def mentions(url: str, needles: list[str], schemas: list[str]) -> dict[str, int]:
+    """Rows of every base table of `schemas` whose text (every column) holds a needle."""
+    found: dict[str, int] = {}
+    with psycopg.connect(url) as con:
+        tables = con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables WHERE "
+            "table_type = 'BASE TABLE' AND table_schema = ANY(%s) ORDER BY 1, 2",
+            [schemas]).fetchall()
+        for schema, table in tables:
+            count = con.execute(f'SELECT count(*) FROM "{schema}"."{table}" AS r '
+                                "WHERE r::text LIKE ANY(%s)",
+                                [[f"%{n}%" for n in needles]]).fetchone()
+            if count and count[0]:
+                found[f"{schema}.{table}"] = count[0]
+    return found
+
+
 @contextlib.contextmanager
 def private_server(password: str) -> Iterator[str]:
     """A PostgreSQL server of the test's own on a free loopback port that asks for passwords

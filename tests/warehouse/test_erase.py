@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from tests.warehouse.conftest import Log, Warehouse, enriched
 from trackd.warehouse.erase import erase, expire, linked_anonymous_ids, rewrite_store
 
 
-def _load(log: Log, make_warehouse: Callable[..., Warehouse]) -> Warehouse:
-    log.write([
+def messages() -> list[dict[str, Any]]:
+    """user-a (linked to anon-a and old-a) in web and backend, user-b in web."""
+    return [
         enriched("track", userId=None, anonymousId="anon-a", event="Viewed"),
         enriched("identify", userId="user-a", anonymousId="anon-a",
                  traits={"email": "a@example.com"}),
@@ -20,7 +22,11 @@ def _load(log: Log, make_warehouse: Callable[..., Warehouse]) -> Warehouse:
         enriched("identify", userId="user-b", anonymousId="anon-b", traits={"plan": "pro"}),
         enriched("track", userId="user-b", event="Paid", properties={"amount": 5}),
         enriched("track", userId="user-a", event="Paid", _source="backend"),
-    ])
+    ]
+
+
+def _load(log: Log, make_warehouse: Callable[..., Warehouse]) -> Warehouse:
+    log.write(messages())
     warehouse = make_warehouse()
     warehouse.loader.load_available()
     return warehouse

@@ -6,8 +6,9 @@ stage then runs it: RUNNING, then each of its stores in order, each with its own
 - `suppression`: the subjects' hashes added to (UNSUPPRESS: removed from) the list; done once
   every gateway worker has acknowledged the new list;
 - `log`: the subjects' messages erased from every shard's frames, quarantine and violations;
-- `warehouse`: their rows deleted from every table, then the file rewritten (pending deletions
-  share one rewrite, `privacy.rewrite_delay` seconds after the first);
+- `warehouse`: their rows deleted from every table; on DuckDB the file is then rewritten
+  (pending deletions share one rewrite, `privacy.rewrite_delay` seconds after the first). A
+  warehouse without an erasure fails this store (never a silent FINISHED);
 - `archive`: Parquet files rewritten without their rows (after one archive flush interval, so
   that records the archive held in memory before the log was erased are on disk by then);
 - `memory`: what the console holds in memory and in counts.json (live stream buffers, schema
@@ -58,7 +59,12 @@ NOTIFY_POLL = 0.5
 
 
 class WarehouseSide(Protocol):
-    """What a deletion needs of the warehouse (trackd.warehouse.erase.WarehouseErasure)."""
+    """What a deletion needs of the warehouse (`trackd.warehouse.erasure`: one per store kind,
+    picked by `backend.server_erasure`). `rewrites`: deleted rows' bytes are gone only after
+    `rewrite` (DuckDB's file), which pending deletions then share."""
+
+    @property
+    def rewrites(self) -> bool: ...
 
     async def linked(self, user_ids: set[str], sources: set[str] | None) -> set[str]: ...
 
@@ -231,7 +237,8 @@ class PrivacyService:
             async with self._erasing:
                 rows = await self.warehouse.erase(subjects.user_ids, subjects.anonymous_ids,
                                                   subjects.sources)
-            await self.batcher.request()
+            if self.warehouse.rewrites:
+                await self.batcher.request()
             return rows
         if name == "archive" and self.archive is not None:
             await asyncio.sleep(self.archive_flush)
@@ -257,6 +264,9 @@ class PrivacyService:
                     await asyncio.to_thread(self.archive, subjects.all_ids(),
                                             subjects.holds_bytes, subjects.sources, since)
                 return await asyncio.to_thread(self._scrub_files, subjects)
+        if name in ("warehouse", "archive"):  # listed when it was recorded, not wired now
+            raise LookupError(f"no {name} is wired in this server now: nothing was erased "
+                              "from it")
         return 0
 
     async def _notify(self, work: Work, subjects: Subjects) -> int:

@@ -11,7 +11,9 @@ schema.
 - `upsert`: users/accounts trait merging; `ledger`: the `_trackd` bookkeeping tables;
 - `db`: the file and its connections (one writer, read cursors, read-only offline);
 - `query`: read-only SQL; `lookup`: "where is my event"; `identity` and `profiles`: the
-  Profile API.
+  Profile API;
+- `erasure`: privacy deletion and retention on either store (the statements; `erase` runs
+  them on DuckDB and rewrites the file, `postgres.erase` on PostgreSQL), picked by `backend`.
 
 Only this package imports duckdb, and only `postgres` imports psycopg. `trackd.app` wires the
 stage, the query engine, the lookup and the Profile API routes; see docs/warehouse.md.

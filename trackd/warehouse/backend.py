@@ -7,10 +7,15 @@ never knows which backend it talks to.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from trackd.settings import Settings
 from trackd.types import QueryEngine
 from trackd.warehouse.store import Store
+
+if TYPE_CHECKING:
+    from trackd.warehouse.erasure import LoaderErasure, NoErasure
+    from trackd.warehouse.loader import WarehouseLoader
 
 
 def server_backend(settings: Settings, thread_setup: Callable[[], object] | None = None
@@ -37,6 +42,25 @@ def server_backend(settings: Settings, thread_setup: Callable[[], object] | None
             WarehouseQueryEngine(database, timeout=wh.query_timeout, max_rows=wh.query_max_rows,
                                  max_bytes=max_bytes, workers=wh.query_workers,
                                  thread_setup=thread_setup))
+
+
+def server_erasure(settings: Settings, store: Store, loader: WarehouseLoader,
+                   engine: QueryEngine) -> LoaderErasure | NoErasure:
+    """The privacy side (deletion, retention) of the running store, run by `loader`; a store
+    kind without one gets `NoErasure`, whose deletions fail instead of being skipped."""
+    from trackd.warehouse.duckstore import DuckStore
+    from trackd.warehouse.erasure import NoErasure
+    from trackd.warehouse.postgres.store import PgStore
+
+    if isinstance(store, DuckStore):
+        from trackd.warehouse.erase import WarehouseErasure
+
+        return WarehouseErasure(loader, interrupt=engine.interrupt_all)
+    if isinstance(store, PgStore):
+        from trackd.warehouse.postgres.erase import PgErasure
+
+        return PgErasure(loader, [source.name for source in settings.sources])
+    return NoErasure(store.kind)
 
 
 def offline_engine(settings: Settings) -> QueryEngine:

@@ -143,6 +143,11 @@ class PgStore:
             self._shadow.close()
             self._shadow = None
 
+    def writer(self) -> psycopg.Connection[Any]:
+        """The write connection, in autocommit: for jobs in the loader's thread (privacy
+        erasure), which open their own transaction on it."""
+        return self._writer()
+
     def _writer(self) -> psycopg.Connection[Any]:
         """The write connection; a new one (and the catalog read again) when the server closed
         the last one (a restart, a failover): the failed batch is retried on it."""
