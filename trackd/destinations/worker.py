@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -103,6 +104,9 @@ class DestinationWorker:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        # Held while records move from the log into the ledger (ledger write, then the log
+        # position): in between they are in both, and the lag gauge would count them twice.
+        self._moving = threading.Lock()
         metrics.on_collect(self.collect)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -123,14 +127,16 @@ class DestinationWorker:
         self._notices.flush(force=True)
         self._tasks = []
         await self.sender.aclose()
-        self._closed = True
+        with self._moving:
+            self._closed = True
         self.ledger.close()
 
     def collect(self) -> None:
         """Refresh the lag gauge (called before each metrics snapshot)."""
-        if self._closed:
-            return
-        backlog = self.reader.lag(self.name) + self.ledger.active()
+        with self._moving:
+            if self._closed:
+                return
+            backlog = self.reader.lag(self.name) + self.ledger.active()
         self._lag.set(self._labels, float(backlog))
 
     async def _pause(self, seconds: float) -> None:
@@ -158,14 +164,21 @@ class DestinationWorker:
         if not records:
             return 0
         intakes = [intake_of(r, self.route) for r in records]
-        added = await asyncio.to_thread(self.ledger.add, intakes, self._clock())
-        await asyncio.to_thread(self.reader.commit, self.name, records)
+        added = await asyncio.to_thread(self._move, records, intakes)
         skipped = sum(1 for i in intakes if i.refusal is not None)
         if skipped:
             self._skipped.inc(self._labels, skipped)
         if added:
             self._wake.set()
         return len(records)
+
+    def _move(self, records: list[Record], intakes: list[Intake]) -> int:
+        """Store the rows durably, then move the log position past them (one step for
+        `collect`, so the lag never counts them in both places)."""
+        with self._moving:
+            added = self.ledger.add(intakes, self._clock())
+            self.reader.commit(self.name, records)
+        return added
 
     # -- dispatch --------------------------------------------------------------------------
     async def _dispatch_forever(self) -> None:
