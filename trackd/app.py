@@ -164,7 +164,7 @@ class Pipeline:
             from trackd.warehouse.loader import WarehouseLoader, utcnow
             from trackd.warehouse.lookup import WarehouseLookup
             from trackd.warehouse.profiles import profile_routes
-            from trackd.warehouse.query import WarehouseQueryEngine
+            from trackd.warehouse.query import UNWIND_WAIT, WarehouseQueryEngine
 
             wh = self.settings.warehouse
             database = Database(warehouse_path(self.settings.data_dir),
@@ -176,7 +176,8 @@ class Pipeline:
                 thread_setup=lower_thread_priority)
             self.stages.append(WarehouseLoader(
                 wh, database, self.reader, self.metrics, thread_setup=lower_thread_priority,
-                make_room=lambda: engine.interrupt_all("because the loader needed the memory")))
+                make_room=lambda: engine.interrupt_all("because the loader needed the memory",
+                                                       wait=UNWIND_WAIT)))
             self.lookups["warehouse"] = WarehouseLookup(
                 database, [source.name for source in self.settings.sources])
             self.query_engine = engine
