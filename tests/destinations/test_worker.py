@@ -236,12 +236,14 @@ def test_metrics_count_delivered_retried_and_dead(
     worker = make_worker(destination(url=receiver.url))
     harness.append([message("u1", 0), message("u2", 1), message("u3", 9)])
     eventually(lambda: worker.ledger.counts() == {"delivered": 2, "dead": 1})
-    snapshot = harness.metrics.snapshot()
 
     def value(name: str) -> float:
-        return float(dict((tuple(k), v) for k, v in snapshot[name]["values"]).get(("hook",), 0))
+        values = harness.metrics.snapshot()[name]["values"]
+        return float(dict((tuple(k), v) for k, v in values).get(("hook",), 0))
 
-    assert value("trackd_destination_delivered_total") == 2
+    # The counters move just after the ledger writes (not in the same step): wait for them.
+    eventually(lambda: value("trackd_destination_delivered_total") == 2
+               and value("trackd_destination_dead_total") == 1)
     assert value("trackd_destination_retried_total") == 2
     assert value("trackd_destination_dead_total") == 1
     assert value("trackd_destination_lag") == 0

@@ -271,11 +271,11 @@ class DestinationWorker:
     async def _failed(self, ids: list[int], exc: DeliveryError) -> None:
         verdict = Verdict.RETRY if isinstance(exc, RetryableDeliveryError) else Verdict.ABORT
         now = self._clock()
+        rand = self._rand()  # one jitter for the request: its messages are retried together
 
         def decide(attempts: int, age: float) -> Decision:
             return after_failure(attempts=attempts, verdict=verdict, age=age, now=now,
-                                 retry_after=exc.retry_after, limits=self.limits,
-                                 rand=self._rand())
+                                 retry_after=exc.retry_after, limits=self.limits, rand=rand)
 
         outcomes = await asyncio.to_thread(self.ledger.failed, ids, decide, exc.status,
                                            str(exc), now)
