@@ -4,6 +4,7 @@ only once what was queued is committed (found by mutation testing: see docs/test
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.log.test_log import entry, open_writer
+from tests.log.test_log import entry, open_writer, refused
 from trackd.errors import LogFull
 from trackd.log import shard
 from trackd.log.reader import LogReader
+from trackd.log.records import Violation
 
 
 @pytest.fixture
@@ -70,21 +72,80 @@ def test_the_bound_counts_the_waiting_bytes_plus_the_new_request(path: Path) -> 
     assert stored(path) == ["warm", "a", "fits"]
 
 
+def test_refused_bodies_count_too_and_one_waiting_byte_is_enough_to_refuse(path: Path) -> None:
+    async def run() -> None:
+        writer = await open_writer(path, max_pending_bytes=100)
+        await writer.append([entry("warm")])
+        with write_locked(path):
+            quarantined = dataclasses.replace(refused("q"), body=b"q" * 60)
+            first = asyncio.ensure_future(writer.append([], [quarantined]))
+            await asyncio.sleep(0)
+            assert writer.pending_bytes == 60
+            with pytest.raises(LogFull):
+                await writer.append([entry("over", body=b"o" * 60)])
+        await first
+        with write_locked(path):
+            one = asyncio.ensure_future(writer.append([entry("one", body=b"1")]))
+            await asyncio.sleep(0)
+            assert writer.pending_bytes == 1
+            with pytest.raises(LogFull):
+                await writer.append([entry("big", body=b"b" * 200)])
+        await one
+        await asyncio.to_thread(writer.close)
+
+    asyncio.run(run())
+    assert stored(path) == ["warm", "one"]
+
+
+def test_violations_alone_are_stored_with_their_message(path: Path) -> None:
+    violation = Violation("web", "v1", "2024-05-01T12:00:00.000Z", "track", "Clicked",
+                          "unplanned_property", "properties.x", "additionalProperties",
+                          "not in the plan", 3, "allow")
+
+    async def run() -> None:
+        writer = await open_writer(path)
+        await writer.append([entry("v1")], violations=[violation])
+        await asyncio.to_thread(writer.close)
+
+    asyncio.run(run())
+    reader = LogReader(path.parent)
+    try:
+        [row] = reader.read_violations({})
+    finally:
+        reader.close()
+    assert row[0] == "gw0" and "v1" in row and "properties.x" in row and "allow" in row
+    assert stored(path) == ["v1"]
+
+
+def test_a_new_writer_is_healthy_and_closing_twice_is_harmless(path: Path) -> None:
+    async def run() -> None:
+        writer = await open_writer(path)
+        assert writer.healthy  # before its first commit: /readyz must not wait for traffic
+        await asyncio.to_thread(writer.close)
+        await asyncio.to_thread(writer.close)
+        assert not writer.healthy
+
+    asyncio.run(run())
+
+
 def test_close_returns_only_once_the_queued_messages_are_committed(path: Path) -> None:
     async def run() -> None:
         writer = await open_writer(path)
         await writer.append([entry("warm")])
         with write_locked(path):
-            queued = asyncio.ensure_future(writer.append([entry("queued")]))
+            # Two requests wait behind the lock; the close's own marker queues after them.
+            queued = [asyncio.ensure_future(writer.append([entry("q1")]))]
+            await asyncio.sleep(0.2)  # the writer takes q1 alone (else the mutant can hide)
+            queued.append(asyncio.ensure_future(writer.append([entry("q2")])))
             await asyncio.sleep(0)
-            closer = threading.Thread(target=writer.close)
+            closer = threading.Thread(target=writer.close, daemon=True)
             closer.start()
             closer.join(0.5)
             # The commit cannot complete while the lock is held: neither can close.
             assert closer.is_alive()
-        await asyncio.to_thread(closer.join, 60)
-        assert not closer.is_alive()
-        assert stored(path) == ["warm", "queued"]  # before the loop hears of it
-        await queued
+        await asyncio.to_thread(closer.join, 30)
+        assert not closer.is_alive(), "close never returned"
+        assert stored(path) == ["warm", "q1", "q2"]  # before the loop hears of it
+        await asyncio.gather(*queued)
 
     asyncio.run(run())
