@@ -114,3 +114,18 @@ def test_a_snapshot_after_stop_leaves_the_gauge_and_logs_no_error(
     assert "metrics collector failed" not in caplog.text
     assert dict((tuple(k), v) for k, v in snapshot["trackd_destination_lag"]["values"]) in (
         {}, {("hook",): 0})
+
+
+def test_a_partial_batch_of_two_lingers_for_the_second_message_without_errors(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, "trackd.destinations"):
+        worker = make_worker(destination(url=receiver.url, batch_size=2, linger=3600))
+        first = harness.append([message("u1", 0)])
+        eventually(lambda: worker.ledger.active() == 1)
+        time.sleep(0.3)  # not a wait for the right answer: a chance for a wrong one to send
+        second = harness.append([message("u2", 1)])
+        eventually(lambda: len(receiver.accepted_ids()) == 2)
+    assert [sorted(m["messageId"] for m in r.messages()) for r in receiver.requests] == [
+        sorted(first + second)]
+    assert "dispatch failed" not in caplog.text
