@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.log.test_log import entry, open_writer, refused
-from trackd.errors import LogFull
+from trackd.errors import LogFull, LogWriteFailed
 from trackd.log import shard
 from trackd.log.reader import LogReader
-from trackd.log.records import Violation
+from trackd.log.records import Entry, Violation
 
 
 @pytest.fixture
@@ -149,3 +149,70 @@ def test_close_returns_only_once_the_queued_messages_are_committed(path: Path) -
         await asyncio.gather(*queued)
 
     asyncio.run(run())
+
+
+def test_a_failed_commit_with_refused_messages_is_rolled_back_and_the_next_one_commits(
+        path: Path) -> None:
+    async def run() -> None:
+        writer = await open_writer(path)
+        broken = Entry(None, "broken", "track", "2024-05-01T12:00:00.000Z",  # type: ignore[arg-type]
+                       b"{}")  # NOT NULL source: fails inside BEGIN ... COMMIT
+        with pytest.raises(LogWriteFailed):
+            await writer.append([broken], [refused("q")])
+        assert not writer.healthy
+        await writer.append([entry("after")], [refused("q2")])
+        assert writer.healthy
+        await asyncio.to_thread(writer.close)
+
+    asyncio.run(run())
+    assert stored(path) == ["after"]
+
+
+def test_the_commit_observer_gets_the_seconds_and_every_record_refused_ones_included(
+        path: Path) -> None:
+    commits: list[tuple[float, int]] = []
+
+    async def run() -> None:
+        writer = await open_writer(path, on_commit=lambda s, n: commits.append((s, n)))
+        await writer.append([entry("a"), entry("b")], [refused("q")])
+        await asyncio.to_thread(writer.close)
+
+    asyncio.run(run())
+    [(seconds, records)] = commits
+    assert records == 3
+    assert 0 <= seconds < 60  # a commit's own time, not a clock reading
+
+
+def test_a_cancelled_request_does_not_leave_the_others_of_its_commit_waiting(
+        path: Path) -> None:
+    async def run() -> None:
+        writer = await open_writer(path)
+        await writer.append([entry("warm")])
+        with write_locked(path):
+            # The writer waits on the lock with "blocker"; the next four form one commit.
+            blocker = asyncio.ensure_future(writer.append([entry("blocker")]))
+            await asyncio.sleep(0.2)
+            first = asyncio.ensure_future(writer.append([entry("gone")]))
+            others = [asyncio.ensure_future(writer.append([entry(f"o{i}")])) for i in range(3)]
+            await asyncio.sleep(0)
+            first.cancel()  # the client went away; its messages are still committed
+        await asyncio.wait_for(asyncio.gather(blocker, *others), 30)
+        await asyncio.to_thread(writer.close)
+
+    asyncio.run(run())
+    assert stored(path) == ["warm", "blocker", "gone", "o0", "o1", "o2"]
+
+
+def test_one_request_of_two_sources_keeps_each_message_s_source(path: Path) -> None:
+    async def run() -> None:
+        writer = await open_writer(path)
+        await writer.append([entry("w1"), entry("b1", source="backend"), entry("w2")])
+        await asyncio.to_thread(writer.close)
+
+    asyncio.run(run())
+    reader = LogReader(path.parent)
+    try:
+        assert [(r.message_id, r.source) for r in reader.read("c")] == [
+            ("w1", "web"), ("b1", "backend"), ("w2", "web")]
+    finally:
+        reader.close()
