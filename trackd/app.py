@@ -206,12 +206,14 @@ class Pipeline:
             from trackd.warehouse.loader import WarehouseLoader, utcnow
             from trackd.warehouse.lookup import WarehouseLookup
             from trackd.warehouse.profiles import profile_routes
+            from trackd.warehouse.query import UNWIND_WAIT
 
             wh = self.settings.warehouse
             store, engine = server_backend(self.settings, lower_thread_priority)
             loader = WarehouseLoader(
                 wh, store, log_, self.metrics, thread_setup=lower_thread_priority,
-                make_room=lambda: engine.interrupt_all("because the loader needed the memory"))
+                make_room=lambda: engine.interrupt_all("because the loader needed the memory",
+                                                       wait=UNWIND_WAIT))
             self.stages.append(loader)
             self._erasure = server_erasure(self.settings, store, loader, engine)
             self.lookups["warehouse"] = WarehouseLookup(

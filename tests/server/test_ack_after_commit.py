@@ -10,30 +10,22 @@ from __future__ import annotations
 import http.client
 import json
 import select
-import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import httpx
 import pytest
 
 from tests.conftest import Server
 from tests.gateway.helpers import GATEWAY_CONFIG, new_id, post, stored
+from tests.log.test_writer_edges import write_locked as shard_write_locked
 
 BUSY_TIMEOUT = 30.0  # trackd.log.shard.connect: PRAGMA busy_timeout=30000
 
 
-@contextmanager
-def write_locked(server: Server) -> Iterator[None]:
+def write_locked(server: Server) -> AbstractContextManager[None]:
     """Hold the write lock of the worker's shard (what a commit needs) for the block."""
-    holder = sqlite3.connect(server.data_dir / "log" / "gw0.log.db", isolation_level=None,
-                             timeout=5)
-    try:
-        holder.execute("BEGIN IMMEDIATE")
-        yield
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
+    return shard_write_locked(server.data_dir / "log" / "gw0.log.db")
 
 
 def send(server: Server, message_id: str) -> http.client.HTTPConnection:

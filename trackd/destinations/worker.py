@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -114,6 +115,9 @@ class DestinationWorker:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        # Held while records move from the log into the ledger (ledger write, then the log
+        # position): in between they are in both, and the lag gauge would count them twice.
+        self._moving = threading.Lock()
         metrics.on_collect(self.collect)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -140,15 +144,18 @@ class DestinationWorker:
         if self.consumer is not None:
             await self.consumer.close()
         await self.sender.aclose()
-        self._closed = True
+        with self._moving:
+            self._closed = True
         self.ledger.close()
 
     def collect(self) -> None:
         """Refresh the lag gauge (called before each metrics snapshot)."""
-        if self._closed:
-            return
-        unread = self.reader.lag(self.name) if self.reader is not None else self._log_lag[0]
-        backlog = unread + self.ledger.active()
+        with self._moving:
+            if self._closed:
+                return
+            unread = (self.reader.lag(self.name) if self.reader is not None
+                      else self._log_lag[0])
+            backlog = unread + self.ledger.active()
         self._lag.set(self._labels, float(backlog))
 
     async def _consumer(self) -> LogConsumer:
@@ -184,14 +191,26 @@ class DestinationWorker:
         if not records:
             return 0
         intakes = [intake_of(r, self.route) for r in records]
-        added = await asyncio.to_thread(self.ledger.add, intakes, self._clock())
-        await consumer.ack(records)
+        if self.reader is not None:  # SQLite: the ack is the position move, in one step
+            added = await asyncio.to_thread(self._move, records, intakes)
+        else:
+            added = await asyncio.to_thread(self.ledger.add, intakes, self._clock())
+            await consumer.ack(records)
         skipped = sum(1 for i in intakes if i.refusal is not None)
         if skipped:
             self._skipped.inc(self._labels, skipped)
         if added:
             self._wake.set()
         return len(records)
+
+    def _move(self, records: list[Record], intakes: list[Intake]) -> int:
+        """Store the rows durably, then move the log position past them (one step for
+        `collect`, so the lag never counts them in both places)."""
+        assert self.reader is not None  # the SQLite log's reader
+        with self._moving:
+            added = self.ledger.add(intakes, self._clock())
+            self.reader.commit(self.name, records)
+        return added
 
     # -- dispatch --------------------------------------------------------------------------
     async def _dispatch_forever(self) -> None:
@@ -284,11 +303,11 @@ class DestinationWorker:
     async def _failed(self, ids: list[int], exc: DeliveryError) -> None:
         verdict = Verdict.RETRY if isinstance(exc, RetryableDeliveryError) else Verdict.ABORT
         now = self._clock()
+        rand = self._rand()  # one jitter for the request: its messages are retried together
 
         def decide(attempts: int, age: float) -> Decision:
             return after_failure(attempts=attempts, verdict=verdict, age=age, now=now,
-                                 retry_after=exc.retry_after, limits=self.limits,
-                                 rand=self._rand())
+                                 retry_after=exc.retry_after, limits=self.limits, rand=rand)
 
         outcomes = await asyncio.to_thread(self.ledger.failed, ids, decide, exc.status,
                                            str(exc), now)

@@ -134,6 +134,9 @@ class WarehouseLoader:
                                        "Messages that could not be loaded (see load_errors).")
         self._failures = metrics.counter("trackd_warehouse_batch_failures_total",
                                          "Load transactions that failed and were retried.")
+        self._interrupted = metrics.counter(
+            "trackd_warehouse_queries_interrupted_total",
+            "Admin queries interrupted to give their memory to a load that ran out of it.")
         self._seconds = metrics.histogram("trackd_warehouse_batch_seconds",
                                           "Time of one load transaction.")
         self._freshness = metrics.histogram(
@@ -301,8 +304,10 @@ class WarehouseLoader:
         try:
             self._load(records)
         except duckdb.OutOfMemoryException:
-            if self.make_room is None or not self.make_room():
+            interrupted = self.make_room() if self.make_room is not None else 0
+            if not interrupted:
                 raise
+            self._interrupted.inc((), interrupted)
             log.warning("warehouse batch ran out of memory; admin queries were interrupted")
             self._stop.wait(0.1)  # their memory is released as they unwind
             self._load(records)

@@ -42,6 +42,7 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_ROWS = 10000
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 CHUNK_ROWS = 1000
+UNWIND_WAIT = 5.0  # how long the loader waits for the queries it interrupted to end
 # Functions that change state, or run SQL the read-only check never parsed.
 REFUSED_FUNCTIONS = frozenset({"checkpoint", "force_checkpoint", "query", "query_table",
                                "nextval", "setseed"})
@@ -123,7 +124,7 @@ class PooledEngine:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, workers), thread_name_prefix="trackd-query",
             initializer=thread_setup)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
 
     def query(self, sql: str, *, limit: int | None = None) -> QueryResult:
         raise NotImplementedError
@@ -144,13 +145,17 @@ class WarehouseQueryEngine(PooledEngine):
         self.database = database
         self._running: dict[duckdb.DuckDBPyConnection, str] = {}  # cursor -> why interrupted
 
-    def interrupt_all(self, reason: str) -> int:
-        """Interrupt every running query (its answer gives `reason`); returns how many."""
+    def interrupt_all(self, reason: str, *, wait: float = 0.0) -> int:
+        """Interrupt every running query (its answer gives `reason`); returns how many. With
+        `wait`, returns once they have ended (their memory is back) or after `wait` seconds."""
         with self._lock:
-            for cursor in self._running:
+            interrupted = list(self._running)
+            for cursor in interrupted:
                 self._running[cursor] = reason
                 cursor.interrupt()
-            return len(self._running)
+            self._lock.wait_for(lambda: not any(c in self._running for c in interrupted),
+                                timeout=wait)
+            return len(interrupted)
 
     def query(self, sql: str, *, limit: int | None = None) -> QueryResult:
         """Columns and rows up to the caps. Raises QueryRefused (not read-only, not valid SQL,
@@ -175,10 +180,11 @@ class WarehouseQueryEngine(PooledEngine):
                 raise QueryRefused(first_line(exc)) from None
             finally:
                 timer.cancel()
-                with self._lock:
-                    self._running.pop(cursor, None)
                 with contextlib.suppress(duckdb.Error):
                     cursor.execute("ROLLBACK")
+                with self._lock:  # ended: `interrupt_all` may return
+                    self._running.pop(cursor, None)
+                    self._lock.notify_all()
         return QueryResult(columns, rows, truncated)
 
     def _fetch(self, result: duckdb.DuckDBPyConnection,

@@ -52,7 +52,9 @@ class PgQueryEngine(PooledEngine):
         self.url = url
         self._running: dict[psycopg.Connection[Any], str] = {}  # connection -> why cancelled
 
-    def interrupt_all(self, reason: str) -> int:
+    def interrupt_all(self, reason: str, *, wait: float = 0.0) -> int:
+        """Cancel every running query; `wait` is not needed here (the queries' memory is the
+        PostgreSQL server's, not the loader's)."""
         with self._lock:
             for con in self._running:
                 self._running[con] = reason

@@ -1,0 +1,131 @@
+"""The destination worker at its edges, each found by mutation testing (docs/testing.md): what
+the metrics count, a stored message that is not JSON, an intake that fails once, pruning."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import eventually
+from tests.destinations.conftest import destination
+from tests.destinations.harness import LogHarness, message
+from tests.destinations.receiver import Receiver, Reply
+from trackd.destinations.worker import DestinationWorker
+from trackd.log.records import Entry
+from trackd.observability import render
+
+MakeWorker = Callable[..., DestinationWorker]
+
+
+def metric(harness: LogHarness, name: str) -> float:
+    values = dict((tuple(k), v) for k, v in harness.metrics.snapshot()[name]["values"])
+    return float(values.get(("hook",), 0))
+
+
+def test_a_failed_batch_is_retried_whole_and_counted_in_messages(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
+    # Batches of 3: one 500 (3 messages retried), then a 400 (the same 3 dead).
+    receiver.script(Reply(500), Reply(400))
+    worker = make_worker(destination(url=receiver.url, batch_size=3, linger=3600))
+    harness.append([message("u1", n) for n in range(3)])
+    eventually(lambda: worker.ledger.counts() == {"dead": 3})
+    # The retry is one request of the same 3 (one jitter for the request, not one each).
+    assert [len(r.messages()) for r in receiver.requests] == [3, 3]
+    # The counters move just after the ledger write: wait for them, then check them all.
+    eventually(lambda: metric(harness, "trackd_destination_dead_total") >= 1)
+    assert metric(harness, "trackd_destination_retried_total") == 3
+    assert metric(harness, "trackd_destination_dead_total") == 3
+    assert metric(harness, "trackd_destination_delivered_total") == 0
+
+
+def test_messages_of_another_source_are_skipped_counted_and_the_metrics_name_the_destination(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
+    worker = make_worker(destination(url=receiver.url, sources=["backend"]))
+    harness.append([message("u1", 0)], source="web")
+    sent = harness.append([message("u1", 1)], source="backend")
+    eventually(lambda: worker.ledger.counts() == {"skipped": 1, "delivered": 1})
+    assert receiver.accepted_ids() == sent
+    eventually(lambda: metric(harness, "trackd_destination_delivered_total") == 1
+               and metric(harness, "trackd_destination_skipped_total") == 1)
+    text = render([harness.metrics.snapshot()])
+    assert 'trackd_destination_skipped_total{destination="hook"} 1' in text
+    assert 'trackd_destination_delivered_total{destination="hook"} 1' in text
+
+
+def test_a_stored_message_that_is_not_json_is_skipped_with_why_and_the_rest_delivered(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
+    worker = make_worker(destination(url=receiver.url))
+    at = "2024-05-01T12:00:00.000Z"
+    harness.run(harness.writer().append([Entry("web", "not-json", "track", at, b"\xff{")]))
+    sent = harness.append([message("u1", 0)])
+    eventually(lambda: worker.ledger.counts() == {"skipped": 1, "delivered": 1})
+    [row] = worker.ledger.find("not-json")
+    assert (row["source"], row["state"]) == ("web", "skipped")
+    assert row["error"] == "stored message is not a JSON object"
+    assert receiver.accepted_ids() == sent
+
+
+def test_an_intake_that_fails_once_goes_on_after_its_pause(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    read = harness.reader.read
+    failures: list[int] = []
+
+    def read_failing_once(*args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise OSError("disk hiccup")
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(harness.reader, "read", read_failing_once)
+    with caplog.at_level(logging.ERROR, "trackd.destinations"):
+        make_worker(destination(url=receiver.url))
+        sent = harness.append([message("u1", 0)])
+        eventually(lambda: receiver.accepted_ids() == sent)
+    assert failures == [1]
+    assert "destination intake failed; retrying" in caplog.text
+
+
+def test_delivered_rows_older_than_the_retention_are_pruned_at_start(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
+    eight_days_ago = time.time() - 8 * 86400
+    old = make_worker(destination(url=receiver.url), clock=lambda: eight_days_ago)
+    sent = harness.append([message("u1", 0)])
+    eventually(lambda: old.ledger.counts() == {"delivered": 1})
+    harness.stop(old)
+    again = make_worker(destination(url=receiver.url, ledger_retention_days=7))
+    eventually(lambda: again.ledger.counts() == {})
+    assert again.ledger.find(sent[0]) == []
+
+
+def test_a_snapshot_after_stop_leaves_the_gauge_and_logs_no_error(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker,
+        caplog: pytest.LogCaptureFixture) -> None:
+    worker = make_worker(destination(url=receiver.url))
+    sent = harness.append([message("u1", 0)])
+    eventually(lambda: receiver.accepted_ids() == sent)
+    harness.stop(worker)
+    with caplog.at_level(logging.ERROR):
+        snapshot = harness.metrics.snapshot()
+    assert "metrics collector failed" not in caplog.text
+    assert dict((tuple(k), v) for k, v in snapshot["trackd_destination_lag"]["values"]) in (
+        {}, {("hook",): 0})
+
+
+def test_a_partial_batch_of_two_lingers_for_the_second_message_without_errors(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, "trackd.destinations"):
+        worker = make_worker(destination(url=receiver.url, batch_size=2, linger=3600))
+        first = harness.append([message("u1", 0)])
+        eventually(lambda: worker.ledger.active() == 1)
+        time.sleep(0.3)  # not a wait for the right answer: a chance for a wrong one to send
+        second = harness.append([message("u2", 1)])
+        eventually(lambda: len(receiver.accepted_ids()) == 2)
+    assert [sorted(m["messageId"] for m in r.messages()) for r in receiver.requests] == [
+        sorted(first + second)]
+    assert "dispatch failed" not in caplog.text
