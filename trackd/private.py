@@ -44,6 +44,15 @@ def write_private(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (after a rename in it: the new entry is durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def secure_data_dir(path: Path) -> None:
     """Create the data dir 0700, or make an existing one and its contents private."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from trackd.archive.files import fsync_dir, replace_with
+from trackd.archive.files import replace_with
+from trackd.private import fsync_path
 
 
 def erase_archive(root: Path, ids: set[str], matches: Callable[[bytes], bool],
@@ -46,6 +47,6 @@ def erase_archive(root: Path, ids: set[str], matches: Callable[[bytes], bool],
             replace_with(path, kept)
         else:
             path.unlink()
-            fsync_dir(path.parent)
+            fsync_path(path.parent)
         removed += count
     return removed

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trackd.log.records import Record
+from trackd.private import fsync_path
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 SCHEMA = pa.schema([
@@ -139,12 +140,7 @@ def partition_dir(root: Path, partition: Partition) -> Path:
     return root / f"source={source}" / f"date={date}"
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+
 
 
 def write_file(root: Path, partition: Partition, records: list[Record], name: str) -> Path:
@@ -155,8 +151,8 @@ def write_file(root: Path, partition: Partition, records: list[Record], name: st
     final = directory / f"{name}.parquet"
     replace_with(final, table_of(records))
     if created:
-        fsync_dir(directory.parent)
-        fsync_dir(directory.parent.parent)
+        fsync_path(directory.parent)
+        fsync_path(directory.parent.parent)
     return final
 
 
@@ -165,10 +161,6 @@ def replace_with(final: Path, table: pa.Table) -> None:
     fsync the directory: `final` is the old file or the new one, whole, whatever happens."""
     tmp = final.with_name(f".{final.name}.tmp")
     pq.write_table(table, tmp, compression=COMPRESSION)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(tmp)
     os.replace(tmp, final)
-    fsync_dir(final.parent)
+    fsync_path(final.parent)

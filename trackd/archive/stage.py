@@ -38,6 +38,7 @@ from trackd.log.protocol import LogConsumer, LogSource
 from trackd.log.reader import LogReader
 from trackd.log.records import Position, Record, advanced
 from trackd.observability import Registry, get_logger
+from trackd.private import fsync_path
 from trackd.settings import ArchiveSettings
 
 log = get_logger("archive")
@@ -103,7 +104,7 @@ class ArchiveStage:
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, intent)
-        files.fsync_dir(self.root)
+        fsync_path(self.root)
         written = 0
         for partition, rows in files.group(records).items():
             files.write_file(self.root, partition, rows, f"part-{flush_id}")

@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from trackd.observability import get_logger
+from trackd.private import fsync_path
 from trackd.warehouse import erasure
 from trackd.warehouse.db import Database, registered
 from trackd.warehouse.duckstore import DuckStore
@@ -110,19 +111,11 @@ def rewrite(database: Database) -> None:
             con.execute("DETACH __trackd_fresh")
         finally:
             con.close()
-        fd = os.open(fresh, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(fresh)
         os.replace(fresh, path)
         with contextlib.suppress(FileNotFoundError):
             path.with_name(path.name + ".wal").unlink()
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(path.parent)
     finally:
         database.open()
 
