@@ -167,7 +167,7 @@ def test_an_archive_flush_fsyncs_its_intent_its_files_and_their_directories(
     archive = root / "archive"
     flushing, flushed = mark(calls, root, "flushing"), mark(calls, root, "flushed")
     intent = archive / "_flush.json"
-    hidden = archive / ".{}.tmp".format(intent.name)
+    hidden = archive / f".{intent.name}.tmp"
     # 1. the intent: fsync'd, renamed into place, its directory fsync'd
     step = index(calls, "fsync", hidden, after=flushing)
     step = index(calls, "rename", hidden, intent, after=step)
