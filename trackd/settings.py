@@ -166,6 +166,8 @@ class DestinationSettings:
 class PrivacySettings:
     rewrite_delay: float = _f(30.0, "Seconds a warehouse deletion waits so that pending ones "
                               "share one rewrite of the DuckDB file (raise for big warehouses).")
+    retention_interval: float = _f(86400.0, "Seconds between two runs of the sources' "
+                                   "retention_days (the first runs a minute after start-up).")
 
 
 @dataclass(frozen=True)
@@ -423,6 +425,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("archive.flush_interval: must be more than 0")
     if settings.privacy.rewrite_delay < 0:
         raise ConfigError("privacy.rewrite_delay: must not be negative")
+    if settings.privacy.retention_interval <= 0:
+        raise ConfigError("privacy.retention_interval: must be positive")
 
 
 MIN_ADMIN_TOKEN = 16

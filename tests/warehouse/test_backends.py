@@ -167,6 +167,25 @@ def test_a_message_sent_twice_or_replayed_loads_once(log: Log, backend: MakeLoad
     assert replayed.rows("SELECT count(*), count(DISTINCT id) FROM web.tracks") == [(1, 1)]
 
 
+def test_one_message_id_on_two_shards_loads_once_in_one_batch(log: Log,
+                                                              backend: MakeLoaded) -> None:
+    """Two gateway workers each stored the same messageId (a client retried on another
+    connection): both shards are read in one batch, and the message is loaded once, without
+    a failed batch (no retry-and-split fallback)."""
+    first = enriched("track", messageId="twice", userId="u", event="Clicked",
+                     properties={"n": 1})
+    log.write([first, enriched("track", userId="u", event="Clicked")], "gw0")
+    log.write([dict(first, receivedAt="2024-05-01T10:00:01.000Z")], "gw1")
+    w = backend()
+    assert sorted(w.reader.shards()) == ["gw0", "gw1"]
+    w.load()
+    assert w.rows("SELECT count(*) FROM web.tracks WHERE id = 'twice'") == [(1,)]
+    assert w.rows("SELECT count(*) FROM web.clicked") == [(2,)]
+    assert w.rows("SELECT count(*) FROM _trackd.duplicates") == [(1,)]
+    assert sum(v for _, v in w.metrics.snapshot()[
+        "trackd_warehouse_batch_failures_total"]["values"]) == 0
+
+
 def test_users_merge_traits_and_conflicts_are_kept_as_json(log: Log,
                                                            backend: MakeLoaded) -> None:
     log.write([enriched("identify", userId="u1", traits={"plan": "pro", "age": 30}),

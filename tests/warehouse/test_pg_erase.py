@@ -126,20 +126,69 @@ def test_a_deletion_waits_for_another_loaders_transaction_and_takes_its_rows(
     assert rows(url, "SELECT count(*) FROM web.tracks WHERE user_id = 'user-b'") == [(1,)]
 
 
-def test_a_table_held_for_long_fails_the_deletion_with_the_reason_and_nothing_is_deleted(
+def test_a_table_held_for_long_makes_the_deletion_try_again_later_and_the_loader_go_on(
         url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A transaction of the team's own holds a table: the deletion tries again, then fails
-    (the regulation's store says why) and deletes nothing; once it ends, the deletion runs."""
+    """A transaction of the team's own holds a table: each attempt of the deletion gives up
+    after `lock_timeout` and deletes nothing, the loader goes on loading between attempts, and
+    the first attempt after the table is free deletes the rows. Without a lock timeout the
+    deletion (and the loader's thread it runs in) would wait as long as the other session."""
     monkeypatch.setattr("trackd.warehouse.postgres.erase.LOCK_TIMEOUT", 0.2)
+    monkeypatch.setattr("trackd.warehouse.postgres.erase.RETRY_PAUSE", 0.2)
     made = loaded(url, tmp_path)
     before = mentions(url, ["user-a", "anon-a"], ["web", "_trackd"])
     holder = psycopg.connect(url)
     holder.execute("LOCK TABLE web.identifies IN ROW EXCLUSIVE MODE")
     erasure = PgErasure(made, ["web"])
-    with pytest.raises(psycopg.errors.LockNotAvailable, match="lock timeout"):
-        running(made, lambda: erasure.erase({"user-a"}, {"anon-a"}, {"web"}))
-    assert mentions(url, ["user-a", "anon-a"], ["web", "_trackd"]) == before  # all undone
-    holder.rollback()
-    holder.close()
-    assert running(made, lambda: erasure.erase({"user-a"}, {"anon-a"}, {"web"})) > 0
+
+    async def until(check: Callable[[], bool]) -> None:
+        for _ in range(1200):  # 60 s
+            if await asyncio.to_thread(check):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("timed out")
+
+    def deletion_waits_for_the_lock() -> bool:
+        return bool(rows(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                              "current_database() AND wait_event_type = 'Lock'")[0][0])
+
+    async def work() -> int:
+        try:
+            return await deleting()
+        finally:  # released even when the test fails: the loader's thread may wait on it
+            holder.rollback()
+            holder.close()
+
+    async def deleting() -> int:
+        deletion = asyncio.create_task(erasure.erase({"user-a"}, {"anon-a"}, {"web"}))
+        await until(deletion_waits_for_the_lock)
+        # a message written while the deletion waits is loaded: its thread is not held
+        await asyncio.to_thread(Log(tmp_path / "log").write, [
+            enriched("track", userId="user-c", event="During")])
+        await until(lambda: rows(url, "SELECT count(*) FROM web.tracks WHERE user_id = "
+                                      "'user-c'") == [(1,)])
+        await until(deletion_waits_for_the_lock)  # and it tries again
+        assert not deletion.done()
+        assert mentions(url, ["user-a", "anon-a"], ["web", "_trackd"]) == before
+        holder.rollback()
+        return await asyncio.wait_for(deletion, 60)
+
+    assert running(made, work) > 0
     assert mentions(url, ["user-a", "anon-a"], ["web"]) == {}
+    assert rows(url, "SELECT count(*) FROM web.tracks WHERE user_id = 'user-c'") == [(1,)]
+
+
+def test_retention_gives_up_on_a_held_table_instead_of_holding_the_loader(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("trackd.warehouse.postgres.erase.LOCK_TIMEOUT", 0.2)
+    made = loaded(url, tmp_path)
+    holder = psycopg.connect(url)
+    holder.execute("LOCK TABLE web.tracks IN SHARE MODE")  # as a CREATE INDEX does
+    erasure = PgErasure(made, ["web"])
+    try:
+        with pytest.raises(psycopg.errors.LockNotAvailable, match="lock timeout"):
+            running(made, lambda: erasure.expire("web", datetime(2024, 5, 2)))
+    finally:
+        holder.rollback()
+    assert rows(url, "SELECT count(*) FROM web.tracks WHERE user_id = 'user-a'") == [(1,)]
+    holder.close()
+    assert running(made, lambda: erasure.expire("web", datetime(2024, 5, 2))) > 0

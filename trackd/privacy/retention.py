@@ -1,4 +1,4 @@
-"""Per-source retention (`retention_days`): what is older goes, once a day.
+"""Per-source retention (`retention_days`): what is older goes, once a day (by default).
 
 For each source with `retention_days` > 0: its warehouse rows received before the cutoff (its
 tables and trackd's own rows of it), its archive partitions of dates before it, and its
@@ -46,17 +46,18 @@ async def apply_retention(days: dict[str, float], *, log_dir: Path, archive: Pat
 
 
 async def retention_forever(days: dict[str, float], *, log_dir: Path, archive: Path | None,
-                            warehouse: Expiring | None,
+                            warehouse: Expiring | None, interval: float = INTERVAL,
                             clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-    """Apply retention shortly after start-up, then every day."""
+    """Apply retention shortly after start-up (FIRST_RUN, or `interval` when shorter), then
+    every `interval` seconds (`privacy.retention_interval`: a day)."""
     if not any(kept > 0 for kept in days.values()):
         return
-    await asyncio.sleep(FIRST_RUN)
+    await asyncio.sleep(min(FIRST_RUN, interval))
     while True:
         try:
             removed = await apply_retention(days, log_dir=log_dir, archive=archive,
                                             warehouse=warehouse, now=clock())
             log.info("retention applied", extra=removed)
         except Exception:
-            log.exception("retention failed; trying again tomorrow")
-        await asyncio.sleep(INTERVAL)
+            log.exception("retention failed; trying again at its next run")
+        await asyncio.sleep(interval)

@@ -124,10 +124,10 @@ class PrivacyService:
                  archive: ArchiveEraser | None = None, archive_flush: float = 0.0,
                  ledger_dir: Path | None = None,
                  notify: dict[str, tuple[Path, list[str]]] | None = None,
-                 retention: dict[str, float] | None = None,
+                 retention: dict[str, float] | None = None, retention_interval: float = 86400.0,
                  archive_root: Path | None = None) -> None:
         """`notify`: destinations with `deletions = true`, name -> (ledger, its sources);
-        `retention`: source -> retention_days (applied daily)."""
+        `retention`: source -> retention_days (applied every `retention_interval` seconds)."""
         self.data_dir = data_dir
         self.run_dir = run_dir
         self.log_dir = log_dir
@@ -140,6 +140,7 @@ class PrivacyService:
         self.ledger_dir = ledger_dir
         self.notify = notify or {}
         self.retention = retention or {}
+        self.retention_interval = retention_interval
         self.archive_root = archive_root
         # What keeps messages in memory (the console: live buffers, schema samples): each is
         # called with a matcher of the subjects' bytes and returns how many items it dropped.
@@ -164,7 +165,7 @@ class PrivacyService:
         self._task = asyncio.create_task(self._run())
         self._retention = asyncio.create_task(retention_forever(
             self.retention, log_dir=self.log_dir, archive=self.archive_root,
-            warehouse=self.warehouse))
+            warehouse=self.warehouse, interval=self.retention_interval))
 
     async def stop(self) -> None:
         tasks = [t for t in [self._task, self._retention, *self._running.values()]

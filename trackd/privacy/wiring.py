@@ -30,5 +30,6 @@ def build_privacy(settings: Settings, run_dir: Path, warehouse: WarehouseSide | 
         notify={d.name: (ledger_path(ledger_dir(data_dir), d.name), list(d.sources))
                 for d in settings.destinations if d.deletions},
         retention={s.name: s.retention_days for s in settings.sources},
+        retention_interval=settings.privacy.retention_interval,
         archive_root=archive_dir(data_dir) if archive is not None else None)
     return service, regulation_routes(service, [s.name for s in settings.sources])

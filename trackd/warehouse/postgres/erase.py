@@ -25,6 +25,7 @@ operator does to have the bytes gone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
 
 log = get_logger("warehouse")
 ATTEMPTS = 3  # a deadlock with another process's loader aborts one of the two: try again
-LOCK_TIMEOUT = 30  # seconds the deletion waits for the tables (this server's loader waits too)
+LOCK_TIMEOUT = 30.0  # seconds one attempt waits for the tables (this server's loader waits too)
+RETRY_PAUSE = 30.0  # seconds between attempts while another transaction holds a table
 _TEXT = ("text", "character varying")
 _TIMES = {"timestamp with time zone": "timestamptz", "timestamp without time zone": "timestamp"}
 
@@ -128,11 +130,14 @@ class PgErasure(LoaderErasure):
 
     async def erase(self, user_ids: set[str], anonymous_ids: set[str],
                     sources: set[str] | None) -> int:
+        """Delete the subjects' rows; while another transaction holds one of the tables for
+        longer than LOCK_TIMEOUT, try again RETRY_PAUSE seconds later (the loader goes on
+        meanwhile), for as long as it takes: the regulation stays RUNNING, never hangs."""
         def work(target: Target) -> int:
             assert isinstance(target, PgTarget)
             # no loader creates a table meanwhile, then none writes to these until the commit;
             # a transaction that holds a table for long (not a loader's) makes it try again
-            target.con.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}s'")
+            _bound_lock_waits(target)
             target.con.execute("SELECT pg_advisory_xact_lock(%s)", [schema.DDL_LOCK])
             target.schemas |= subject_sources(target.con, user_ids | anonymous_ids)
             if sources is not None:
@@ -140,14 +145,37 @@ class PgErasure(LoaderErasure):
             target.lock()
             return erasure.erase_rows(target, user_ids, anonymous_ids, sources)
 
-        for attempt in range(1, ATTEMPTS + 1):
+        deadlocks, waits = 0, 0
+        while True:
             try:
                 return await self._job(work)
-            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
-                    psycopg.errors.LockNotAvailable) as exc:
-                if attempt == ATTEMPTS:
+            except psycopg.errors.LockNotAvailable as exc:
+                waits += 1
+                log.warning("a warehouse deletion could not lock a table: another transaction "
+                            "holds it; trying again later",
+                            extra={"error": str(exc).splitlines()[0], "attempt": waits,
+                                   "retry_in_seconds": RETRY_PAUSE})
+                await asyncio.sleep(RETRY_PAUSE)
+            except (psycopg.errors.DeadlockDetected,
+                    psycopg.errors.SerializationFailure) as exc:
+                deadlocks += 1
+                if deadlocks == ATTEMPTS:
                     raise
-                log.warning("a warehouse deletion waited too long for another transaction "
-                            "(or deadlocked with one); trying again",
-                            extra={"error": str(exc).splitlines()[0], "attempt": attempt})
-        raise AssertionError("unreachable")
+                log.warning("a warehouse deletion deadlocked with another transaction; "
+                            "trying again",
+                            extra={"error": str(exc).splitlines()[0], "attempt": deadlocks})
+
+    async def expire(self, source: str, cutoff: datetime) -> int:
+        """Retention: a table held for longer than LOCK_TIMEOUT fails this run (the next one
+        tries again) instead of holding up the loader."""
+        def work(target: Target) -> int:
+            _bound_lock_waits(target)
+            return erasure.expire_rows(target, source, cutoff)
+
+        return await self._job(work)
+
+
+def _bound_lock_waits(target: Target) -> None:
+    """No statement of this transaction waits more than LOCK_TIMEOUT for a lock."""
+    assert isinstance(target, PgTarget)
+    target.con.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'")
