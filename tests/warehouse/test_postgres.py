@@ -27,6 +27,7 @@ from trackd.log.reader import LogReader
 from trackd.observability import Registry
 from trackd.settings import WarehouseSettings
 from trackd.warehouse.loader import WarehouseLoader
+from trackd.warehouse.postgres.erase import subject_sources
 from trackd.warehouse.postgres.query import PgQueryEngine
 from trackd.warehouse.postgres.store import PgStore
 
@@ -279,3 +280,34 @@ def test_the_loader_reconnects_when_postgresql_drops_its_connection(url: str,
     _log_of(one).close()
     assert rows(url, "SELECT event FROM web.tracks ORDER BY event") == [("after",), ("before",)]
     assert rows(url, "SELECT count(*) FROM _trackd.load_errors") == [(0,)]
+
+
+def test_a_warehouse_with_full_identifier_indexes_gets_partial_ones(url: str,
+                                                                    tmp_path: Path) -> None:
+    """Identifier indexes hold no NULLs (no lookup reads them); a warehouse made before has
+    full indexes under the old names, replaced when a loader opens it, and a user's messages
+    are still found by them."""
+    Log(tmp_path / "log").write([enriched("track", userId="ann", event="Signed Up"),
+                                 enriched("track", anonymousId="anon-1", event="Viewed")])
+    store = PgStore(url)
+    store.open()
+    store.close()
+    with psycopg.connect(url, autocommit=True) as con:
+        for name in ("messages_user_id", "messages_anonymous_id", "messages_email",
+                     "events_user_id", "events_anonymous_id"):
+            table, column = name.split("_", 1)
+            con.execute(f"DROP INDEX _trackd.{name}_set")
+            con.execute(f"CREATE INDEX {name} ON _trackd.{table} ({column})")
+    made = loader(url, tmp_path / "log")
+    made.load_available()
+    made.store.close()
+    _log_of(made).close()
+    assert rows(url, "SELECT indexname, indexdef LIKE '%WHERE (% IS NOT NULL)' FROM pg_indexes "
+                     "WHERE schemaname = '_trackd' AND tablename IN ('messages', 'events') "
+                     "AND indexname <> 'messages_pkey' ORDER BY 1") == [
+        ("events_anonymous_id_set", True), ("events_user_id_set", True),
+        ("messages_anonymous_id_set", True), ("messages_email_set", True),
+        ("messages_user_id_set", True)]
+    with psycopg.connect(url) as con:
+        assert subject_sources(con, {"ann", "anon-1"}) == {"web"}
+        assert subject_sources(con, {"nobody"}) == set()
