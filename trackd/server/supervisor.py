@@ -25,7 +25,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
-import importlib
 import json
 import os
 import signal
@@ -213,6 +212,12 @@ def _admin_servers(settings: Settings, admins: list[socket.socket], app: Startin
             for server, sock in zip(servers, admins, strict=True)]
 
 
+def _load_pipeline() -> type[Pipeline]:
+    from trackd.app import Pipeline
+
+    return Pipeline
+
+
 def _announce(run_dir: Path, info: ServerInfo) -> None:
     """server.json, written whole under a temporary name, then renamed: whoever waits for the
     file (the CLI, scripts, tests) never reads it half written."""
@@ -254,8 +259,7 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
             gate = StartingAdmin(READY_TIMEOUT)
             servers = _admin_servers(settings, admins, gate)
             # In a thread: the admin socket answers /readyz meanwhile.
-            app = await asyncio.to_thread(importlib.import_module, "trackd.app")
-            pipeline = app.Pipeline(settings, run_dir)
+            pipeline = (await asyncio.to_thread(_load_pipeline))(settings, run_dir)
             release = await claim_warehouse(settings)
             await pipeline.start()
             gate.open(pipeline.admin)
