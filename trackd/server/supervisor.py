@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -157,6 +158,7 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None],
     except (ConfigError, OSError):
         for sock in [*sockets, *admins]:
             sock.close()
+        (run_dir / "admin.sock").unlink(missing_ok=True)
         raise
     # The workers start now (Python, imports, the app: half a second or more each); the
     # pipeline is loaded once they answer (`_main`).
@@ -259,11 +261,12 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
             gate = StartingAdmin(READY_TIMEOUT)
             servers = _admin_servers(settings, admins, gate)
             # In a thread: the admin socket answers /readyz meanwhile.
-            pipeline = (await asyncio.to_thread(_load_pipeline))(settings, run_dir)
+            loaded = (await asyncio.to_thread(_load_pipeline))(settings, run_dir)
             release = await claim_warehouse(settings)
-            await pipeline.start()
+            await loaded.start()
+            pipeline = loaded  # started: stopped on the way out
             gate.open(pipeline.admin)
-            info = ServerInfo(**{**info.__dict__, "pipeline": "running"})
+            info = dataclasses.replace(info, pipeline="running")
             _announce(run_dir, info)
             if role == "pipeline":
                 on_ready(info)
@@ -283,7 +286,7 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 5)
-        if pipeline is not None and pipeline.state != "starting":
+        if pipeline is not None:
             await pipeline.stop()
         if release is not None:
             await release()
