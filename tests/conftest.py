@@ -65,7 +65,9 @@ class Server:
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                 start_new_session=True)
         deadline = time.monotonic() + timeout
-        while not info.exists():
+        # Ready (server.json) comes before the pipeline runs: wait for that too, as the tests
+        # check what the pipeline does and what /readyz says of it.
+        while not info.exists() or json.loads(info.read_text())["pipeline"] == "starting":
             if self.proc.poll() is not None:
                 raise AssertionError(f"trackd exited: {self.output.read_text()[-3000:]}")
             if time.monotonic() > deadline:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trackd.admin.health import Health
 from trackd.errors import LogError
 from trackd.gateway.app import Gateway
 from trackd.gateway.ingest import Ingestor
@@ -164,6 +163,8 @@ class Pipeline:
         self.public_paths: list[str] = []  # extra routes open without the admin token
         self._tasks: list[asyncio.Task[None]] = []
         self.state = "starting"  # then "running", "stopping": what /readyz reports
+        from trackd.admin.health import Health  # here: gateway workers never need it
+
         self.health = Health(self.reader, settings.data_dir)
         self.log_lag: dict[str, int] = {}  # NATS: per consumer, refreshed with the metrics
         self._wire()

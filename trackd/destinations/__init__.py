@@ -10,8 +10,7 @@ The composition root calls `build_destinations`; offline commands call `open_loo
 from __future__ import annotations
 
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from trackd.destinations.ledger import Ledger, ledger_path
 from trackd.destinations.lookup import DeliveryLookup
@@ -23,6 +22,9 @@ from trackd.log.reader import LogReader
 from trackd.observability import Registry
 from trackd.settings import Settings
 from trackd.types import Lookup, Stage
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def ledger_dir(data_dir: Path) -> Path:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from trackd.gateway.app import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_ADMIN_BODY = 1024 * 1024
 _HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host",
@@ -30,15 +31,24 @@ _TIMEOUT = {"connect": 5.0, "read": STREAM_IDLE, "write": 120.0, "pool": 120.0}
 
 
 class AdminProxy:
+    """httpx is imported at the first admin request, not when the worker starts (a tenth of a
+    second of a worker's start, and most workers never proxy anything)."""
+
     def __init__(self, socket_path: str) -> None:
-        self._transport = httpx.AsyncHTTPTransport(uds=socket_path)
+        self._socket_path = socket_path
+        self._transport: httpx.AsyncHTTPTransport | None = None
         self.stopping: Callable[[], bool] = lambda: False
         """True once the worker drains: open event streams end then (browsers reconnect)."""
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        import httpx
+
+        if self._transport is None:
+            self._transport = httpx.AsyncHTTPTransport(uds=self._socket_path)
         body = bytearray()
         more = True
         while more:
@@ -89,6 +99,7 @@ async def _stream(response: httpx.Response, headers: list[Any], receive: Receive
                   send: Send, stopping: Callable[[], bool]) -> None:
     """Pass an event stream on chunk by chunk until it ends, stalls, the client leaves or the
     worker stops."""
+    import httpx
 
     async def pump() -> None:
         await send({"type": "http.response.start", "status": response.status_code,

@@ -20,11 +20,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-import nats
-import nats.errors
-import nats.js.errors
-from nats.js import api
-
 from trackd.errors import ConfigError
 from trackd.log.choice import on_nats
 from trackd.observability import get_logger
@@ -59,6 +54,11 @@ async def claim_warehouse(settings: Settings) -> Release | None:
     ConfigError naming the process that holds it. Returns how to release the claim."""
     if not on_nats(settings) or not uses_duckdb(settings):
         return None
+    import nats  # here: nats-py only where the NATS log is used
+    import nats.errors
+    import nats.js.errors
+    from nats.js import api
+
     me = f"{socket.gethostname()}:{settings.data_dir}".encode()
     servers = [s.strip() for s in settings.log.url.split(",") if s.strip()]
     try:

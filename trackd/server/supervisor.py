@@ -1,13 +1,22 @@
-"""`trackd serve`: bind the socket, run the pipeline and admin API here, start the workers.
+"""`trackd serve`: bind the socket, start the workers, then run the pipeline and admin API here.
 
 The supervisor owns the pipeline process (every log consumer and the admin API on a unix
 socket) and N gateway worker processes, each listening on its own socket of the same address
 (see `_bind`). On SIGTERM/SIGINT it stops the workers first (they finish in-flight commits),
 then the pipeline stages in reverse. A worker that dies is started again on the same socket.
 
+Start-up order (`_main`): the sockets are bound and the workers spawned before anything of the
+pipeline is imported; the server is ready (`on_ready`, the banner, server.json with
+`"pipeline": "starting"`) once every worker answers, its log open. Only then does this process
+import and start the pipeline (DuckDB, pyarrow, the destinations, the archive: most of a
+start's time); messages accepted meanwhile wait in the log. Until it runs, `/readyz` says
+`"starting"` and other admin requests wait for it (`trackd.server.starting`); server.json is
+then written again with `"pipeline": "running"`.
+
 `role` (`trackd serve --role`): `all` runs both; on the NATS log, `gateway` runs only the
 workers (no pipeline, no admin API) and `pipeline` only the pipeline and the admin API (no
-tracking port), so that each may run on any number of hosts (`trackd.server.roles`).
+tracking port, ready once the pipeline runs), so that each may run on any number of hosts
+(`trackd.server.roles`).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -26,9 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import uvicorn
+from typing import TYPE_CHECKING, Any
 
 from trackd.errors import ConfigError
 from trackd.observability import get_logger
@@ -36,12 +44,13 @@ from trackd.plans.plans import SourcePlans
 from trackd.private import listen_unix, write_private
 from trackd.server import orphans
 from trackd.server.priority import lower_thread_priority
-from trackd.server.protocol import Limits, SweepingServer, protocol_class
 from trackd.server.roles import Role, check_role, claim_warehouse
 from trackd.settings import Settings, to_json
 
 if TYPE_CHECKING:
     from trackd.app import Pipeline
+    from trackd.server.protocol import SweepingServer
+    from trackd.server.starting import StartingAdmin
 
 log = get_logger("supervisor")
 READY_TIMEOUT = 60.0
@@ -54,14 +63,7 @@ class ServerInfo:
     pid: int
     admin_socket: str
     admin_port: int | None = None  # the admin listener's, when server.admin_host is set
-
-
-class _AdminServer(SweepingServer):
-    """The admin API server; signals are the supervisor's business, not uvicorn's."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    pipeline: str = "running"  # "starting" until it runs; "none" with --role gateway
 
 
 def run_dir_of(settings: Settings) -> Path:
@@ -77,7 +79,7 @@ def read_server_info(settings: Settings) -> ServerInfo | None:
     except (OSError, ValueError, KeyError):
         return None
     return ServerInfo(doc["host"], int(doc["port"]), int(doc["pid"]), doc["admin_socket"],
-                      doc.get("admin_port"))
+                      doc.get("admin_port"), doc.get("pipeline", "running"))
 
 
 def _bind(host: str, port: int, count: int) -> list[socket.socket]:
@@ -147,22 +149,27 @@ def serve(settings: Settings, on_ready: Callable[[ServerInfo], None],
     write_private(run_dir / "settings.json", to_json(settings))
     sockets = _bind(settings.server.host, settings.server.port, settings.server.workers) \
         if role != "pipeline" else []
+    admins: list[socket.socket] = []
     try:
-        admin = _bind_admin(settings) if role != "gateway" else None
-    except ConfigError:
-        for sock in sockets:
+        if role != "gateway":
+            # Both listen now: a request that comes before the admin API serves them waits.
+            admins.append(listen_unix(run_dir / "admin.sock"))
+            admins.extend([tcp] if (tcp := _bind_admin(settings)) else [])
+    except (ConfigError, OSError):
+        for sock in [*sockets, *admins]:
             sock.close()
+        (run_dir / "admin.sock").unlink(missing_ok=True)
         raise
-    # The workers start now (Python, imports, the app: a second or more each) while this
-    # process loads the pipeline and starts it (`_main`).
+    # The workers start now (Python, imports, the app: half a second or more each); the
+    # pipeline is loaded once they answer (`_main`).
     workers: dict[int, subprocess.Popen[bytes]] = {}
     try:
         for index in range(len(sockets)):
             workers[index] = _spawn(run_dir, index, sockets[index], role)
-        asyncio.run(_main(settings, run_dir, sockets, admin, on_ready, workers, role))
+        asyncio.run(_main(settings, run_dir, sockets, admins, on_ready, workers, role))
     finally:
         _stop_left(workers, settings.server.shutdown_timeout)  # when `_main` did not get to it
-        for sock in [*sockets, *([admin] if admin else [])]:
+        for sock in [*sockets, *admins]:
             sock.close()
         for gone in [run_dir / "server.json", run_dir / "admin.sock", *run_dir.glob("ready-*"),
                      *run_dir.glob("worker-*.pid")]:
@@ -180,19 +187,50 @@ def _bind_admin(settings: Settings) -> socket.socket | None:
     return sock
 
 
-def _admin_listener(settings: Settings, pipeline: Pipeline) -> _AdminServer:
-    """The admin API on its own TCP address, with the gateway's bounds on connections."""
-    return _AdminServer(uvicorn.Config(
-        pipeline.admin, http=protocol_class(Limits.of(settings.server)), ws="none",
-        lifespan="off", log_level="warning", log_config=None, access_log=False,
-        server_header=False, proxy_headers=False))
+def _admin_servers(settings: Settings, admins: list[socket.socket], app: StartingAdmin
+                   ) -> list[tuple[SweepingServer, asyncio.Task[None]]]:
+    """The admin API served on its unix socket and, when `server.admin_host` is set, on its
+    TCP address with the gateway's bounds on connections."""
+    import uvicorn
+
+    from trackd.server.protocol import Limits, SweepingServer, protocol_class
+
+    class AdminServer(SweepingServer):
+        """Signals are the supervisor's business, not uvicorn's."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    quiet: dict[str, Any] = {"lifespan": "off", "log_level": "warning", "log_config": None,
+                             "access_log": False}
+    configs = [uvicorn.Config(app, **quiet)]
+    if len(admins) > 1:
+        configs.append(uvicorn.Config(
+            app, http=protocol_class(Limits.of(settings.server)), ws="none",
+            server_header=False, proxy_headers=False, **quiet))
+    servers = [AdminServer(config) for config in configs]
+    return [(server, asyncio.create_task(server.serve(sockets=[sock])))
+            for server, sock in zip(servers, admins, strict=True)]
+
+
+def _load_pipeline() -> type[Pipeline]:
+    from trackd.app import Pipeline
+
+    return Pipeline
+
+
+def _announce(run_dir: Path, info: ServerInfo) -> None:
+    """server.json, written whole under a temporary name, then renamed: whoever waits for the
+    file (the CLI, scripts, tests) never reads it half written."""
+    partial = run_dir / ".server.json.tmp"
+    partial.write_text(json.dumps(info.__dict__))
+    partial.replace(run_dir / "server.json")
 
 
 async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
-                admin_sock: socket.socket | None, on_ready: Callable[[ServerInfo], None],
+                admins: list[socket.socket], on_ready: Callable[[ServerInfo], None],
                 workers: dict[int, subprocess.Popen[bytes]], role: Role = "all") -> None:
-    from trackd.app import Pipeline  # here: the workers are already starting meanwhile
-
     loop = asyncio.get_running_loop()
     # The stages' blocking work (archive files, ledgers, log reads) runs in the default
     # executor: at a lower priority, so that under load the gateway workers keep the cores.
@@ -202,42 +240,36 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _forward, workers, signal.SIGHUP)
-    # The workers take requests as soon as they are up, and answer admin calls with 503 until
-    # the admin socket is there (server.json, and so the `trackd` commands, come once all is).
-    pipeline = Pipeline(settings, run_dir) if role != "gateway" else None
-    release = await claim_warehouse(settings) if pipeline is not None else None
-    admin_sock_path = run_dir / "admin.sock"
-    admin: _AdminServer | None = None
-    admin_task: asyncio.Task[None] | None = None
-    listener: _AdminServer | None = None
-    listener_task: asyncio.Task[None] | None = None
-    if pipeline is not None:
-        try:
-            await pipeline.start()
-        except BaseException:
-            if release is not None:
-                await release()
-            raise
-        admin = _AdminServer(uvicorn.Config(pipeline.admin, lifespan="off", log_level="warning",
-                                            log_config=None, access_log=False))
-        admin_task = asyncio.create_task(admin.serve(sockets=[listen_unix(admin_sock_path)]))
-        listener = _admin_listener(settings, pipeline) if admin_sock else None
-        listener_task = asyncio.create_task(listener.serve(sockets=[admin_sock])) if (
-            listener and admin_sock) else None
+    port = sockets[0].getsockname()[1] if sockets else 0
+    info = ServerInfo(settings.server.host, int(port), os.getpid(),
+                      str(run_dir / "admin.sock") if admins else "",
+                      admins[1].getsockname()[1] if len(admins) > 1 else None,
+                      "starting" if admins else "none")
+    pipeline: Pipeline | None = None
+    release = None
+    servers: list[tuple[SweepingServer, asyncio.Task[None]]] = []
     try:
         await _wait_ready(run_dir, workers, stop)
         if stop.is_set():
             return
-        port = sockets[0].getsockname()[1] if sockets else 0
-        info = ServerInfo(settings.server.host, int(port), os.getpid(),
-                          str(admin_sock_path) if pipeline is not None else "",
-                          admin_sock.getsockname()[1] if admin_sock else None)
-        # Written whole under a temporary name, then renamed: whoever waits for the file
-        # (the CLI, scripts, tests) never reads it half written.
-        partial = run_dir / ".server.json.tmp"
-        partial.write_text(json.dumps(info.__dict__))
-        partial.replace(run_dir / "server.json")
-        on_ready(info)
+        if role != "pipeline":  # ready: the tracking API answers, its log open
+            _announce(run_dir, info)
+            on_ready(info)
+        if admins:
+            from trackd.server.starting import StartingAdmin
+
+            gate = StartingAdmin(READY_TIMEOUT)
+            servers = _admin_servers(settings, admins, gate)
+            # In a thread: the admin socket answers /readyz meanwhile.
+            loaded = (await asyncio.to_thread(_load_pipeline))(settings, run_dir)
+            release = await claim_warehouse(settings)
+            await loaded.start()
+            pipeline = loaded  # started: stopped on the way out
+            gate.open(pipeline.admin)
+            info = dataclasses.replace(info, pipeline="running")
+            _announce(run_dir, info)
+            if role == "pipeline":
+                on_ready(info)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
@@ -250,11 +282,10 @@ async def _main(settings: Settings, run_dir: Path, sockets: list[socket.socket],
         if pipeline is not None:
             pipeline.stopping()
         await asyncio.to_thread(_stop_left, workers, settings.server.shutdown_timeout)
-        for server, task in [(admin, admin_task), (listener, listener_task)]:
-            if server is not None and task is not None:
-                server.should_exit = True
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, 5)
+        for server, task in servers:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 5)
         if pipeline is not None:
             await pipeline.stop()
         if release is not None:
