@@ -324,7 +324,8 @@ class JetStreamLog(JetStreamLookups):
                 filter_subject=subjects))
         sub = await js.pull_subscribe_bind(durable=durable, stream=self.stream)
         consumer = JetStreamConsumer(name, sub, lambda: self._nc is not None
-                                     and self._nc.is_connected)
+                                     and self._nc.is_connected,
+                                     ack_wait=self.settings.ack_wait_s)
         self._consumers.append(consumer)
         return consumer
 
