@@ -80,6 +80,47 @@ def test_two_processes_of_one_consumer_share_the_work_without_duplicates(stream:
 
 
 @needs_machine_nats
+def test_held_records_wait_for_their_holder_while_it_lives_and_then_go_to_another(
+        stream: str) -> None:
+    """`extend` holds records past ack_wait (a destination waiting to deliver them); when the
+    holder goes away without acknowledging, another process of the consumer gets them."""
+    async def body() -> None:
+        settings = LogSettings(url=MACHINE_NATS, stream=stream, ack_wait_s=1.0)
+        first, second = JetStreamLog(settings), JetStreamLog(settings)
+        await first.start()
+        await second.start()
+        try:
+            holder = await first.consumer("destination:hook")
+            other = await second.consumer("destination:hook")
+            await first.append([entry(f"m{i}") for i in range(5)])
+            held: list[Record] = []
+
+            async def all_read() -> bool:
+                held.extend(await holder.read(10, wait=0.1))
+                return len(held) == 5
+
+            await eventually(all_read)
+            await holder.extend(held)
+            # three times ack_wait: none comes to the other process while the holder lives
+            assert await other.read(10, wait=3.0) == []
+            await holder.close()  # as if its process died: never acknowledged
+            again: list[Record] = []
+
+            async def redelivered() -> bool:
+                again.extend(await other.read(10, wait=0.2))
+                return len(again) >= 5
+
+            await eventually(redelivered)
+            assert sorted(ids(again)) == [f"m{i}" for i in range(5)]
+            await other.ack(again)
+            assert await second.lag("destination:hook") == 0
+        finally:
+            await first.close()
+            await second.close()
+    run(body)
+
+
+@needs_machine_nats
 def test_a_retried_request_within_the_duplicate_window_is_stored_once(stream: str) -> None:
     async def body() -> None:
         log = JetStreamLog(LogSettings(url=MACHINE_NATS, stream=stream))
