@@ -120,6 +120,38 @@ def test_held_records_wait_for_their_holder_while_it_lives_and_then_go_to_anothe
     run(body)
 
 
+@needs_binary
+def test_a_new_consumer_created_late_starts_when_it_was_first_asked_for(
+        tmp_path: Path) -> None:
+    """A destination's consumer starts at "new"; if NATS answers the pipeline process only
+    after gateways stored messages, those messages still reach the destination."""
+    async def body() -> None:
+        node = NatsNode(tmp_path, "late")
+        settings = LogSettings(url=node.url, stream="late")
+        pipeline = JetStreamLog(settings, reconnect_wait=0.1)
+        await pipeline.start()  # NATS not there: keeps trying
+        with pytest.raises(LogUnavailable):
+            await pipeline.consumer("destination:late", start="new")
+        node.start()
+        gateway = JetStreamLog(settings)
+        try:
+            await gateway.start()
+            await gateway.append([entry(f"m{i}") for i in range(3)])
+            await eventually(lambda: _true(pipeline.healthy))
+            consumer = await pipeline.consumer("destination:late", start="new")
+            got = await read_all(consumer, 3)
+            assert sorted(ids(got)) == ["m0", "m1", "m2"]
+        finally:
+            await pipeline.close()
+            await gateway.close()
+            node.kill()
+    run(body)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 @needs_machine_nats
 def test_a_retried_request_within_the_duplicate_window_is_stored_once(stream: str) -> None:
     async def body() -> None:

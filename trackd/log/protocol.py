@@ -60,7 +60,8 @@ from trackd.log.records import Entry, Position, Record, Refused, Violation
 
 Start = Literal["first", "new"]
 """Where a consumer seen for the first time begins: the oldest record kept, or only records
-appended from now on (a new destination: `trackd replay` sends it the past)."""
+appended from now on (a new destination: `trackd replay` sends it the past). "Now" is when
+the process first asked for the consumer, even if the log's servers answered only later."""
 
 Quarantined = dict[str, object]
 """A refused message: shard, id, receivedAt, source, messageId, batchIndex, reason, body."""
