@@ -80,6 +80,79 @@ def test_two_processes_of_one_consumer_share_the_work_without_duplicates(stream:
 
 
 @needs_machine_nats
+def test_held_records_wait_for_their_holder_while_it_lives_and_then_go_to_another(
+        stream: str) -> None:
+    """`extend` holds records past ack_wait (a destination waiting to deliver them); when the
+    holder goes away without acknowledging, another process of the consumer gets them."""
+    async def body() -> None:
+        settings = LogSettings(url=MACHINE_NATS, stream=stream, ack_wait_s=1.0)
+        first, second = JetStreamLog(settings), JetStreamLog(settings)
+        await first.start()
+        await second.start()
+        try:
+            holder = await first.consumer("destination:hook")
+            other = await second.consumer("destination:hook")
+            await first.append([entry(f"m{i}") for i in range(5)])
+            held: list[Record] = []
+
+            async def all_read() -> bool:
+                held.extend(await holder.read(10, wait=0.1))
+                return len(held) == 5
+
+            await eventually(all_read)
+            await holder.extend(held)
+            # three times ack_wait: none comes to the other process while the holder lives
+            assert await other.read(10, wait=3.0) == []
+            await holder.close()  # as if its process died: never acknowledged
+            again: list[Record] = []
+
+            async def redelivered() -> bool:
+                again.extend(await other.read(10, wait=0.2))
+                return len(again) >= 5
+
+            await eventually(redelivered)
+            assert sorted(ids(again)) == [f"m{i}" for i in range(5)]
+            await other.ack(again)
+            assert await second.lag("destination:hook") == 0
+        finally:
+            await first.close()
+            await second.close()
+    run(body)
+
+
+@needs_binary
+def test_a_new_consumer_created_late_starts_when_it_was_first_asked_for(
+        tmp_path: Path) -> None:
+    """A destination's consumer starts at "new"; if NATS answers the pipeline process only
+    after gateways stored messages, those messages still reach the destination."""
+    async def body() -> None:
+        node = NatsNode(tmp_path, "late")
+        settings = LogSettings(url=node.url, stream="late")
+        pipeline = JetStreamLog(settings, reconnect_wait=0.1)
+        await pipeline.start()  # NATS not there: keeps trying
+        with pytest.raises(LogUnavailable):
+            await pipeline.consumer("destination:late", start="new")
+        node.start()
+        gateway = JetStreamLog(settings)
+        try:
+            await gateway.start()
+            await gateway.append([entry(f"m{i}") for i in range(3)])
+            await eventually(lambda: _true(pipeline.healthy))
+            consumer = await pipeline.consumer("destination:late", start="new")
+            got = await read_all(consumer, 3)
+            assert sorted(ids(got)) == ["m0", "m1", "m2"]
+        finally:
+            await pipeline.close()
+            await gateway.close()
+            node.kill()
+    run(body)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+@needs_machine_nats
 def test_a_retried_request_within_the_duplicate_window_is_stored_once(stream: str) -> None:
     async def body() -> None:
         log = JetStreamLog(LogSettings(url=MACHINE_NATS, stream=stream))

@@ -166,6 +166,18 @@ class Ledger:
 
         return int(self._write(write))
 
+    def rows(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, bool]]:
+        """(messageId, source) -> (row id, still pending or retrying) for the keys it holds."""
+        with self._lock:
+            out: dict[tuple[str, str], tuple[int, bool]] = {}
+            for key in keys:
+                row = self._conn.execute(
+                    f"SELECT id, {_ACTIVE} FROM deliveries WHERE message_id = ? AND source = ?",
+                    key).fetchone()
+                if row is not None:
+                    out[key] = (int(row[0]), bool(row[1]))
+            return out
+
     # -- dispatch --------------------------------------------------------------------------
     def plan(self, now: float, *, busy: frozenset[str] | set[str], slots: int, size: int,
              max_bytes: int = MAX_REQUEST_BYTES) -> Plan:

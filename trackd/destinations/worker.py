@@ -4,11 +4,14 @@ One `DestinationWorker` per destination, each a log consumer `destination:<name>
 offset and its own tasks, so a slow or dead destination never holds back another one or the
 warehouse. Two loops:
 
-- intake: read the log after the consumer's position, decide routing for each record, store
-  the rows in the ledger (durable), and only then acknowledge them to the log. A crash in
-  between re-reads records the ledger already has; it ignores them (messageId + source is
-  unique). On the NATS log the consumer is shared by every pipeline process, each with its
-  own ledger: a record goes to one of them (at least once).
+- intake: read the log after the consumer's position, decide routing for each record and
+  store the rows in the ledger (durable). Where one process reads the consumer (a
+  `PositionedConsumer`: the SQLite log), the ledger is the queue: the records are acknowledged
+  right after, and a crash in between re-reads records the ledger already has, which it
+  ignores (messageId + source is unique). Where the consumer is shared by several processes
+  (the NATS log), each with its own ledger, a record is acknowledged only once its row is
+  delivered, dead-lettered or skipped; until then the worker holds it (`extend`), so if this
+  process dies the log redelivers it to another one, which delivers it (at least once).
 - dispatch: ask the ledger for due rows (`Ledger.plan`: order per user, a user in one request at
   a time), post them with up to `concurrency` requests in flight, and record each outcome:
   2xx delivered; 408/429/5xx/network retried after the backoff or Retry-After; other 4xx, the
@@ -36,7 +39,7 @@ from trackd.destinations.routing import Route, refusal
 from trackd.destinations.senders import Sender
 from trackd.errors import DeliveryError, RetryableDeliveryError
 from trackd.log.choice import as_source, reader_of
-from trackd.log.protocol import LogConsumer, LogSource, Start
+from trackd.log.protocol import LogConsumer, LogSource, PositionedConsumer, Start
 from trackd.log.reader import LogReader
 from trackd.log.records import Record
 from trackd.observability import Registry, get_logger
@@ -115,6 +118,8 @@ class DestinationWorker:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        # A shared consumer's records held until their row is done: row id -> offset -> record.
+        self._held: dict[int, dict[int, Record]] = {}
         # Held while records move from the log into the ledger (ledger write, then the log
         # position): in between they are in both, and the lag gauge would count them twice.
         self._moving = threading.Lock()
@@ -143,6 +148,7 @@ class DestinationWorker:
         self._tasks = []
         if self.consumer is not None:
             await self.consumer.close()
+        self._held.clear()  # not acknowledged: the log gives them to a process again
         await self.sender.aclose()
         with self._moving:
             self._closed = True
@@ -155,7 +161,8 @@ class DestinationWorker:
                 return
             unread = (self.reader.lag(self.name) if self.reader is not None
                       else self._log_lag[0])
-            backlog = unread + self.ledger.active()
+            # held records are unacknowledged in the log and active in the ledger: count once
+            backlog = unread + max(0, self.ledger.active() - len(self._held))
         self._lag.set(self._labels, float(backlog))
 
     async def _consumer(self) -> LogConsumer:
@@ -191,7 +198,9 @@ class DestinationWorker:
         if not records:
             return 0
         intakes = [intake_of(r, self.route) for r in records]
-        if self.reader is not None:  # SQLite: the ack is the position move, in one step
+        if not isinstance(consumer, PositionedConsumer):
+            added = await self._hold(consumer, records, intakes)
+        elif self.reader is not None:  # SQLite: the ack is the position move, in one step
             added = await asyncio.to_thread(self._move, records, intakes)
         else:
             added = await asyncio.to_thread(self.ledger.add, intakes, self._clock())
@@ -202,6 +211,42 @@ class DestinationWorker:
         if added:
             self._wake.set()
         return len(records)
+
+    async def _hold(self, consumer: LogConsumer, records: list[Record],
+                    intakes: list[Intake]) -> int:
+        """A shared consumer: store the rows, acknowledge the records whose row is done
+        already (skipped, or delivered before a redelivery), hold the others until it is."""
+        def store() -> tuple[int, dict[tuple[str, str], tuple[int, bool]]]:
+            added = self.ledger.add(intakes, self._clock())
+            return added, self.ledger.rows([(r.message_id, r.source) for r in records])
+
+        added, rows = await asyncio.to_thread(store)
+        done: list[Record] = []
+        held: list[Record] = []
+        for record in records:
+            row_id, active = rows.get((record.message_id, record.source), (0, False))
+            if active:
+                self._held.setdefault(row_id, {})[record.offset] = record
+                held.append(record)
+            else:
+                done.append(record)
+        if held:
+            await consumer.extend(held)
+        if done:
+            await consumer.ack(done)
+        return added
+
+    async def _settle(self, ids: list[int]) -> None:
+        """Rows delivered or dead-lettered (durably): acknowledge the records held for them.
+        If that fails they come again, and the ledger's row acknowledges them then."""
+        records = [r for i in ids for r in self._held.pop(i, {}).values()]
+        if not records or self.consumer is None:
+            return
+        try:
+            await self.consumer.ack(records)
+        except Exception as exc:
+            log.warning("could not acknowledge delivered records; they come again",
+                        extra={"destination": self.settings.name, "error": str(exc)})
 
     def _move(self, records: list[Record], intakes: list[Intake]) -> int:
         """Store the rows durably, then move the log position past them (one step for
@@ -299,6 +344,7 @@ class DestinationWorker:
         await asyncio.to_thread(self.ledger.delivered, ids, status, self._clock())
         self._delivered.inc(self._labels, len(ids))
         self._notices.delivered()
+        await self._settle(ids)
 
     async def _failed(self, ids: list[int], exc: DeliveryError) -> None:
         verdict = Verdict.RETRY if isinstance(exc, RetryableDeliveryError) else Verdict.ABORT
@@ -312,6 +358,8 @@ class DestinationWorker:
         outcomes = await asyncio.to_thread(self.ledger.failed, ids, decide, exc.status,
                                            str(exc), now)
         dead = sum(1 for o in outcomes if o.dead)
+        if dead:
+            await self._settle([o.id for o in outcomes if o.dead])
         if verdict is Verdict.RETRY:
             self._notices.retrying(len(outcomes), str(exc))
         if dead:

@@ -29,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -126,6 +128,7 @@ class JetStreamLog(JetStreamLookups):
         self._acks: dict[str, _Waiter] = {}
         self._token = 0
         self.last_error: str | None = None
+        self._asked: dict[str, float] = {}  # consumer name -> when it was first asked for
 
     # -- connection --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -302,6 +305,10 @@ class JetStreamLog(JetStreamLookups):
 
     # -- consuming ---------------------------------------------------------------------------
     async def consumer(self, name: str, *, start: Start = "first") -> JetStreamConsumer:
+        """A consumer created at "new" starts when it was first asked for, not when NATS
+        first answered: what arrives while this process is still reaching NATS is not
+        skipped."""
+        self._asked.setdefault(name, time.time())
         return await self._durable(name, f"{self.stream}.m.>", start)
 
     async def violations(self) -> JetStreamConsumer:
@@ -317,14 +324,17 @@ class JetStreamLog(JetStreamLookups):
         except nats.js.errors.NotFoundError:
             await js.add_consumer(self.stream, api.ConsumerConfig(
                 durable_name=durable, ack_policy=api.AckPolicy.EXPLICIT,
-                deliver_policy=api.DeliverPolicy.NEW if start == "new" else
+                deliver_policy=api.DeliverPolicy.BY_START_TIME if start == "new" else
                 api.DeliverPolicy.ALL,
+                opt_start_time=datetime.fromtimestamp(
+                    self._asked.get(name, time.time()), UTC) if start == "new" else None,
                 ack_wait=self.settings.ack_wait_s, max_deliver=-1,
                 max_ack_pending=self.settings.max_ack_pending,
                 filter_subject=subjects))
         sub = await js.pull_subscribe_bind(durable=durable, stream=self.stream)
         consumer = JetStreamConsumer(name, sub, lambda: self._nc is not None
-                                     and self._nc.is_connected)
+                                     and self._nc.is_connected,
+                                     ack_wait=self.settings.ack_wait_s)
         self._consumers.append(consumer)
         return consumer
 

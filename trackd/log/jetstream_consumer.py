@@ -4,7 +4,10 @@ Every process that opens the same name binds to the same durable consumer, so Je
 the records between them and gives none to two at once. A record read and not acknowledged
 within `ack_wait_s` (its process died) is delivered again, to any of them; `retry(delay)`
 gives records back with a nak that JetStream honours after `delay` seconds (a plain nak would
-redeliver at once).
+redeliver at once). `extend(records)` holds records until `ack` or `retry`, however long: the
+handle tells JetStream that work on them is going on (`+WPI`) every third of `ack_wait`, so
+they are redelivered to another process only when this one stops telling it (it died, or
+lost NATS for longer than `ack_wait`).
 
 `ack` sends a plain ack for every record but the last and waits for the server's answer to
 the last: the server handles one connection's acks in order, so when that answer comes every
@@ -13,6 +16,7 @@ ack has been applied (one round trip per batch, not per record).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Callable, Sequence
@@ -74,11 +78,14 @@ class JetStreamConsumer:
     """A `LogConsumer` (see `trackd.log.protocol`): one handle on a durable consumer."""
 
     def __init__(self, name: str, sub: JetStreamContext.PullSubscription,
-                 connected: Callable[[], bool]) -> None:
+                 connected: Callable[[], bool], *, ack_wait: float = 30.0) -> None:
         self.name = name
         self._sub = sub
         self._connected = connected
+        self._ack_wait = ack_wait
         self._inflight: dict[int, Msg] = {}  # stream sequence -> the message to ack
+        self._held: set[int] = set()  # stream sequences kept from redelivery (`extend`)
+        self._keeper: asyncio.Task[None] | None = None
         self._closed = False
 
     async def read(self, limit: int, *, wait: float = 0.0) -> list[Record]:
@@ -101,6 +108,7 @@ class JetStreamConsumer:
         return records
 
     def _take(self, records: Sequence[Record]) -> list[Msg]:
+        self._held.difference_update(r.offset for r in records)
         return [msg for r in records if (msg := self._inflight.pop(r.offset, None)) is not None]
 
     async def ack(self, records: Sequence[Record]) -> None:
@@ -121,16 +129,37 @@ class JetStreamConsumer:
             await msg.nak(delay=delay if delay > 0 else None)
 
     async def extend(self, records: Sequence[Record]) -> None:
-        for r in records:
-            msg = self._inflight.get(r.offset)
-            if msg is not None:
-                await msg.in_progress()
+        """Hold `records` until `ack` or `retry` (see the module docstring)."""
+        offsets = [r.offset for r in records if r.offset in self._inflight]
+        self._held.update(offsets)
+        await self._progress(offsets)
+        if self._keeper is None and offsets:
+            self._keeper = asyncio.create_task(self._keep(), name=f"{self.name}:hold")
+
+    async def _progress(self, offsets: Sequence[int]) -> None:
+        try:
+            for offset in offsets:
+                msg = self._inflight.get(offset)
+                if msg is not None:
+                    await msg.in_progress()
+        except (nats.errors.Error, nats.js.errors.Error):
+            pass  # NATS away: told again on the next round, or redelivered after ack_wait
+
+    async def _keep(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(max(0.1, self._ack_wait / 3))
+            await self._progress(list(self._held))
 
     async def close(self) -> None:
         """Unsubscribe; what was read and not acknowledged comes again after ack_wait."""
         if self._closed:
             return
         self._closed = True
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        self._held.clear()
         self._inflight.clear()
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()

@@ -45,7 +45,10 @@ What differs, and what a stage may rely on only where it holds:
   with that delay) is delivered again, to any of them. There is no position a stage could keep
   with its output, so exactly-once output comes from removing repeats by messageId in the
   same transaction as the output (the warehouse's ledger; PostgreSQL's merge on `id`).
-  `extend(records)` tells JetStream that slow work on them is still going on.
+  `extend(records)` holds records until they are acknowledged or retried, however long that
+  takes (the handle keeps telling JetStream that work on them goes on), so they go to another
+  process only if this one dies: a destination acknowledges its records only once delivered
+  or dead-lettered, and holds them meanwhile.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ from trackd.log.records import Entry, Position, Record, Refused, Violation
 
 Start = Literal["first", "new"]
 """Where a consumer seen for the first time begins: the oldest record kept, or only records
-appended from now on (a new destination: `trackd replay` sends it the past)."""
+appended from now on (a new destination: `trackd replay` sends it the past). "Now" is when
+the process first asked for the consumer, even if the log's servers answered only later."""
 
 Quarantined = dict[str, object]
 """A refused message: shard, id, receivedAt, source, messageId, batchIndex, reason, body."""
@@ -109,7 +113,8 @@ class LogConsumer(Protocol):
         ...
 
     async def extend(self, records: Sequence[Record]) -> None:
-        """Still working on `records`: do not redeliver them yet."""
+        """Still working on `records`: do not redeliver them before `ack` or `retry` while
+        this process lives."""
         ...
 
     async def close(self) -> None:
