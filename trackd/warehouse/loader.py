@@ -52,6 +52,7 @@ from trackd.warehouse.batch import Batch
 from trackd.warehouse.db import Database
 from trackd.warehouse.duckstore import DuckStore
 from trackd.warehouse.feed import ConsumerFeed, Feed, PositionFeed, ViolationFeed
+from trackd.warehouse.schedule import Schedule
 from trackd.warehouse.store import Store
 from trackd.warehouse.violations import ViolationLoader
 
@@ -111,6 +112,12 @@ class WarehouseLoader:
         self.make_room = make_room
         self.catalog = self.store.catalog
         self.position: Position = {}
+        # Records read and not committed yet (`schedule`): those left for the next round, and
+        # per shard the offsets of all of them; the log is read after `_read_position`.
+        self.schedule = Schedule(self.catalog, settings.max_tables_per_source)
+        self._pending: list[Record] = []
+        self._unsettled: dict[str, set[int]] = {}
+        self._read_position: Position = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
@@ -148,6 +155,8 @@ class WarehouseLoader:
         """Open the database and resume from the position committed in it."""
         self.store.open()
         self.position = self.store.position()
+        self._read_position = dict(self.position)
+        self._pending, self._unsettled = [], {}
         self._feed().open(self.position)
 
     def _feed(self) -> Feed:
@@ -194,6 +203,8 @@ class WarehouseLoader:
             self._loop()
         finally:
             self._fail_jobs()
+            if self._pending:  # stopped by a failing load: on NATS, give them back now
+                self._feed().failed(self._pending)
             self._feed().close()
             if self._violation_feed is not None:
                 self._violation_feed.close()
@@ -201,7 +212,7 @@ class WarehouseLoader:
 
     def _loop(self) -> None:
         backoff = 0.5
-        while not self._stop.is_set():
+        while not self._stop.is_set() or self._pending:  # a stop finishes the read in flight
             try:
                 loaded = self.load_once()
                 backoff = 0.5
@@ -212,7 +223,7 @@ class WarehouseLoader:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            if loaded < self._batch_rows:
+            if loaded < self._batch_rows and not self._pending:
                 self._stop.wait(self.settings.poll_interval)
 
     # -- loading ------------------------------------------------------------------------
@@ -222,11 +233,12 @@ class WarehouseLoader:
         while True:
             count = self.load_once()
             total += count
-            if count == 0:
+            if count == 0 and not self._pending:
                 return total
 
     def load_once(self) -> int:
-        """One round: read a batch, load it (splitting it on failure), mirror the position."""
+        """One round: read a batch, load it in the transactions `schedule` splits it into
+        (each split further on failure), mirror the position; returns the records committed."""
         self._run_jobs()
         self._maybe_prune()
         moved = 0
@@ -235,16 +247,57 @@ class WarehouseLoader:
             if self._violation_feed is not None:
                 self._violation_feed.done()
         feed = self._feed()
-        records = feed.read(self._batch_rows, self.position)
-        if not records:
-            return moved
-        try:
-            self._load_resilient(records)
-        except BaseException:
-            feed.failed(records)
-            raise
-        feed.done(records, self.position)
-        return moved + len(records)
+        records = self._read(feed)
+        parts, later = self.schedule.split(self._pending + records)
+        self._pending = later
+        committed = 0
+        for i, part in enumerate(parts):
+            try:
+                self._load_resilient(part)
+            except BaseException:  # what is not committed comes again in the next round
+                left = [r for p in parts[i:] for r in p]
+                self._pending = [r for r in left if r.offset in self._unsettled.get(r.shard, ())]
+                self._pending += later
+                raise
+            feed.done(part, self.position)
+            committed += len(part)
+        return moved + committed
+
+    def _read(self, feed: Feed) -> list[Record]:
+        """New records after those read before; fewer while many wait for the next round
+        (none once twice `batch_rows` wait, or when stopping)."""
+        waiting = len(self._pending)
+        limit = self._batch_rows - waiting
+        if waiting:
+            limit = max(limit, self._batch_rows // 4, 1)
+            if waiting >= 2 * self._batch_rows or self._stop.is_set():
+                limit = 0
+        records = feed.read(limit, self._read_position) if limit else []
+        if records:
+            self._read_position = advanced(self._read_position, records)
+            for record in records:
+                self._unsettled.setdefault(record.shard, set()).add(record.offset)
+        return records
+
+    def _position_with(self, records: list[Record]) -> Position:
+        """The log position once `records` are committed too: per shard, up to the first
+        record read and not committed (the others may commit ahead of it), else all read."""
+        gone: dict[str, set[int]] = {}
+        for record in records:
+            gone.setdefault(record.shard, set()).add(record.offset)
+        out = dict(self.position)
+        for shard, top in self._read_position.items():
+            left = self._unsettled.get(shard, set()) - gone.get(shard, set())
+            mark = min(left) - 1 if left else top
+            if mark > out.get(shard, 0):
+                out[shard] = mark
+        return out
+
+    def _settle(self, records: list[Record], position: Position) -> None:
+        """`records` are committed, with `position`."""
+        for record in records:
+            self._unsettled.get(record.shard, set()).discard(record.offset)
+        self.position = position
 
     def submit(self, job: Callable[[Store], T]) -> concurrent.futures.Future[T]:
         """Run `job(store)` in the loader's thread between two batches: the way other
@@ -318,9 +371,9 @@ class WarehouseLoader:
         batch = Batch(self.catalog, self._window, now, self.settings.max_tables_per_source)
         keys = [ledger.message_key(r.source, r.message_id) for r in records]
         batch.judge(self.store.find(keys), records, keys)
-        position = advanced(self.position, records)
+        position = self._position_with(records)
         conflicts = self.store.load(batch, position)
-        self.position = position  # adopted after COMMIT
+        self._settle(records, position)  # adopted after COMMIT
         committed = self.clock()
         for source, count in batch.loaded.items():
             self._loaded.inc((source,), count)
@@ -343,9 +396,9 @@ class WarehouseLoader:
                   extra={"message_id": record.message_id, "error": str(exc)})
         row = (record.source, record.message_id, record.type, record.received_at, self.clock(),
                f"{type(exc).__name__}: {exc}"[:2000], record.shard, record.offset)
-        position = advanced(self.position, [record])
+        position = self._position_with([record])
         self.store.record_errors([row], position)
-        self.position = position
+        self._settle([record], position)
         self._errors.inc()
 
     def _canary_loads(self, source: str) -> bool:

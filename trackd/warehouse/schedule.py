@@ -1,0 +1,168 @@
+"""Which records the loader writes in which transaction, so one source's schema work cannot
+hold back the others.
+
+Most reads need little or no DDL and load in one transaction, as they always did. A source that
+sends hundreds of new event names or property names (a bug, or an attacker with a write key)
+makes the load pay for each new table and column (~3 ms per table, an ALTER per column); in the
+same transaction as everyone else's records, every source would wait for it. So `Schedule.split`
+estimates each record's schema work (`cost`: new column names, plus `TABLE_COST` per new event
+table up to the source's table limit, beyond which an event stays in the tracks row) and, when
+a read needs more than `BUDGET`:
+
+1. the records of every source within the budget load first, in one transaction;
+2. then each expensive source loads ONE chunk of its records (in order of receipt) whose work
+   fits the budget; the rest of its records wait for the next round, which reads what came
+   meanwhile and again puts the cheap sources first.
+
+So a message of another source waits at most for one chunk per expensive source, however large
+the schema work queued before it. The estimate reads property names only (top-level and nested
+keys, as `plan.walk` names them); the loader still does the real planning, so an estimate that
+is off changes the chunking, never what is loaded. The log position the loader saves with each
+transaction stays behind every record not yet committed (`loader`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from trackd.log.records import Record
+from trackd.warehouse.catalog import Catalog, base_columns
+from trackd.warehouse.naming import (
+    HOME_TABLE,
+    STANDARD_TABLES,
+    event_table,
+    payload_column,
+    snakecase,
+)
+from trackd.warehouse.plan import MAX_DEPTH
+
+BUDGET = 256  # schema work per transaction: 256 new columns, or 32 new tables
+TABLE_COST = 8  # a new table costs about as much as 8 new columns
+_PAYLOAD = {"identify": "traits", "group": "traits", "track": "properties",
+            "page": "properties", "screen": "properties"}
+_PROFILE = {"identify": "users", "group": "accounts"}
+
+
+class _Shape(msgspec.Struct):
+    """What the estimate reads of a body."""
+
+    event: Any = None
+    properties: Any = None
+    traits: Any = None
+    context: Any = None
+
+
+_decoder = msgspec.json.Decoder(_Shape)
+
+
+@dataclass
+class _Source:
+    """One source's schema work so far in a read: tables and columns it creates."""
+
+    tables: set[str] = field(default_factory=set)  # new event tables
+    columns: dict[str, set[str]] = field(default_factory=dict)  # table -> new columns
+    cost: int = 0
+
+
+class Schedule:
+    """Splits the loader's records into transactions (see the module docstring)."""
+
+    def __init__(self, catalog: Catalog, max_tables: int, budget: int = BUDGET) -> None:
+        self.catalog = catalog
+        self.max_tables = max_tables
+        self.budget = budget
+        self._counts: Counter[str] = Counter()  # event tables per source, when `split` began
+
+    def split(self, records: list[Record]) -> tuple[list[list[Record]], list[Record]]:
+        """(the transactions to run now, in order; the records left for the next round)."""
+        self._counts = Counter(s for s, t in self.catalog.tables if t not in STANDARD_TABLES)
+        state: dict[str, _Source] = {}
+        costs = [self.cost(state.setdefault(r.source, _Source()), r) for r in records]
+        if sum(costs) <= self.budget:
+            return ([records] if records else []), []
+        expensive = {source for source, work in state.items() if work.cost > self.budget}
+        cheap = [r for r in records if r.source not in expensive]
+        now: list[list[Record]] = [cheap] if cheap else []
+        later: list[Record] = []
+        for source in sorted(expensive):
+            chunk: list[Record] = []
+            spent = 0
+            full = False
+            mine = ((r, c) for r, c in zip(records, costs, strict=True) if r.source == source)
+            for record, cost in mine:
+                full = full or bool(chunk) and spent + cost > self.budget
+                if full:  # this and every later record of the source: the next round
+                    later.append(record)
+                else:
+                    chunk.append(record)
+                    spent += cost
+            now.append(chunk)
+        return now, later
+
+    def cost(self, work: _Source, record: Record) -> int:
+        """The schema work `record` adds to its source's `work` (which it updates)."""
+        if record.type not in HOME_TABLE:
+            return 0
+        try:
+            body = _decoder.decode(record.body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return 0  # the loader finds what is wrong with it
+        spent = 0
+        home = HOME_TABLE[record.type]
+        targets: list[tuple[str, str, Any]] = [(home, home, None)]
+        if record.type == "track":
+            table = event_table(body.event) if isinstance(body.event, str) else ""
+            new = table and (record.source, table) not in self.catalog.tables
+            if new and table not in work.tables:
+                if self._counts[record.source] + len(work.tables) >= self.max_tables:
+                    table = ""  # beyond the limit: kept in the tracks row
+                else:
+                    work.tables.add(table)
+                    spent += TABLE_COST
+            if table:
+                targets.append((table, "tracks", body.properties))
+        else:
+            payload = _PAYLOAD.get(record.type)
+            targets[0] = (home, home, getattr(body, payload) if payload else None)
+            if record.type in _PROFILE:
+                profile = _PROFILE[record.type]
+                targets.append((profile, profile, body.traits))
+        for table, kind, payload in targets:
+            names = [*_names(body.context, "context", 0)] if kind not in _PROFILE.values() else []
+            names += [payload_column(n, kind) for n in _names(payload, "", 0)]
+            spent += self._new_columns(work, record.source, table, kind, names)
+        work.cost += spent
+        return spent
+
+    def _new_columns(self, work: _Source, source: str, table: str, kind: str,
+                     names: list[str]) -> int:
+        """New names (beyond the table's column room too: their values go through the wide
+        load into `_overflow`, which costs about as much)."""
+        if not names:
+            return 0
+        known = self.catalog.columns(source, table)
+        base = base_columns(kind)
+        new = work.columns.setdefault(table, set())
+        before = len(new)
+        new.update(n for n in names if n not in known and n not in base)
+        return len(new) - before
+
+
+def _names(value: Any, prefix: str, depth: int) -> Iterable[str]:
+    """The column names an object's leaves get (`plan.walk`'s naming)."""
+    if not isinstance(value, dict):
+        return
+    for key, sub in value.items():
+        part = snakecase(key) if isinstance(key, str) else ""
+        if not part:
+            continue
+        name = f"{prefix}_{part}" if prefix else part
+        if isinstance(sub, dict) and sub and depth < MAX_DEPTH:
+            yield from _names(sub, name, depth + 1)
+        elif sub is not None:
+            yield name
