@@ -43,6 +43,7 @@ from trackd.warehouse.plan import MAX_DEPTH
 
 BUDGET = 256  # schema work per transaction: 256 new columns, or 32 new tables
 TABLE_COST = 8  # a new table costs about as much as 8 new columns
+OVERFLOW_VALUES = 8  # and a column as 8 new names beyond a table's column limit
 _PAYLOAD = {"identify": "traits", "group": "traits", "track": "properties",
             "page": "properties", "screen": "properties"}
 _PROFILE = {"identify": "users", "group": "accounts"}
@@ -141,16 +142,18 @@ class Schedule:
 
     def _new_columns(self, work: _Source, source: str, table: str, kind: str,
                      names: list[str]) -> int:
-        """New names (beyond the table's column room too: their values go through the wide
-        load into `_overflow`, which costs about as much)."""
+        """New names: a column each while the table has room, else `OVERFLOW_VALUES` of them
+        per unit (their values go through the wide load into `_overflow`: no DDL)."""
         if not names:
             return 0
         known = self.catalog.columns(source, table)
         base = base_columns(kind)
         new = work.columns.setdefault(table, set())
-        before = len(new)
-        new.update(n for n in names if n not in known and n not in base)
-        return len(new) - before
+        room = self.catalog.max_columns - len(base) - len(known) - len(new)
+        added = {n for n in names if n not in known and n not in base and n not in new}
+        new.update(added)
+        columns = min(len(added), max(0, room))
+        return columns + -(-(len(added) - columns) // OVERFLOW_VALUES)
 
 
 def _names(value: Any, prefix: str, depth: int) -> Iterable[str]:
