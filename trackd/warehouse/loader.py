@@ -238,16 +238,24 @@ class WarehouseLoader:
 
     def load_once(self) -> int:
         """One round: read a batch, load it in the transactions `schedule` splits it into
-        (each split further on failure), mirror the position; returns the records committed."""
+        (each split further on failure), mirror the position; returns the records committed.
+
+        Jobs (`submit`) run after every record read before them is committed: a deletion then
+        cannot be followed by a record of its subject that the loader still held."""
+        committed = 0
+        while self._pending and not self._jobs.empty():
+            committed += self._commit([])
         self._run_jobs()
         self._maybe_prune()
-        moved = 0
         if self.violations is not None:  # <source>._violations
-            moved = self.store.load_violations(self.violations)
+            committed += self.store.load_violations(self.violations)
             if self._violation_feed is not None:
                 self._violation_feed.done()
+        return committed + self._commit(self._read(self._feed()))
+
+    def _commit(self, records: list[Record]) -> int:
+        """Load what waits and `records`, in the schedule's order, as far as it says."""
         feed = self._feed()
-        records = self._read(feed)
         parts, later = self.schedule.split(self._pending + records)
         self._pending = later
         committed = 0
@@ -261,7 +269,7 @@ class WarehouseLoader:
                 raise
             feed.done(part, self.position)
             committed += len(part)
-        return moved + committed
+        return committed
 
     def _read(self, feed: Feed) -> list[Record]:
         """New records after those read before; fewer while many wait for the next round
