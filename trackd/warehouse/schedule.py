@@ -63,11 +63,13 @@ _decoder = msgspec.json.Decoder(_Shape)
 
 @dataclass
 class _Source:
-    """One source's schema work so far in a read: tables and columns it creates."""
+    """One source in a read: the tables and columns its records create, and its chunk."""
 
     tables: set[str] = field(default_factory=set)  # new event tables
-    columns: dict[str, set[str]] = field(default_factory=dict)  # table -> new columns
-    cost: int = 0
+    columns: dict[str, set[str]] = field(default_factory=dict)  # table -> new names
+    chunk: list[Record] = field(default_factory=list)  # its records in the first chunk
+    spent: int = 0  # their schema work
+    later: list[Record] = field(default_factory=list)  # its records beyond that chunk
 
 
 class Schedule:
@@ -80,30 +82,35 @@ class Schedule:
         self._counts: Counter[str] = Counter()  # event tables per source, when `split` began
 
     def split(self, records: list[Record]) -> tuple[list[list[Record]], list[Record]]:
-        """(the transactions to run now, in order; the records left for the next round)."""
+        """(the transactions to run now, in order; the records left for the next round).
+
+        One pass in order of receipt: a source's records fill its first chunk until the next
+        would pass the budget; from then on the source is expensive and its other records are
+        left for the next round without being estimated."""
         self._counts = Counter(s for s, t in self.catalog.tables if t not in STANDARD_TABLES)
         state: dict[str, _Source] = {}
-        costs = [self.cost(state.setdefault(r.source, _Source()), r) for r in records]
-        if sum(costs) <= self.budget:
+        for record in records:
+            work = state.get(record.source)
+            if work is None:
+                work = state[record.source] = _Source()
+            if work.later:
+                work.later.append(record)
+                continue
+            cost = self.cost(work, record)
+            if work.chunk and work.spent + cost > self.budget:
+                work.later.append(record)
+            else:
+                work.chunk.append(record)
+                work.spent += cost
+        expensive = sorted(source for source, work in state.items()
+                           if work.later or work.spent > self.budget)
+        if not expensive:
             return ([records] if records else []), []
-        expensive = {source for source, work in state.items() if work.cost > self.budget}
-        cheap = [r for r in records if r.source not in expensive]
-        now: list[list[Record]] = [cheap] if cheap else []
-        later: list[Record] = []
-        for source in sorted(expensive):
-            chunk: list[Record] = []
-            spent = 0
-            full = False
-            mine = ((r, c) for r, c in zip(records, costs, strict=True) if r.source == source)
-            for record, cost in mine:
-                full = full or bool(chunk) and spent + cost > self.budget
-                if full:  # this and every later record of the source: the next round
-                    later.append(record)
-                else:
-                    chunk.append(record)
-                    spent += cost
-            now.append(chunk)
-        return now, later
+        heavy = set(expensive)
+        cheap = [r for r in records if r.source not in heavy]
+        now = [cheap] if cheap else []
+        now += [state[source].chunk for source in expensive]
+        return now, [r for source in expensive for r in state[source].later]
 
     def cost(self, work: _Source, record: Record) -> int:
         """The schema work `record` adds to its source's `work` (which it updates)."""
@@ -137,7 +144,6 @@ class Schedule:
             names = [*_names(body.context, "context", 0)] if kind not in _PROFILE.values() else []
             names += [payload_column(n, kind) for n in _names(payload, "", 0)]
             spent += self._new_columns(work, record.source, table, kind, names)
-        work.cost += spent
         return spent
 
     def _new_columns(self, work: _Source, source: str, table: str, kind: str,
