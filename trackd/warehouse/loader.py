@@ -13,11 +13,17 @@ up to `batch_rows` records after the position stored in DuckDB, and in ONE DuckD
 4. writes the ledger, duplicates, profile events and the new log position (`ledger`),
 
 then COMMITs, and only then mirrors the position to the log (`LogReader.commit`, which drives
-lag metrics and trimming). A kill -9 before the COMMIT loses the whole transaction and the next
-start reads the same records again; after it, the position in DuckDB already covers them. So
-no record is lost and none is loaded twice, whatever the moment of the crash. On the NATS log
-the records come from the shared consumer instead and are acknowledged after COMMIT; a repeat
-is dropped by step 1 (`trackd.warehouse.feed`).
+lag metrics and trimming). When a read needs much schema work (new tables and columns), the
+`schedule` splits it: the other sources' records first, then bounded chunks of the heavy
+source's, in transactions of their own; the position saved with each stays before the first
+record read and not yet committed (a record committed ahead of it is dropped by step 1 if a
+crash makes the loader read it again).
+
+A kill -9 before a COMMIT loses that whole transaction and the next start reads the same
+records again; after it, the position in DuckDB already covers them. So no record is lost and
+none is loaded twice, whatever the moment of the crash. On the NATS log the records come
+from the shared consumer instead and are acknowledged after COMMIT; a repeat is dropped by
+step 1 (`trackd.warehouse.feed`).
 
 A batch that fails is retried; if it keeps failing it is split in halves down to single
 records, and a record that cannot be loaded even alone is written to `_trackd.load_errors`
