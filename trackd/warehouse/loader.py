@@ -50,7 +50,7 @@ import duckdb
 from trackd.log.choice import as_source, reader_of
 from trackd.log.protocol import LogSource
 from trackd.log.reader import LogReader
-from trackd.log.records import Position, Record, advanced
+from trackd.log.records import Position, Record
 from trackd.observability import Registry, get_logger
 from trackd.settings import WarehouseSettings
 from trackd.warehouse import ledger
@@ -58,7 +58,7 @@ from trackd.warehouse.batch import Batch
 from trackd.warehouse.db import Database
 from trackd.warehouse.duckstore import DuckStore
 from trackd.warehouse.feed import ConsumerFeed, Feed, PositionFeed, ViolationFeed
-from trackd.warehouse.schedule import Schedule
+from trackd.warehouse.schedule import Reads, Schedule
 from trackd.warehouse.store import Store
 from trackd.warehouse.violations import ViolationLoader
 
@@ -118,12 +118,10 @@ class WarehouseLoader:
         self.make_room = make_room
         self.catalog = self.store.catalog
         self.position: Position = {}
-        # Records read and not committed yet (`schedule`): those left for the next round, and
-        # per shard the offsets of all of them; the log is read after `_read_position`.
+        # Records the schedule left for the next round, and every record read and not committed
         self.schedule = Schedule(self.catalog, settings.max_tables_per_source)
         self._pending: list[Record] = []
-        self._unsettled: dict[str, set[int]] = {}
-        self._read_position: Position = {}
+        self._reads = Reads({})
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
@@ -161,8 +159,7 @@ class WarehouseLoader:
         """Open the database and resume from the position committed in it."""
         self.store.open()
         self.position = self.store.position()
-        self._read_position = dict(self.position)
-        self._pending, self._unsettled = [], {}
+        self._pending, self._reads = [], Reads(self.position)
         self._feed().open(self.position)
 
     def _feed(self) -> Feed:
@@ -270,7 +267,7 @@ class WarehouseLoader:
                 self._load_resilient(part)
             except BaseException:  # what is not committed comes again in the next round
                 left = [r for p in parts[i:] for r in p]
-                self._pending = [r for r in left if r.offset in self._unsettled.get(r.shard, ())]
+                self._pending = self._reads.unsettled(left)
                 self._pending += later
                 raise
             feed.done(part, self.position)
@@ -286,32 +283,9 @@ class WarehouseLoader:
             limit = max(limit, self._batch_rows // 4, 1)
             if waiting >= 2 * self._batch_rows or self._stop.is_set():
                 limit = 0
-        records = feed.read(limit, self._read_position) if limit else []
-        if records:
-            self._read_position = advanced(self._read_position, records)
-            for record in records:
-                self._unsettled.setdefault(record.shard, set()).add(record.offset)
+        records = feed.read(limit, self._reads.after) if limit else []
+        self._reads.add(records)
         return records
-
-    def _position_with(self, records: list[Record]) -> Position:
-        """The log position once `records` are committed too: per shard, up to the first
-        record read and not committed (the others may commit ahead of it), else all read."""
-        gone: dict[str, set[int]] = {}
-        for record in records:
-            gone.setdefault(record.shard, set()).add(record.offset)
-        out = dict(self.position)
-        for shard, top in self._read_position.items():
-            left = self._unsettled.get(shard, set()) - gone.get(shard, set())
-            mark = min(left) - 1 if left else top
-            if mark > out.get(shard, 0):
-                out[shard] = mark
-        return out
-
-    def _settle(self, records: list[Record], position: Position) -> None:
-        """`records` are committed, with `position`."""
-        for record in records:
-            self._unsettled.get(record.shard, set()).discard(record.offset)
-        self.position = position
 
     def submit(self, job: Callable[[Store], T]) -> concurrent.futures.Future[T]:
         """Run `job(store)` in the loader's thread between two batches: the way other
@@ -385,9 +359,10 @@ class WarehouseLoader:
         batch = Batch(self.catalog, self._window, now, self.settings.max_tables_per_source)
         keys = [ledger.message_key(r.source, r.message_id) for r in records]
         batch.judge(self.store.find(keys), records, keys)
-        position = self._position_with(records)
+        position = self._reads.position_with(self.position, records)
         conflicts = self.store.load(batch, position)
-        self._settle(records, position)  # adopted after COMMIT
+        self._reads.settle(records)  # adopted after COMMIT
+        self.position = position
         committed = self.clock()
         for source, count in batch.loaded.items():
             self._loaded.inc((source,), count)
@@ -410,9 +385,10 @@ class WarehouseLoader:
                   extra={"message_id": record.message_id, "error": str(exc)})
         row = (record.source, record.message_id, record.type, record.received_at, self.clock(),
                f"{type(exc).__name__}: {exc}"[:2000], record.shard, record.offset)
-        position = self._position_with([record])
+        position = self._reads.position_with(self.position, [record])
         self.store.record_errors([row], position)
-        self._settle([record], position)
+        self._reads.settle([record])
+        self.position = position
         self._errors.inc()
 
     def _canary_loads(self, source: str) -> bool:

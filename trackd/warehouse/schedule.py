@@ -18,7 +18,7 @@ So a message of another source waits at most for one chunk per expensive source,
 the schema work queued before it. The estimate reads property names only (top-level and nested
 keys, as `plan.walk` names them); the loader still does the real planning, so an estimate that
 is off changes the chunking, never what is loaded. The log position the loader saves with each
-transaction stays behind every record not yet committed (`loader`).
+transaction stays behind every record read and not yet committed (`Reads`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from trackd.log.records import Record
+from trackd.log.records import Position, Record, advanced
 from trackd.warehouse.catalog import Catalog, base_columns
 from trackd.warehouse.naming import (
     HOME_TABLE,
@@ -175,3 +175,40 @@ def _names(value: Any, prefix: str, depth: int) -> Iterable[str]:
             yield from _names(sub, name, depth + 1)
         elif sub is not None:
             yield name
+
+
+class Reads:
+    """The records the loader has read and not committed yet, and the log position it may
+    save: per shard, up to the first of them (others may commit ahead of it), else all read."""
+
+    def __init__(self, committed: Position) -> None:
+        self.after: Position = dict(committed)  # the log is read after this
+        self._offsets: dict[str, set[int]] = {}  # per shard: read, not committed
+
+    def add(self, records: list[Record]) -> None:
+        if records:
+            self.after = advanced(self.after, records)
+        for record in records:
+            self._offsets.setdefault(record.shard, set()).add(record.offset)
+
+    def position_with(self, committed: Position, records: list[Record]) -> Position:
+        """The position once `records` are committed too (`committed`: the one saved)."""
+        gone: dict[str, set[int]] = {}
+        for record in records:
+            gone.setdefault(record.shard, set()).add(record.offset)
+        out = dict(committed)
+        for shard, top in self.after.items():
+            left = self._offsets.get(shard, set()) - gone.get(shard, set())
+            mark = min(left) - 1 if left else top
+            if mark > out.get(shard, 0):
+                out[shard] = mark
+        return out
+
+    def settle(self, records: list[Record]) -> None:
+        """`records` are committed."""
+        for record in records:
+            self._offsets.get(record.shard, set()).discard(record.offset)
+
+    def unsettled(self, records: list[Record]) -> list[Record]:
+        """Those of `records` not committed."""
+        return [r for r in records if r.offset in self._offsets.get(r.shard, ())]
