@@ -27,6 +27,7 @@ from trackd.warehouse.lookup import WarehouseLookup
 from trackd.warehouse.postgres.query import PgQueryEngine
 from trackd.warehouse.postgres.store import PgStore
 from trackd.warehouse.query import WarehouseQueryEngine
+from trackd.warehouse.schedule import BUDGET, TABLE_COST
 from trackd.warehouse.store import Store
 
 # information_schema's type names -> the contract's, per backend
@@ -259,3 +260,24 @@ def test_a_reader_takes_question_marks_and_percent_signs(log: Log, backend: Make
         assert cur.execute("SELECT 'a%b'").fetchall() == [("a%b",)]
         assert cur.execute("SELECT user_id FROM web.tracks WHERE user_id LIKE '%\\%%' "
                            "ESCAPE '\\' AND event = ?", ["kept"]).fetchone() == ("u%1",)
+
+
+def test_a_source_with_heavy_schema_work_neither_holds_back_others_nor_loses_a_crash(
+        log: Log, backend: MakeLoaded, tmp_path: Path) -> None:
+    events = 3 * BUDGET // TABLE_COST  # three transactions' worth of new event tables
+    log.write([enriched("track", userId="a", event=f"e{i}") for i in range(events)])
+    log.write([enriched("track", source="backend", userId="u", event="Canary",
+                        messageId="canary")])
+    w = backend()
+    w.loader.load_once()  # the canary's source first, then one chunk of web's tables
+    assert w.rows("SELECT id FROM backend.tracks") == [("canary",)]
+    assert 0 < w.rows("SELECT count(*) FROM web.tracks")[0][0] < events
+    w.store.close()  # a crash between chunks: the loader's memory is gone
+    w.reader.close()
+    again = backend(log_dir=tmp_path / "log")
+    again.load()
+    assert again.rows("SELECT count(*), count(DISTINCT id) FROM web.tracks") == [
+        (events, events)]
+    assert again.rows("SELECT count(*) FROM backend.tracks") == [(1,)]
+    assert again.rows("SELECT count(*), count(DISTINCT message_id) FROM _trackd.messages") == [
+        (events + 1, events + 1)]

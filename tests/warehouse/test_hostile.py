@@ -34,19 +34,26 @@ def _query(server: Server, sql: str, **extra: Any) -> dict[str, Any]:
     return doc
 
 
+def _counts(server: Server, sql: str) -> dict[str, Any] | None:
+    """The one row of `sql`, or None while its tables or columns do not exist yet."""
+    response = httpx.post(f"{server.url}/api/v1/query", json={"sql": sql}, headers=ADMIN,
+                          timeout=60)
+    if response.status_code == 400 and "Binder Error" in response.text:
+        return None
+    assert response.status_code == 200, response.text
+    row: dict[str, Any] = response.json()["rows"][0]
+    return row
+
+
 def _batch(server: Server, key: str, messages: list[dict[str, Any]]) -> None:
     response = httpx.post(f"{server.url}/v1/batch", auth=(key, ""), timeout=60,
                           json={"batch": messages})
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("tables, deadline", [
-    (500, 90.0),  # a generous deadline on a shared machine (took ~2.4 s)
-    # the defaults: ~3.5 s through a server on this shared, loaded 2-core machine
-    pytest.param(1000, 10.0, marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize("tables", [500, pytest.param(1000, marks=pytest.mark.slow)])
 def test_hostile_schemas_neither_stall_other_sources_nor_blow_memory(
-        make_server: Callable[..., Server], tables: int, deadline: float) -> None:
+        make_server: Callable[..., Server], tables: int) -> None:
     server = make_server(DEFAULT_CONFIG + f"\n[warehouse]\nmax_tables_per_source = {tables}\n")
     for request in range(4):  # 10 tracks x 255 new properties, one event: 10,200 columns asked
         _batch(server, "wk_web", [
@@ -60,23 +67,34 @@ def test_hostile_schemas_neither_stall_other_sources_nor_blow_memory(
                                    "messageId": canary}])
     peak = 0
 
-    def canary_loaded() -> bool:
+    def sample(found: Any) -> Any:
         nonlocal peak
         peak = max(peak, rss_kb(supervisor_pid(server)))
-        rows = _query(server, "SELECT message_id FROM _trackd.messages "
-                              f"WHERE source = 'backend' AND message_id = '{canary}'")["rows"]
-        return bool(rows)
+        return found
 
-    eventually(canary_loaded, timeout=deadline, interval=0.05)
-    peak = max(peak, rss_kb(supervisor_pid(server)))
-    assert peak / 1024 < MEMORY_LIMIT_MB + MARGIN_MB, peak
+    # The 2 s goal is a timing one (bench/hostile_canary.py, docs/benchmarks.md); here, with a
+    # deadline for a loaded machine, what makes it hold: the loader's own records show the
+    # canary committed before the hostile source's schema work was done.
+    canary_row = ("SELECT received_at, loaded_at FROM _trackd.messages "
+                  f"WHERE message_id = '{canary}'")
+    eventually(lambda: sample(_query(server, canary_row)["rows"]), timeout=90, interval=0.05)
     # Nothing was dropped: every hostile message is loaded, beyond-limit values in _overflow.
-    counts = _query(server, "SELECT (SELECT count(*) FROM web.boom) AS boom, "
-                    "(SELECT count(*) FROM web.tracks) AS tracks, "
-                    "(SELECT count(*) FROM web.tracks WHERE _overflow IS NOT NULL) "
-                    "AS kept_in_tracks")["rows"][0]
     kept = 2500 - (tables - 1)  # `boom` took one of the event tables
-    assert counts == {"boom": 40, "tracks": 2540, "kept_in_tracks": kept}
+    expected = {"boom": 40, "tracks": 2540, "kept_in_tracks": kept}
+    counts_sql = ("SELECT (SELECT count(*) FROM web.boom) AS boom, "
+                  "(SELECT count(*) FROM web.tracks) AS tracks, "
+                  "(SELECT count(*) FROM web.tracks WHERE _overflow IS NOT NULL) "
+                  "AS kept_in_tracks")
+    eventually(lambda: sample(_counts(server, counts_sql) == expected), timeout=180,
+               interval=0.1)
+    sample(None)
+    assert peak / 1024 < MEMORY_LIMIT_MB + MARGIN_MB, peak
+    order = _query(server, f"SELECT c.received_at, c.loaded_at, max(w.loaded_at) AS web_done "
+                           f"FROM ({canary_row}) c, _trackd.messages w WHERE w.source = 'web' "
+                           "GROUP BY ALL")["rows"][0]
+    # Loaded before web's last chunk; or (never seen) received after it began.
+    assert order["loaded_at"] < order["web_done"] or order["received_at"] > order["web_done"], (
+        order)
     boom = _query(server, "SELECT count(*) AS n FROM information_schema.columns "
                           "WHERE table_schema = 'web' AND table_name = 'boom'")["rows"][0]
     assert boom["n"] == 1001  # the limit, and _overflow

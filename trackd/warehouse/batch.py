@@ -286,8 +286,10 @@ class Batch:
                     new = table and (source, table) not in plans and (
                         (source, table) not in self.catalog.tables)
                     if new:
-                        left = tables_left.setdefault(
-                            source, self.max_tables - self.catalog.event_tables(source))
+                        if source not in tables_left:  # counting the catalog's: once
+                            tables_left[source] = (self.max_tables
+                                                   - self.catalog.event_tables(source))
+                        left = tables_left[source]
                         tables_left[source] = left - 1
                     if new and left <= 0:  # beyond the limit: the tracks row keeps it
                         mapping.append((source, event, table, True))

@@ -13,11 +13,17 @@ up to `batch_rows` records after the position stored in DuckDB, and in ONE DuckD
 4. writes the ledger, duplicates, profile events and the new log position (`ledger`),
 
 then COMMITs, and only then mirrors the position to the log (`LogReader.commit`, which drives
-lag metrics and trimming). A kill -9 before the COMMIT loses the whole transaction and the next
-start reads the same records again; after it, the position in DuckDB already covers them. So
-no record is lost and none is loaded twice, whatever the moment of the crash. On the NATS log
-the records come from the shared consumer instead and are acknowledged after COMMIT; a repeat
-is dropped by step 1 (`trackd.warehouse.feed`).
+lag metrics and trimming). When a read needs much schema work (new tables and columns), the
+`schedule` splits it: the other sources' records first, then bounded chunks of the heavy
+source's, in transactions of their own; the position saved with each stays before the first
+record read and not yet committed (a record committed ahead of it is dropped by step 1 if a
+crash makes the loader read it again).
+
+A kill -9 before a COMMIT loses that whole transaction and the next start reads the same
+records again; after it, the position in DuckDB already covers them. So no record is lost and
+none is loaded twice, whatever the moment of the crash. On the NATS log the records come
+from the shared consumer instead and are acknowledged after COMMIT; a repeat is dropped by
+step 1 (`trackd.warehouse.feed`).
 
 A batch that fails is retried; if it keeps failing it is split in halves down to single
 records, and a record that cannot be loaded even alone is written to `_trackd.load_errors`
@@ -44,7 +50,7 @@ import duckdb
 from trackd.log.choice import as_source, reader_of
 from trackd.log.protocol import LogSource
 from trackd.log.reader import LogReader
-from trackd.log.records import Position, Record, advanced
+from trackd.log.records import Position, Record
 from trackd.observability import Registry, get_logger
 from trackd.settings import WarehouseSettings
 from trackd.warehouse import ledger
@@ -52,6 +58,7 @@ from trackd.warehouse.batch import Batch
 from trackd.warehouse.db import Database
 from trackd.warehouse.duckstore import DuckStore
 from trackd.warehouse.feed import ConsumerFeed, Feed, PositionFeed, ViolationFeed
+from trackd.warehouse.schedule import Reads, Schedule
 from trackd.warehouse.store import Store
 from trackd.warehouse.violations import ViolationLoader
 
@@ -111,6 +118,10 @@ class WarehouseLoader:
         self.make_room = make_room
         self.catalog = self.store.catalog
         self.position: Position = {}
+        # Records the schedule left for the next round, and every record read and not committed
+        self.schedule = Schedule(self.catalog, settings.max_tables_per_source)
+        self._pending: list[Record] = []
+        self._reads = Reads({})
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
@@ -148,6 +159,7 @@ class WarehouseLoader:
         """Open the database and resume from the position committed in it."""
         self.store.open()
         self.position = self.store.position()
+        self._pending, self._reads = [], Reads(self.position)
         self._feed().open(self.position)
 
     def _feed(self) -> Feed:
@@ -194,6 +206,8 @@ class WarehouseLoader:
             self._loop()
         finally:
             self._fail_jobs()
+            if self._pending:  # stopped by a failing load: on NATS, give them back now
+                self._feed().failed(self._pending)
             self._feed().close()
             if self._violation_feed is not None:
                 self._violation_feed.close()
@@ -201,7 +215,7 @@ class WarehouseLoader:
 
     def _loop(self) -> None:
         backoff = 0.5
-        while not self._stop.is_set():
+        while not self._stop.is_set() or self._pending:  # a stop finishes the read in flight
             try:
                 loaded = self.load_once()
                 backoff = 0.5
@@ -212,7 +226,7 @@ class WarehouseLoader:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            if loaded < self._batch_rows:
+            if loaded < self._batch_rows and not self._pending:
                 self._stop.wait(self.settings.poll_interval)
 
     # -- loading ------------------------------------------------------------------------
@@ -222,29 +236,56 @@ class WarehouseLoader:
         while True:
             count = self.load_once()
             total += count
-            if count == 0:
+            if count == 0 and not self._pending:
                 return total
 
     def load_once(self) -> int:
-        """One round: read a batch, load it (splitting it on failure), mirror the position."""
+        """One round: read a batch, load it in the transactions `schedule` splits it into
+        (each split further on failure), mirror the position; returns the records committed.
+
+        Jobs (`submit`) run after every record read before them is committed: a deletion then
+        cannot be followed by a record of its subject that the loader still held."""
+        committed = 0
+        while self._pending and not self._jobs.empty():
+            committed += self._commit([])
         self._run_jobs()
         self._maybe_prune()
-        moved = 0
         if self.violations is not None:  # <source>._violations
-            moved = self.store.load_violations(self.violations)
+            committed += self.store.load_violations(self.violations)
             if self._violation_feed is not None:
                 self._violation_feed.done()
+        return committed + self._commit(self._read(self._feed()))
+
+    def _commit(self, records: list[Record]) -> int:
+        """Load what waits and `records`, in the schedule's order, as far as it says."""
         feed = self._feed()
-        records = feed.read(self._batch_rows, self.position)
-        if not records:
-            return moved
-        try:
-            self._load_resilient(records)
-        except BaseException:
-            feed.failed(records)
-            raise
-        feed.done(records, self.position)
-        return moved + len(records)
+        parts, later = self.schedule.split(self._pending + records)
+        self._pending = later
+        committed = 0
+        for i, part in enumerate(parts):
+            try:
+                self._load_resilient(part)
+            except BaseException:  # what is not committed comes again in the next round
+                left = [r for p in parts[i:] for r in p]
+                self._pending = self._reads.unsettled(left)
+                self._pending += later
+                raise
+            feed.done(part, self.position)
+            committed += len(part)
+        return committed
+
+    def _read(self, feed: Feed) -> list[Record]:
+        """New records after those read before; fewer while many wait for the next round
+        (none once twice `batch_rows` wait, or when stopping)."""
+        waiting = len(self._pending)
+        limit = self._batch_rows - waiting
+        if waiting:
+            limit = max(limit, self._batch_rows // 4, 1)
+            if waiting >= 2 * self._batch_rows or self._stop.is_set():
+                limit = 0
+        records = feed.read(limit, self._reads.after) if limit else []
+        self._reads.add(records)
+        return records
 
     def submit(self, job: Callable[[Store], T]) -> concurrent.futures.Future[T]:
         """Run `job(store)` in the loader's thread between two batches: the way other
@@ -318,9 +359,10 @@ class WarehouseLoader:
         batch = Batch(self.catalog, self._window, now, self.settings.max_tables_per_source)
         keys = [ledger.message_key(r.source, r.message_id) for r in records]
         batch.judge(self.store.find(keys), records, keys)
-        position = advanced(self.position, records)
+        position = self._reads.position_with(self.position, records)
         conflicts = self.store.load(batch, position)
-        self.position = position  # adopted after COMMIT
+        self._reads.settle(records)  # adopted after COMMIT
+        self.position = position
         committed = self.clock()
         for source, count in batch.loaded.items():
             self._loaded.inc((source,), count)
@@ -343,8 +385,9 @@ class WarehouseLoader:
                   extra={"message_id": record.message_id, "error": str(exc)})
         row = (record.source, record.message_id, record.type, record.received_at, self.clock(),
                f"{type(exc).__name__}: {exc}"[:2000], record.shard, record.offset)
-        position = advanced(self.position, [record])
+        position = self._reads.position_with(self.position, [record])
         self.store.record_errors([row], position)
+        self._reads.settle([record])
         self.position = position
         self._errors.inc()
 

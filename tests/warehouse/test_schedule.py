@@ -1,0 +1,79 @@
+"""One source's schema work does not hold back the others (`trackd.warehouse.schedule`): cheap
+sources commit first, a heavy source's new tables come in bounded chunks, and the log position
+never passes a record that is not committed, so a crash between chunks loses and repeats no row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.warehouse.conftest import Log, Warehouse, enriched
+from trackd.warehouse.schedule import BUDGET, TABLE_COST
+
+MakeWarehouse = Callable[..., Warehouse]
+EVENTS = 4 * BUDGET // TABLE_COST  # new event tables: four chunks' worth
+
+
+def _write_hostile_then_canary(log: Log) -> None:
+    log.write([enriched("track", userId="attacker", event=f"e{i}") for i in range(EVENTS)])
+    log.write([enriched("track", source="backend", userId="u", event="Canary",
+                        messageId="canary")])
+
+
+def _saved_position(w: Warehouse) -> int:
+    return int(w.rows("SELECT \"offset\" FROM _trackd.offsets WHERE shard = 'gw0'")[0][0])
+
+
+def test_a_canary_commits_before_another_sources_schema_work_and_the_position_waits(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    _write_hostile_then_canary(log)
+    w = make_warehouse()
+    w.loader.load_once()  # one round: the canary's source, then one chunk of web's tables
+    assert w.rows("SELECT id FROM backend.tracks") == [("canary",)]
+    loaded = {offset for (offset,) in w.rows(
+        "SELECT \"offset\" FROM _trackd.events WHERE source = 'web'")}
+    assert 0 < len(loaded) < EVENTS
+    # The canary's record comes after all of web's; the position stays before the first web
+    # record not committed (the next read starts there).
+    first_waiting = min(set(range(1, EVENTS + 1)) - loaded)
+    assert _saved_position(w) == first_waiting - 1
+    # Each chunk is its own transaction: the canary's (loaded_at) is the earliest.
+    order = w.rows("SELECT source, min(loaded_at) FROM _trackd.messages GROUP BY source "
+                   "ORDER BY 2")
+    assert [source for source, _ in order] == ["backend", "web"]
+
+    w.loader.load_available()
+    assert w.rows("SELECT count(*), count(DISTINCT id) FROM web.tracks") == [(EVENTS, EVENTS)]
+    tables = w.rows("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'web'")
+    assert tables == [(EVENTS + 1,)]  # the events' tables and tracks
+    assert _saved_position(w) == EVENTS + 1
+    assert w.metric("trackd_warehouse_duplicates_total") == 0
+
+
+def test_a_crash_between_chunks_neither_loses_nor_repeats_a_row(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    _write_hostile_then_canary(log)
+    w = make_warehouse()
+    w.loader.load_once()
+    # A crash: what the loader held in memory is gone; a new one starts from the database.
+    w = make_warehouse()
+    w.loader.load_available()
+    assert w.rows("SELECT count(*), count(DISTINCT id) FROM web.tracks") == [(EVENTS, EVENTS)]
+    assert w.rows("SELECT count(*) FROM backend.tracks") == [(1,)]
+    assert w.rows("SELECT count(*) FROM backend.canary") == [(1,)]
+    assert w.rows("SELECT count(*), count(DISTINCT message_id) FROM _trackd.messages") == [
+        (EVENTS + 1, EVENTS + 1)]
+    # The canary, committed ahead of the position, was read again and dropped by the ledger.
+    assert w.rows("SELECT source, message_id FROM _trackd.duplicates") == [
+        ("backend", "canary")]
+
+
+def test_a_read_with_little_schema_work_loads_in_one_transaction(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    log.write([enriched("track", source=source, userId="u", event=f"Event {i % 5}",
+                        properties={"n": i, "plan": "pro"})
+               for i in range(300) for source in ("web", "backend", "ios")])
+    w = make_warehouse()
+    assert w.loader.load_once() == 900
+    assert w.rows("SELECT count(DISTINCT loaded_at), count(*) FROM _trackd.messages") == [
+        (1, 900)]
