@@ -3,7 +3,9 @@
 A batch is flattened by the same code as on DuckDB, in an in-memory DuckDB (the "shadow")
 whose tables mirror the PostgreSQL catalog: `Batch.write` runs there in a transaction, the rows
 it produced are taken out as Arrow, and the shadow transaction is rolled back (it stays empty).
-So both backends produce the same tables, names, flattening and types. Then:
+So both backends produce the same tables, names, flattening and types. The ledger rows the batch
+was judged against (`find`) are put into the shadow's ledger in that transaction, so a message
+loaded again after the dedup window has its row there to extend, as on DuckDB. Then:
 
 1. new tables and columns are created in PostgreSQL in a short transaction of their own under
    an advisory lock (`schema.apply_changes`: IF NOT EXISTS; a column another loader created
