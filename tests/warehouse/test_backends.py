@@ -5,16 +5,21 @@ database). The same log is loaded into either; the tables, columns, types and ro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from starlette.applications import Starlette
 
 from tests.warehouse import pg
 from tests.warehouse.conftest import Log, enriched
+from tests.warehouse.test_pg_erase import running
 from trackd.errors import QueryRefused
 from trackd.log.reader import LogReader
 from trackd.observability import Registry
@@ -22,10 +27,14 @@ from trackd.settings import WarehouseSettings
 from trackd.types import QueryEngine
 from trackd.warehouse.db import Database
 from trackd.warehouse.duckstore import DuckStore
-from trackd.warehouse.loader import WarehouseLoader
+from trackd.warehouse.erase import WarehouseErasure
+from trackd.warehouse.erasure import LoaderErasure
+from trackd.warehouse.loader import WarehouseLoader, utcnow
 from trackd.warehouse.lookup import WarehouseLookup
+from trackd.warehouse.postgres.erase import PgErasure
 from trackd.warehouse.postgres.query import PgQueryEngine
 from trackd.warehouse.postgres.store import PgStore
+from trackd.warehouse.profiles import profile_routes
 from trackd.warehouse.query import WarehouseQueryEngine
 from trackd.warehouse.schedule import BUDGET, TABLE_COST
 from trackd.warehouse.store import Store
@@ -215,6 +224,63 @@ def test_where_is_my_event_reads_either_store(log: Log, backend: MakeLoaded) -> 
     assert sorted((x["schema"], x["table"]) for x in answer["loaded"]) == [
         ("web", "seen"), ("web", "tracks")]
     assert WarehouseLookup(w.store, ["web"]).lookup("nope")["found"] is False
+
+
+def profile_events(w: Loaded, user_id: str) -> httpx.Response:
+    """The Profile API's answer for the user's events (newest first)."""
+    app = Starlette(routes=profile_routes(w.store, "admin", utcnow))
+
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://trackd.test") as http:
+            return await http.get(
+                f"/v1/spaces/spa_1/collections/users/profiles/user_id:{user_id}/events",
+                auth=("admin", ""))
+
+    return asyncio.run(get())
+
+
+def test_a_message_loaded_again_after_the_window_is_found_in_both_tables(
+        log: Log, backend: MakeLoaded) -> None:
+    """A messageId loaded again beyond the dedup window into another table (another call
+    type): the ledger lists both loads, so "where is my event" shows both tables, the Profile
+    API lists each call once, and deleting the user removes both rows."""
+    now = datetime.now(UTC)  # recent: profile events are kept (and listed) for 14 days
+
+    def at(days_ago: int) -> str:
+        return (now - timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    log.write([enriched("track", messageId="again", userId="u-again", event="Clicked",
+                        received_at=at(3))])
+    w = backend(dedup_window_days=1)
+    assert w.load() == 1
+    log.write([enriched("page", messageId="again", userId="u-again", name="Home",
+                        received_at=at(1))], "gw1")
+    assert w.load() == 1
+    answer = WarehouseLookup(w.store, ["web"]).lookup("again")
+    assert sorted((x["schema"], x["table"]) for x in answer["loaded"]) == [
+        ("web", "clicked"), ("web", "pages"), ("web", "tracks")]
+    assert answer["duplicates"] == []
+    [(tables,)] = w.rows("SELECT tables FROM _trackd.messages WHERE message_id = 'again'")
+    assert sorted(tables) == ["clicked", "pages", "tracks"]
+    assert w.rows("SELECT type, count(*) FROM _trackd.events WHERE message_id = 'again' "
+                  "GROUP BY type ORDER BY type") == [("page", 1), ("track", 1)]
+    events = profile_events(w, "u-again")
+    assert events.status_code == 200, events.text
+    assert [(e["type"], e["message_id"]) for e in events.json()["data"]] == [
+        ("page", "again"), ("track", "again")]
+
+    erasure: LoaderErasure = (PgErasure(w.loader, ["web"]) if isinstance(w.store, PgStore)
+                              else WarehouseErasure(w.loader))
+    assert running(w.loader, lambda: erasure.erase({"u-again"}, set(), None)) > 0
+    w.store.open()
+    for table in ("tracks", "clicked", "pages"):
+        assert w.rows(f"SELECT count(*) FROM web.{table} WHERE id = 'again'") == [(0,)], table
+    for table in ("messages", "events"):
+        assert w.rows(f"SELECT count(*) FROM _trackd.{table} WHERE message_id = 'again'") == [
+            (0,)], table
+    assert WarehouseLookup(w.store, ["web"]).lookup("again")["found"] is False
+    assert profile_events(w, "u-again").status_code == 404
 
 
 def test_a_nul_character_never_stops_a_load(log: Log, backend: MakeLoaded) -> None:

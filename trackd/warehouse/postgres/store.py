@@ -3,7 +3,9 @@
 A batch is flattened by the same code as on DuckDB, in an in-memory DuckDB (the "shadow")
 whose tables mirror the PostgreSQL catalog: `Batch.write` runs there in a transaction, the rows
 it produced are taken out as Arrow, and the shadow transaction is rolled back (it stays empty).
-So both backends produce the same tables, names, flattening and types. Then:
+So both backends produce the same tables, names, flattening and types. The ledger rows the batch
+was judged against (`find`) are put into the shadow's ledger in that transaction, so a message
+loaded again after the dedup window has its row there to extend, as on DuckDB. Then:
 
 1. new tables and columns are created in PostgreSQL in a short transaction of their own under
    an advisory lock (`schema.apply_changes`: IF NOT EXISTS; a column another loader created
@@ -35,7 +37,7 @@ import pyarrow as pa
 from trackd.errors import ConfigError
 from trackd.log.records import Position
 from trackd.observability import get_logger
-from trackd.warehouse import sql
+from trackd.warehouse import ledger, sql
 from trackd.warehouse.batch import Batch
 from trackd.warehouse.catalog import MAX_COLUMNS, Catalog
 from trackd.warehouse.db import migrate
@@ -97,6 +99,7 @@ class PgStore:
         self._con: psycopg.Connection[Any] | None = None
         self._shadow: duckdb.DuckDBPyConnection | None = None
         self._synced: schema.Tables = {}
+        self._found: list[tuple[Any, ...]] = []  # the ledger rows the last `find` read
         self._open = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -183,10 +186,12 @@ class PgStore:
     def find(self, keys: Iterable[int]) -> dict[int, Loaded]:
         wanted = sorted(set(keys))
         if not wanted:
+            self._found = []
             return {}
         rows = self._writer().execute(
-            "SELECT key, source, message_id, type, tables, received_at, loaded_at "
-            "FROM _trackd.messages WHERE key = ANY(%s)", [wanted]).fetchall()
+            f"SELECT {', '.join(ledger.MESSAGES)} FROM _trackd.messages WHERE key = ANY(%s)",
+            [wanted]).fetchall()
+        self._found = [tuple(r) for r in rows]  # for the batch judged against them (`_seed`)
         return {r[0]: Loaded(r[0], r[1], r[2], r[3], list(r[4]), r[5], r[6]) for r in rows}
 
     def load(self, batch: Batch, position: Position) -> int:
@@ -219,7 +224,9 @@ class PgStore:
         assert shadow is not None
         shadow.begin()
         try:
+            seeded = self._seed(shadow)
             conflicts = batch.write(shadow)
+            self._unseed(shadow, seeded)
             exports = self._exports(shadow, batch)
         finally:
             shadow.rollback()
@@ -238,6 +245,27 @@ class PgStore:
             if position:
                 self._save_position(con, position)
         return conflicts
+
+    def _seed(self, shadow: duckdb.DuckDBPyConnection) -> dict[int, set[str]]:
+        """Put the ledger rows `find` read for the batch into the shadow's (empty) ledger, in
+        its transaction: the batch's update of a message loaded again after the dedup window
+        then finds the row and adds the new tables, as on DuckDB. Returns their tables."""
+        ledger.insert(shadow, "messages", ledger.MESSAGES, self._found)
+        return {row[0]: set(row[4]) for row in self._found}
+
+    @staticmethod
+    def _unseed(shadow: duckdb.DuckDBPyConnection, seeded: dict[int, set[str]]) -> None:
+        """Drop the seeded rows the batch left as they were (its duplicates): only new and
+        extended ledger rows are exported (the merge adds an extended row's tables)."""
+        if not seeded:
+            return
+        found = shadow.execute("SELECT key, tables FROM _trackd.messages "
+                               "WHERE key IN (SELECT unnest(?::BIGINT[]))",
+                               [sorted(seeded)]).fetchall()
+        same = [key for key, tables in found if set(tables) == seeded[key]]
+        if same:
+            shadow.execute("DELETE FROM _trackd.messages WHERE key IN "
+                           "(SELECT unnest(?::BIGINT[]))", [same])
 
     def _exports(self, shadow: duckdb.DuckDBPyConnection,
                  batch: Batch) -> list[tuple[str, pa.Table, bool]]:
