@@ -162,7 +162,7 @@ class KvRegulations:
     async def _keys(self, prefix: str) -> list[str]:
         kv = await self._kv()
         try:
-            keys = await kv.keys(filters=[f"{prefix}.>"])
+            keys = await kv.keys()
         except nats.js.errors.NoKeysError:
             return []
         return [k[len(prefix) + 1:] for k in keys if k.startswith(prefix + ".")]

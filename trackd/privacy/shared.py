@@ -29,6 +29,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.js import api
 from nats.js.kv import KeyValue
 
 from trackd.observability import get_logger
@@ -81,7 +82,7 @@ class SharedState:
                 servers = [s.strip() for s in self.settings.url.split(",") if s.strip()]
                 nc = await nats.connect(servers, name="trackd-privacy", connect_timeout=2,
                                         allow_reconnect=True, max_reconnect_attempts=1,
-                                        reconnect_time_wait=0.5)
+                                        reconnect_time_wait=0.5, error_cb=_quiet)
                 nc.options["max_reconnect_attempts"] = -1  # once connected, for ever
                 self._nc = nc
             js = self._nc.jetstream(timeout=self.timeout)
@@ -93,7 +94,8 @@ class SharedState:
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
+            with contextlib.suppress(Exception):  # NATS gone: nothing to tell it
+                await self._nc.close()
 
     async def keys(self) -> Keys:
         """The deployment's keys, made by the first process that needs them."""
@@ -161,14 +163,26 @@ class SharedState:
             return False
 
 
+async def _quiet(exc: Exception) -> None:
+    """Connection errors: the callers say in the log what they could not read."""
+
+
 async def _bucket(js: nats.js.JetStreamContext, name: str, history: int,
                   replicas: int) -> KeyValue:
-    """The bucket, made if missing (by any process: the same config is no conflict)."""
+    """The bucket, made if missing (by any process: the same config is no conflict).
+
+    Made as `create_key_value` makes one, except that its stream allows deleting one message
+    (a KV bucket's stream denies it, and that cannot be changed later): the regulations' ids
+    are erased with JetStream's secure delete of each revision (`regulations_kv`)."""
     try:
         return await js.key_value(name)
     except nats.js.errors.BucketNotFoundError:
         pass
-    try:
-        return await js.create_key_value(bucket=name, history=history, replicas=replicas)
-    except nats.js.errors.BadRequestError:  # made meanwhile by another process
-        return await js.key_value(name)
+    config = api.StreamConfig(
+        name=f"KV_{name}", subjects=[f"$KV.{name}.>"], allow_direct=True,
+        allow_rollup_hdrs=True, deny_delete=False, discard=api.DiscardPolicy.NEW,
+        duplicate_window=120, max_consumers=-1, max_msgs=-1, max_msgs_per_subject=history,
+        num_replicas=replicas, storage=api.StorageType.FILE)
+    with contextlib.suppress(nats.js.errors.BadRequestError):  # made meanwhile
+        await js.add_stream(config)
+    return await js.key_value(name)
