@@ -242,6 +242,9 @@ class PrivacyService:
         for key, running in list(self._running.items()):
             if running is task:
                 del self._running[key]
+        if not task.cancelled() and task.exception() is not None:  # its record unreachable
+            log.warning("a regulation stopped before its end; it runs again",
+                        exc_info=task.exception())
 
     async def _execute(self, work: Work) -> None:
         reg = self.regulations
