@@ -32,7 +32,7 @@ from trackd.log.jetstream_lookup import QuarantineEntry
 from trackd.log.records import Violation
 from trackd.privacy.subjects import Subjects
 
-BATCH = 500
+BATCH = 1000
 NO_MESSAGE = 10037  # JetStream's error code for "no message found" (trimmed meanwhile)
 _decode_quarantine = msgspec.msgpack.Decoder(QuarantineEntry).decode
 _decode_violation = msgspec.msgpack.Decoder(Violation).decode
