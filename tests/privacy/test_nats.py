@@ -41,6 +41,9 @@ from tests.privacy.common import (
     warehouse_config,
 )
 from tests.warehouse import pg
+from trackd.log.jetstream import JetStreamLog
+from trackd.log.jetstream_erase import JetStreamErasure
+from trackd.log.records import Refused
 from trackd.privacy.gate import PrivacyGate
 from trackd.privacy.regulations_kv import KvRegulations
 from trackd.privacy.shared import SharedState
@@ -264,3 +267,28 @@ async def eventually_async(check: Callable[[], bool], timeout: float = 20) -> No
     while not check():
         assert time.monotonic() < deadline, "not within the timeout"
         await asyncio.sleep(0.1)
+
+
+@needs_nats
+def test_retention_expires_a_sources_old_quarantine_on_the_stream(
+        shared_stream: tuple[str, str]) -> None:
+    url, stream = shared_stream
+
+    async def scenario() -> None:
+        log = JetStreamLog(LogSettings(url=url, stream=stream))
+        await log.start()
+        state = SharedState(LogSettings(url=url, stream=stream))
+        try:
+            await log.append([], [
+                Refused("web", "old-web", "2020-01-01T00:00:00.000Z", None, "bad", b"{}"),
+                Refused("web", "new-web", "2026-06-01T00:00:00.000Z", None, "bad", b"{}"),
+                Refused("app", "old-app", "2020-01-01T00:00:00.000Z", None, "bad", b"{}")])
+            erasure = JetStreamErasure(stream, state.client)
+            assert await erasure.expire_quarantine("web", "2026-01-01T00:00:00.000Z") == 1
+            left = {q["messageId"] for q in await log.quarantined()}
+            assert left == {"new-web", "old-app"}  # the other source keeps its own
+        finally:
+            await log.close()
+            await state.close()
+
+    asyncio.run(scenario())

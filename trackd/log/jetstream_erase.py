@@ -7,7 +7,8 @@ kind (`m`, `q`, `v`), in batches (never all in memory); each message of a subjec
 secure delete (`STREAM.MSG.DELETE` with `no_erase: false`): the server overwrites the message
 in its block file with random bytes rather than only marking it deleted. A violation is erased
 with the message it was about. `widen` adds the anonymous ids linked to the users by the
-messages still in the stream, as the SQLite log's erasure does.
+messages still in the stream, as the SQLite log's erasure does. `expire_quarantine` is the
+retention of the quarantine (`retention_days`): a source's entries received before a cutoff.
 
 What stays outside a server's block files (the Raft log of a replicated stream, a backup or a
 mirror) is said in docs/privacy.md.
@@ -85,6 +86,21 @@ class JetStreamErasure:
                 about = None
             if about in erased_ids or pattern.search(msg.data):
                 await self._delete(nc, msg)
+        return removed
+
+    async def expire_quarantine(self, source: str, cutoff: str) -> int:
+        """Securely delete a source's quarantine entries received before `cutoff` (ISO-8601,
+        UTC, as the entries' `received_at`); returns how many."""
+        nc = await self.client()
+        removed = 0
+        async for msg in self._scan(f"q.{source}"):
+            try:
+                old = _decode_quarantine(msg.data).received_at < cutoff
+            except msgspec.DecodeError:
+                continue
+            if old:
+                await self._delete(nc, msg)
+                removed += 1
         return removed
 
     async def _delete(self, nc: Client, msg: Msg) -> None:

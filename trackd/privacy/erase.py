@@ -75,6 +75,9 @@ class SqliteLogErasure:
     async def erase(self, subjects: Subjects) -> int:
         return await asyncio.to_thread(erase_log, self.log_dir, subjects)
 
+    async def expire_quarantine(self, source: str, cutoff: str) -> int:
+        return await asyncio.to_thread(expire_quarantine, self.log_dir, source, cutoff)
+
 
 def erase_log(log_dir: Path, subjects: Subjects) -> int:
     """Remove the subjects' messages from every shard; returns how many were removed."""

@@ -91,6 +91,9 @@ class LogErasure(Protocol):
 
     async def erase(self, subjects: Subjects) -> int: ...
 
+    async def expire_quarantine(self, source: str, cutoff: str) -> int:
+        """Retention: a source's quarantined messages received before `cutoff` (ISO-8601)."""
+
 
 ArchiveEraser = Callable[[set[str], Callable[[bytes], bool], "set[str] | None", float], int]
 """(ids, matches, sources, newer_than) -> rows removed from the archive files written after
@@ -193,7 +196,7 @@ class PrivacyService:
         self._task = asyncio.create_task(self._run())
         self._retention = asyncio.create_task(retention_forever(
             self.retention, log_dir=self.log_dir, archive=self.archive_root,
-            warehouse=self.warehouse))
+            warehouse=self.warehouse, quarantine=self.log_erasure.expire_quarantine))
 
     async def stop(self) -> None:
         tasks = [t for t in [self._task, self._retention, *self._running.values()]
