@@ -130,7 +130,12 @@ class JetStreamErasure:
                 try:
                     msgs = await sub.fetch(min(pending, BATCH), timeout=self.timeout)
                 except TimeoutError:
-                    break
+                    pending = (await sub.consumer_info()).num_pending or 0
+                    if not pending:  # trimmed meanwhile: nothing left to read
+                        break
+                    # never a silent end: the store fails rather than being FINISHED
+                    raise LogError(f"NATS did not deliver the rest of {self.stream} within "
+                                   f"{self.timeout:g} s ({pending} messages)") from None
                 for msg in msgs:
                     yield msg
                 pending = msgs[-1].metadata.num_pending or 0
