@@ -98,7 +98,13 @@ def build_gateway(settings: Settings, index: int, run_dir: Path, *,
                            else _sqlite_producer(settings, index, metrics))
     plans = SourcePlans(settings.sources).load()
     name = f"gateway-{index}"
-    privacy = PrivacyGate(settings.sources, settings.data_dir, run_dir / "privacy" / name)
+    shared = None
+    if on_nats(settings):  # keys and suppression list shared by every host, in NATS
+        from trackd.privacy.shared import SharedState
+
+        shared = SharedState(settings.log)
+    privacy = PrivacyGate(settings.sources, settings.data_dir, run_dir / "privacy" / name,
+                          shared=shared)
     ingestor = Ingestor(settings.sources, producer, metrics, workers=settings.server.workers,
                         plans=plans.by_source, privacy=privacy)
     proxy = AdminProxy(str(run_dir / "admin.sock"))
@@ -136,13 +142,18 @@ def build_gateway(settings: Settings, index: int, run_dir: Path, *,
         metrics.dump(snapshots / f"{name}.json")
         await proxy.aclose()
 
-    gateway = Gateway(ingestor, metrics, ready=lambda: producer.healthy,
+    def not_ready() -> str | None:
+        if not privacy.loaded:
+            return "the shared privacy settings cannot be read yet"
+        return unhealthy()
+
+    gateway = Gateway(ingestor, metrics, ready=lambda: producer.healthy and privacy.loaded,
                       render_metrics=render_metrics, cors_origins=settings.server.cors_origins,
                       trusted_proxies=settings.server.trusted_proxies,
                       # None: the admin API has its own listener, or no pipeline runs here
                       admin=None if settings.server.admin_host or not admin else proxy,
                       public_url=settings.server.public_url,
-                      unhealthy=unhealthy, lifespan=(startup, shutdown))
+                      unhealthy=not_ready, lifespan=(startup, shutdown))
     proxy.stopping = lambda: gateway.draining
     return GatewayParts(gateway, producer, metrics)
 

@@ -161,6 +161,9 @@ class Ingestor:
         source = self._authenticate(message.get("writeKey"), header_key)
         self._rate_limit(source, 1)
         gate = self._privacy
+        if gate is not None and not gate.loaded:
+            raise Unavailable("The shared privacy settings are not read yet: retry later",
+                              retry_after=1)
         if gate is not None and gate.suppressing() and gate.suppressed(message):
             self._suppressed.inc((source.name,))
             return Outcome(200, {"success": True})
@@ -286,6 +289,9 @@ class Ingestor:
         name, received_at, new_id = source.name, envelope.received_at, self._ids
         plan = self._plans.get(name)  # None for a source without a plan: no cost per item
         gate = self._privacy  # None, or policy/suppression looked up once per request
+        if gate is not None and not gate.loaded:
+            raise Unavailable("The shared privacy settings are not read yet: retry later",
+                              retry_after=1)
         policy = None if gate is None else gate.policies.get(name)
         suppressed = None if gate is None or not gate.suppressing() else gate.suppressed
         for index, message in enumerate(messages):

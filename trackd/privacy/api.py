@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from trackd.admin.api import JSONResponse
 from trackd.admin.api import _error as error
+from trackd.errors import LogError
 from trackd.privacy.regulations import MAX_SUBJECTS, SUBJECT_TYPES, TYPES, stores_of
 from trackd.privacy.service import PrivacyService
 
@@ -61,28 +62,41 @@ def regulation_routes(service: PrivacyService, sources: list[str]) -> list[Route
         problem = _problem(doc, sources)
         if problem is not None:
             return error(400, "invalid_request_error", problem)
+        keys = service.keys
+        if keys is None:  # NATS: the shared keys not read yet
+            return error(503, "unavailable", "The shared privacy state cannot be read yet: "
+                         "retry later")
         kind, subject_type = doc["regulationType"], doc["subjectType"]
         ids = sorted(set(doc["subjectIds"]))
         key = "user_ids" if subject_type == "USER_ID" else "anonymous_ids"
-        hashes = [service.keys.subject_hash("u" if key == "user_ids" else "a", i) for i in ids]
+        hashes = [keys.subject_hash("u" if key == "user_ids" else "a", i) for i in ids]
         wanted = doc.get("sources")
-        regulation_id = await asyncio.to_thread(
-            service.regulations.create, kind, subject_type, {key: ids}, hashes,
-            None if wanted is None else sorted(set(wanted)),
-            stores_of(kind, **service.stores, scoped=wanted is not None))
+        try:
+            regulation_id = await asyncio.to_thread(
+                service.regulations.create, kind, subject_type, {key: ids}, hashes,
+                None if wanted is None else sorted(set(wanted)),
+                stores_of(kind, **service.stores, scoped=wanted is not None))
+        except LogError as exc:  # NATS: the shared record not reachable now
+            return error(503, "unavailable", str(exc))
         service.wake()
         return JSONResponse({"data": {"regulateId": regulation_id}})
 
     async def show(request: Request) -> Response:
         regulation_id = request.path_params["regulation_id"]
-        found = await asyncio.to_thread(service.regulations.get, regulation_id)
+        try:
+            found = await asyncio.to_thread(service.regulations.get, regulation_id)
+        except LogError as exc:
+            return error(503, "unavailable", str(exc))
         if found is None:
             return error(404, "not_found", f"No regulation with id {regulation_id!r}")
         return JSONResponse({"data": {"regulation": found}})
 
     async def recent(request: Request) -> Response:
-        return JSONResponse({"data": {"regulations": await asyncio.to_thread(
-            service.regulations.recent)}})
+        try:
+            listed = await asyncio.to_thread(service.regulations.recent)
+        except LogError as exc:
+            return error(503, "unavailable", str(exc))
+        return JSONResponse({"data": {"regulations": listed}})
 
     return [Route("/api/v1/regulations", create, methods=["POST"]),
             Route("/api/v1/regulations", recent, methods=["GET"]),

@@ -13,6 +13,7 @@ VACUUMed. `scrub_sqlite` does the same for any other SQLite file of the data dir
 
 from __future__ import annotations
 
+import asyncio
 import mmap
 import os
 import sqlite3
@@ -60,6 +61,22 @@ def widen_from_log(log_dir: Path, subjects: Subjects) -> None:
                         subjects.widen(msgspec.json.decode(message))
                     except msgspec.DecodeError:
                         continue
+
+
+class SqliteLogErasure:
+    """The embedded log's side of a deletion (`trackd.privacy.service.LogErasure`)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+
+    async def widen(self, subjects: Subjects) -> None:
+        await asyncio.to_thread(widen_from_log, self.log_dir, subjects)
+
+    async def erase(self, subjects: Subjects) -> int:
+        return await asyncio.to_thread(erase_log, self.log_dir, subjects)
+
+    async def expire_quarantine(self, source: str, cutoff: str) -> int:
+        return await asyncio.to_thread(expire_quarantine, self.log_dir, source, cutoff)
 
 
 def erase_log(log_dir: Path, subjects: Subjects) -> int:

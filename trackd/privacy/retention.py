@@ -8,7 +8,7 @@ quarantined messages. The log itself is trimmed by its consumers, not by age.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -23,12 +23,17 @@ FIRST_RUN = 60.0  # seconds after start-up: not in the way of a restart's catch-
 INTERVAL = 86400.0
 
 
+QuarantineExpiry = Callable[[str, str], Awaitable[int]]
+"""(source, cutoff as ISO-8601) -> quarantined messages deleted: the log's (SQLite or NATS)."""
+
+
 class Expiring(Protocol):
     async def expire(self, source: str, cutoff: datetime) -> int: ...
 
 
 async def apply_retention(days: dict[str, float], *, log_dir: Path, archive: Path | None,
-                          warehouse: Expiring | None, now: datetime) -> dict[str, int]:
+                          warehouse: Expiring | None, now: datetime,
+                          quarantine: QuarantineExpiry | None = None) -> dict[str, int]:
     """Apply every source's retention as of `now` (aware, UTC); returns what went, per store."""
     removed = {"warehouse": 0, "archive": 0, "quarantine": 0}
     for source, kept in days.items():
@@ -40,14 +45,18 @@ async def apply_retention(days: dict[str, float], *, log_dir: Path, archive: Pat
         if archive is not None:
             removed["archive"] += await asyncio.to_thread(prune, archive, now.date(), kept,
                                                           source)
-        removed["quarantine"] += await asyncio.to_thread(expire_quarantine, log_dir, source,
-                                                         iso(cutoff))
+        if quarantine is not None:
+            removed["quarantine"] += await quarantine(source, iso(cutoff))
+        else:
+            removed["quarantine"] += await asyncio.to_thread(expire_quarantine, log_dir,
+                                                             source, iso(cutoff))
     return removed
 
 
 async def retention_forever(days: dict[str, float], *, log_dir: Path, archive: Path | None,
                             warehouse: Expiring | None, interval: float = INTERVAL,
-                            clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                            clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                            quarantine: QuarantineExpiry | None = None) -> None:
     """Apply retention shortly after start-up (FIRST_RUN, or `interval` when shorter), then
     every `interval` seconds (`privacy.retention_interval`: a day)."""
     if not any(kept > 0 for kept in days.values()):
@@ -56,7 +65,8 @@ async def retention_forever(days: dict[str, float], *, log_dir: Path, archive: P
     while True:
         try:
             removed = await apply_retention(days, log_dir=log_dir, archive=archive,
-                                            warehouse=warehouse, now=clock())
+                                            warehouse=warehouse, now=clock(),
+                                            quarantine=quarantine)
             log.info("retention applied", extra=removed)
         except Exception:
             log.exception("retention failed; trying again at its next run")

@@ -4,8 +4,11 @@ A regulation is recorded first (`Regulations.create`, INITIALIZED) and answered 
 stage then runs it: RUNNING, then each of its stores in order, each with its own status:
 
 - `suppression`: the subjects' hashes added to (UNSUPPRESS: removed from) the list; done once
-  every gateway worker has acknowledged the new list;
-- `log`: the subjects' messages erased from every shard's frames, quarantine and violations;
+  every gateway worker has acknowledged the new list (on NATS, where gateways run on other
+  hosts: `shared.APPLY_SECONDS` after the shared list changed, by when every gateway that can
+  reach NATS has read it);
+- `log`: the subjects' messages erased from the log (`LogErasure`: every SQLite shard's frames,
+  quarantine and violations, or the NATS stream's messages, `trackd.log.jetstream_erase`);
 - `warehouse`: their rows deleted from every table; on DuckDB the file is then rewritten
   (pending deletions share one rewrite, `privacy.rewrite_delay` seconds after the first). A
   warehouse without an erasure fails this store (never a silent FINISHED);
@@ -35,12 +38,12 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from trackd.observability import get_logger
 from trackd.privacy import notify
-from trackd.privacy.erase import erase_log, holds_bytes, scrub_sqlite, widen_from_log
-from trackd.privacy.keys import load_keys
+from trackd.privacy.erase import SqliteLogErasure, holds_bytes, scrub_sqlite
+from trackd.privacy.keys import Keys, load_keys
 from trackd.privacy.ledgers import erase_ledgers
 from trackd.privacy.regulations import Regulations, Work
 from trackd.privacy.retention import retention_forever
@@ -52,6 +55,10 @@ from trackd.privacy.suppression import (
     suppression_path,
     write_list,
 )
+
+if TYPE_CHECKING:  # nats-py is imported only where the log is NATS
+    from trackd.privacy.regulations_kv import KvRegulations
+    from trackd.privacy.shared import SharedState
 
 log = get_logger("privacy")
 ACK_TIMEOUT = 30.0
@@ -74,6 +81,18 @@ class WarehouseSide(Protocol):
     async def rewrite(self) -> None: ...
 
     async def expire(self, source: str, cutoff: datetime) -> int: ...
+
+
+class LogErasure(Protocol):
+    """What a deletion needs of the log: `SqliteLogErasure` (the embedded shards) or
+    `trackd.log.jetstream_erase.JetStreamErasure` (the NATS stream)."""
+
+    async def widen(self, subjects: Subjects) -> None: ...
+
+    async def erase(self, subjects: Subjects) -> int: ...
+
+    async def expire_quarantine(self, source: str, cutoff: str) -> int:
+        """Retention: a source's quarantined messages received before `cutoff` (ISO-8601)."""
 
 
 ArchiveEraser = Callable[[set[str], Callable[[bytes], bool], "set[str] | None", float], int]
@@ -125,15 +144,26 @@ class PrivacyService:
                  ledger_dir: Path | None = None,
                  notify: dict[str, tuple[Path, list[str]]] | None = None,
                  retention: dict[str, float] | None = None, retention_interval: float = 86400.0,
-                 archive_root: Path | None = None) -> None:
+                 archive_root: Path | None = None, log_erasure: LogErasure | None = None,
+                 shared: SharedState | None = None) -> None:
         """`notify`: destinations with `deletions = true`, name -> (ledger, its sources);
-        `retention`: source -> retention_days (applied every `retention_interval` seconds)."""
+        `retention`: source -> retention_days (applied every `retention_interval` seconds);
+        `shared`: the NATS deployment's shared privacy state (keys, suppression list,
+        regulations), else the data dir's files."""
         self.data_dir = data_dir
         self.run_dir = run_dir
         self.log_dir = log_dir
         self.workers = workers
-        self.keys = load_keys(data_dir)
-        self.regulations = Regulations(data_dir)
+        self.shared = shared
+        self.keys: Keys | None = None if shared is not None else load_keys(data_dir)
+        self.regulations: Regulations | KvRegulations
+        if shared is None:
+            self.regulations = Regulations(data_dir)
+        else:
+            from trackd.privacy.regulations_kv import KvRegulations
+
+            self.regulations = KvRegulations(shared)
+        self.log_erasure = log_erasure or SqliteLogErasure(log_dir)
         self.warehouse = warehouse
         self.archive = archive
         self.archive_flush = archive_flush
@@ -162,10 +192,13 @@ class PrivacyService:
                 "destinations": bool(self.notify)}
 
     async def start(self) -> None:
+        if not isinstance(self.regulations, Regulations):
+            self.regulations.attach(asyncio.get_running_loop())
         self._task = asyncio.create_task(self._run())
         self._retention = asyncio.create_task(retention_forever(
             self.retention, log_dir=self.log_dir, archive=self.archive_root,
-            warehouse=self.warehouse, interval=self.retention_interval))
+            warehouse=self.warehouse, interval=self.retention_interval,
+            quarantine=self.log_erasure.expire_quarantine))
 
     async def stop(self) -> None:
         tasks = [t for t in [self._task, self._retention, *self._running.values()]
@@ -176,24 +209,47 @@ class PrivacyService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.regulations.close()
+        if self.shared is not None:
+            await self.shared.close()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def _run(self) -> None:
+        if self.shared is not None:
+            await self._load_keys(self.shared)
+        poll = getattr(self.regulations, "poll", None)  # shared: recorded by another pipeline
         while True:
             self._wake.clear()
-            for work in await asyncio.to_thread(self.regulations.unfinished):
+            try:
+                unfinished = await asyncio.to_thread(self.regulations.unfinished)
+            except Exception:
+                if poll is None:
+                    raise
+                log.warning("the shared regulations cannot be read now", exc_info=True)
+                unfinished = []
+            for work in unfinished:
                 if work.id not in self._running:
                     task = asyncio.create_task(self._execute(work))
                     self._running[work.id] = task
                     task.add_done_callback(self._forget)
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll)
+
+    async def _load_keys(self, shared: SharedState) -> None:
+        async def load() -> None:
+            self.keys = await shared.keys()
+
+        if not await shared.connect(load):
+            await shared.load_forever(load)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         for key, running in list(self._running.items()):
             if running is task:
                 del self._running[key]
+        if not task.cancelled() and task.exception() is not None:  # its record unreachable
+            log.warning("a regulation stopped before its end; it runs again",
+                        exc_info=task.exception())
 
     async def _execute(self, work: Work) -> None:
         reg = self.regulations
@@ -233,7 +289,7 @@ class PrivacyService:
         if name == "log":
             await self._widen(work, subjects)
             async with self._erasing:
-                return await asyncio.to_thread(erase_log, self.log_dir, subjects)
+                return await self.log_erasure.erase(subjects)
         if name == "warehouse" and self.warehouse is not None:
             async with self._erasing:
                 rows = await self.warehouse.erase(subjects.user_ids, subjects.anonymous_ids,
@@ -297,7 +353,7 @@ class PrivacyService:
         if self.warehouse is not None:
             subjects.anonymous_ids |= await self.warehouse.linked(subjects.user_ids,
                                                                   subjects.sources)
-        await asyncio.to_thread(widen_from_log, self.log_dir, subjects)
+        await self.log_erasure.widen(subjects)
         await asyncio.to_thread(self.regulations.set_subject_ids, work.id, {
             "user_ids": sorted(subjects.user_ids),
             "anonymous_ids": sorted(subjects.anonymous_ids)})
@@ -305,12 +361,23 @@ class PrivacyService:
     async def _suppress(self, work: Work) -> int:
         kind = "u" if work.subject_type == "USER_ID" else "a"
         ids = work.ids.get("user_ids" if kind == "u" else "anonymous_ids", [])
+        assert self.keys is not None  # loaded before any regulation runs
         hashes = {self.keys.subject_hash(kind, i) for i in ids}
+
+        def change(current: set[str]) -> set[str]:
+            return current - hashes if work.type == "UNSUPPRESS" else current | hashes
+
+        if self.shared is not None:
+            from trackd.privacy.shared import APPLY_SECONDS
+
+            async with self._suppressing:
+                await self.shared.change_suppressed(change)
+            await asyncio.sleep(APPLY_SECONDS)  # every gateway reads it within this
+            return len(hashes)
         path = suppression_path(self.data_dir)
         async with self._suppressing:
             _version, current = await asyncio.to_thread(read_list, path)
-            wanted = current - hashes if work.type == "UNSUPPRESS" else current | hashes
-            version = await asyncio.to_thread(write_list, path, wanted)
+            version = await asyncio.to_thread(write_list, path, change(current))
         deadline = time.monotonic() + ACK_TIMEOUT
         while await asyncio.to_thread(acknowledged, self.run_dir, self.workers) < version:
             if time.monotonic() > deadline:

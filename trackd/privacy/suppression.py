@@ -78,6 +78,11 @@ class SuppressionList:
                 write_private(self.ack, str(self.version))
         return True
 
+    def apply(self, version: int, hashes: set[str]) -> None:
+        """Take a list read elsewhere (the shared list of a NATS deployment)."""
+        if version != self.version:
+            self.version, self.hashes, self._seen = version, hashes, {}
+
     def holds(self, message: dict[str, Any]) -> bool:
         """Whether the message's userId or anonymousId is suppressed (call only when the list
         has entries: each id costs an HMAC)."""

@@ -20,6 +20,13 @@ def build_privacy(settings: Settings, run_dir: Path, warehouse: WarehouseSide | 
     from trackd.destinations.ledger import ledger_path
 
     data_dir = settings.data_dir
+    shared, log_erasure = None, None
+    if settings.log.url:  # NATS: state shared by every process, the stream's erasure
+        from trackd.log.jetstream_erase import JetStreamErasure
+        from trackd.privacy.shared import SharedState
+
+        shared = SharedState(settings.log)
+        log_erasure = JetStreamErasure(settings.log.stream, shared.client)
     archive = functools.partial(erase_archive, archive_dir(data_dir)) \
         if settings.archive.enabled else None
     service = PrivacyService(
@@ -31,5 +38,6 @@ def build_privacy(settings: Settings, run_dir: Path, warehouse: WarehouseSide | 
                 for d in settings.destinations if d.deletions},
         retention={s.name: s.retention_days for s in settings.sources},
         retention_interval=settings.privacy.retention_interval,
-        archive_root=archive_dir(data_dir) if archive is not None else None)
+        archive_root=archive_dir(data_dir) if archive is not None else None,
+        log_erasure=log_erasure, shared=shared)
     return service, regulation_routes(service, [s.name for s in settings.sources])
