@@ -4,9 +4,11 @@
   that loads the rows, reads after it, and mirrors it to the log after COMMIT (lag, trimming).
   Exactly once, whatever the moment of a crash, without depending on messageIds.
 - `ConsumerFeed` (the NATS log): the shared durable consumer `warehouse`, read on the event
-  loop that owns the NATS connection; records are acknowledged after COMMIT, and given back
-  (nak with a delay) when their batch could not be loaded. A repeat (a process died between
-  COMMIT and ack) is removed by the warehouse's ledger of messageIds, in the same transaction.
+  loop that owns the NATS connection; records are held from their read (`LogConsumer.extend`:
+  JetStream does not redeliver them while this process lives, however many rounds the
+  loader's schedule keeps them waiting), acknowledged after COMMIT, and given back (nak with a
+  delay) when their batch could not be loaded. A repeat (a process died between COMMIT and
+  ack) is removed by the warehouse's ledger of messageIds, in the same transaction.
 - `ViolationFeed` (the NATS log): tracking plan violations, as `LogReader.read_violations`
   gives them, from their own consumer; acknowledged after the loader's COMMIT (at least once:
   a process dying in between loads those violation rows again).
@@ -88,6 +90,14 @@ class PositionFeed:
         """The reader belongs to the pipeline."""
 
 
+async def _held(consumer: LogConsumer, limit: int) -> list[Record]:
+    """Up to `limit` records, held until acknowledged or given back."""
+    records = await consumer.read(limit)
+    if records:
+        await consumer.extend(records)
+    return records
+
+
 class ConsumerFeed:
     """A consumer of the NATS log, driven from the loader's thread (see the module docstring)."""
 
@@ -113,7 +123,7 @@ class ConsumerFeed:
             log.warning("the warehouse cannot reach the log yet", extra={"error": str(exc)})
 
     def read(self, limit: int, position: Position) -> list[Record]:
-        return self._run(self._consumer().read(limit))
+        return self._run(_held(self._consumer(), limit))
 
     def done(self, records: list[Record], position: Position) -> None:
         self._run(self._consumer().ack(records))

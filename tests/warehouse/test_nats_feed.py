@@ -1,0 +1,97 @@
+"""The warehouse loader on the NATS log: records it keeps waiting are not delivered again.
+
+The machine's NATS server (127.0.0.1:4222), a stream of the test's own, a real DuckDB file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.log.natsd import MACHINE_NATS, delete_stream, machine_nats_up, unique_stream
+from tests.log.test_conformance import run
+from tests.warehouse.conftest import enriched
+from trackd.log.jetstream import JetStreamLog
+from trackd.log.records import Entry
+from trackd.observability import Registry
+from trackd.settings import LogSettings, WarehouseSettings
+from trackd.warehouse.db import Database
+from trackd.warehouse.feed import ConsumerFeed
+from trackd.warehouse.loader import WarehouseLoader
+from trackd.warehouse.schedule import TABLE_COST, Schedule
+
+pytestmark = pytest.mark.skipif(not machine_nats_up(), reason="no NATS server on 127.0.0.1:4222")
+
+ACK_WAIT = 2.0
+NEW_TABLES = 80  # one new event table per round: the last waits ~80 reads (>= 50 ms each)
+
+
+@pytest.fixture
+def stream() -> Iterator[str]:
+    name = unique_stream()
+    yield name
+    delete_stream(name)
+
+
+def entry(message: dict[str, object]) -> Entry:
+    return Entry(str(message.pop("_source")), str(message["messageId"]), str(message["type"]),
+                 str(message["receivedAt"]), msgspec.json.encode(message))
+
+
+def test_records_waiting_for_later_rounds_longer_than_ack_wait_are_loaded_once(
+        stream: str, tmp_path: Path) -> None:
+    """A hostile source's new event tables load one per round (the schedule's budget is one
+    table), so its last records wait in the loader for several times `ack_wait`: the loader
+    holds them, JetStream does not deliver them again, and no duplicate is recorded."""
+    hostile = [enriched("track", source="hostile", event=f"new event {i}", properties={"n": i})
+               for i in range(NEW_TABLES)]
+    cheap = [enriched("track", source="web", event="Signed Up", properties={"plan": "pro"})
+             for _ in range(20)]
+    messages = hostile + cheap
+    expected = len(messages)
+    database = Database(tmp_path / "warehouse.duckdb")
+    metrics = Registry()
+
+    def count(name: str) -> float:
+        return float(sum(v for _, v in metrics.snapshot()[name]["values"]))
+
+    async def body() -> None:
+        log = JetStreamLog(LogSettings(url=MACHINE_NATS, stream=stream, ack_wait_s=ACK_WAIT))
+        await log.start()
+        loader = WarehouseLoader(WarehouseSettings(poll_interval=0.05), database, log, metrics,
+                                 retry_delay=0.0)
+        loader.schedule = Schedule(loader.catalog, loader.settings.max_tables_per_source,
+                                   budget=TABLE_COST)
+        # driven as the loader thread drives it, in a thread of its own (`load_available`
+        # returns once nothing is left to read and nothing waits for a later round)
+        loader.feed = feed = ConsumerFeed(log, asyncio.get_running_loop())
+        try:
+            await log.append([entry(dict(m)) for m in messages])
+            await asyncio.to_thread(loader.open)
+            await asyncio.to_thread(loader.load_available)
+            assert await log.lag("warehouse") == 0
+        finally:
+            await asyncio.to_thread(feed.close)
+            await asyncio.to_thread(loader.store.close)
+            await log.close()
+
+    run(body, timeout=180.0)
+    assert count("trackd_warehouse_messages_loaded_total") == expected
+    assert count("trackd_warehouse_duplicates_total") == 0
+    assert count("trackd_warehouse_batch_failures_total") == 0
+    reopened = Database(tmp_path / "warehouse.duckdb", read_only=True)
+    reopened.open()
+    try:
+        with reopened.reading() as cur:
+            assert cur.execute("SELECT count(*) FROM _trackd.duplicates").fetchall() == [(0,)]
+            ids = cur.execute("SELECT source, message_id FROM _trackd.messages").fetchall()
+            tracked = cur.execute(
+                "SELECT count(*), count(DISTINCT id) FROM hostile.tracks").fetchall()
+    finally:
+        reopened.close()
+    assert sorted(ids) == sorted((str(m["_source"]), str(m["messageId"])) for m in messages)
+    assert tracked == [(NEW_TABLES, NEW_TABLES)]
