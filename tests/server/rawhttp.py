@@ -39,6 +39,22 @@ def read_until_closed(sock: socket.socket) -> bytes:
     return bytes(out)
 
 
+def read_answer(sock: socket.socket) -> Answer | None:
+    """One whole answer on a kept-alive connection (its head, then Content-Length bytes of
+    body: one recv may return less), or None when the server closed without one."""
+    out = bytearray()
+    while True:
+        head, found, body = bytes(out).partition(b"\r\n\r\n")
+        if found:
+            answer = parse(bytes(out))
+            if answer is not None and len(body) >= int(answer.headers.get("content-length", 0)):
+                return answer
+        chunk = sock.recv(65536)
+        if not chunk:
+            return parse(bytes(out))
+        out += chunk
+
+
 def parse(raw: bytes) -> Answer | None:
     """The first answer in `raw`, or None when the server sent nothing."""
     if not raw:
