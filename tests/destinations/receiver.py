@@ -66,6 +66,9 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:  # the sender went away mid-body (a kill -9): no
+                    self.close_connection = True  # request arrived, as for a real server
+                    return
                 request = Received(self.path, {k.lower(): v for k, v in self.headers.items()},
                                    body, time.monotonic())
                 reply = receiver._choose(request)
