@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-
 from freshness import _percentile_with_unseen
 from targets import ADMIN_TOKEN, AUTH, NATS_URL, ROOT, SOURCE, WRITE_KEY, _stream_messages
 
