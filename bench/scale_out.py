@@ -44,7 +44,7 @@ from typing import Any
 
 import psycopg
 from freshness import _percentile_with_unseen
-from targets import ADMIN_TOKEN, AUTH, NATS_URL, ROOT, SOURCE, WRITE_KEY
+from targets import ADMIN_TOKEN, AUTH, NATS_URL, ROOT, SOURCE, WRITE_KEY, remove_stream
 
 BATCH = 100
 CONFIG = """\
@@ -329,21 +329,6 @@ def run(messages: int, freshness_seconds: float, freshness_rate: float, server: 
         return doc
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-async def remove_stream(stream: str) -> None:
-    """Delete the stream and the key-value buckets trackd made for it (`KV_<stream>-...`)."""
-    import nats
-
-    nc = await nats.connect(NATS_URL)
-    try:
-        js = nc.jetstream()
-        for info in await js.streams_info():
-            name = info.config.name or ""
-            if name == stream or name.startswith(f"KV_{stream}"):
-                await js.delete_stream(name)
-    finally:
-        await nc.close()
 
 
 async def _nats_up() -> None:
