@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from freshness import _percentile_with_unseen
+from freshness import percentile_with_unseen
 from targets import ADMIN_TOKEN, AUTH, NATS_URL, ROOT, SOURCE, WRITE_KEY, remove_stream
 
 BATCH = 100
@@ -68,8 +68,8 @@ write_keys = ["{key}"]
 
 
 class Proc:
-    """One `trackd serve --role <role>` in a session of its own, ready once server.json says
-    its pipeline runs (a gateway: once it answers)."""
+    """One `trackd serve --role <role>` in a session of its own, ready once its server.json
+    is written and no longer says its pipeline is starting."""
 
     def __init__(self, work: Path, name: str, config: Path, role: str) -> None:
         self.data_dir = work / name
@@ -114,9 +114,11 @@ def deployment(server: str, work: Path) -> Iterator[tuple[str, Path]]:
     try:
         yield f"{server}/{name}", config
     finally:
-        asyncio.run(remove_stream(stream))
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as con:
-            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            asyncio.run(remove_stream(stream))
+        finally:
+            with psycopg.connect(f"{server}/postgres", autocommit=True) as con:
+                con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def batch_body(prefix: str, start: int, count: int) -> bytes:
@@ -305,8 +307,8 @@ def _freshness(port: int, url: str, seconds: float, rate: float, log: Callable[[
     unseen = len(acked) - len(delays)
     result = {"seconds": seconds, "rate_events_s": rate, "probes_acked": len(acked),
               "probes_seen": len(delays),
-              "p50_s": _percentile_with_unseen(delays, unseen, 50),
-              "p95_s": _percentile_with_unseen(delays, unseen, 95),
+              "p50_s": percentile_with_unseen(delays, unseen, 50),
+              "p95_s": percentile_with_unseen(delays, unseen, 95),
               "max_s": None if unseen or not delays else delays[-1],
               "error_count": len(errors), "errors": errors[:5]}
     log("  freshness: " + " ".join(lines({"freshness": result})))
