@@ -167,8 +167,8 @@ def measure(server: Running, *, seconds: float, run_id: str, load_stops_at: floa
     unseen = len(acked) - len(delays)
     return {
         "probes_acked": len(acked), "probes_seen": len(delays), "wait_after_s": wait_after,
-        "p50_s": _percentile_with_unseen(delays, unseen, 50),
-        "p95_s": _percentile_with_unseen(delays, unseen, 95),
+        "p50_s": percentile_with_unseen(delays, unseen, 50),
+        "p95_s": percentile_with_unseen(delays, unseen, 95),
         "max_s": None if unseen or not delays else delays[-1],
         "loaded_messages": loaded,
         "load_rate_messages_s": _rate([x for x in loaded if x[0] <= load_stops_at]),
@@ -184,7 +184,7 @@ def _messages_loaded(data_dir: Path) -> int | None:
     return int(body["rows"][0]["n"]) if status == 200 else None
 
 
-def _percentile_with_unseen(delays: list[float], unseen: int, q: float) -> float | None:
+def percentile_with_unseen(delays: list[float], unseen: int, q: float) -> float | None:
     """Percentile over every probe; probes never seen count as infinitely late (None)."""
     total = len(delays) + unseen
     if not total:

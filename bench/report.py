@@ -6,6 +6,7 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+import scale_out
 import warehouse_load
 
 TARGET_ORDER = ["nginx", "baseline", "floor", "trackd-1w", "trackd-2w", "trackd-2w-plan",
@@ -279,6 +280,11 @@ def render(doc: dict[str, Any]) -> str:
     if loading:
         out += ["## Warehouse load: DuckDB vs PostgreSQL", "", *warehouse_load.lines(loading),
                 ""]
+    scaled = doc.get("scale_out")
+    if scaled:
+        out += ["## Scale-out on the NATS log", "",
+                *(scale_out.lines(scaled) if scaled.get("available", True)
+                  else [f"Not measured: {scaled.get('reason')}"]), ""]
     return "\n".join(out)
 
 

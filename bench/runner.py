@@ -7,7 +7,8 @@ inside each round, then their median is taken. After each run the rows in trackd
 (and the baseline's and the floor's tables) are counted and must cover every event
 acknowledged with a 200.
 Then freshness (when the warehouse exists), the console's live stream (bench/live.py) and the
-warehouse queries on generated rows.
+warehouse queries on generated rows. With --scale-out, last, bench/scale_out.py: rows/s into
+PostgreSQL by 1 and 2 pipeline processes on the NATS log, and freshness end to end.
 
 Results: bench/results/<time>/results.json and summary.md (the tables for docs/benchmarks.md).
 """
@@ -33,6 +34,7 @@ import loadgen
 import machine
 import procstat
 import report
+import scale_out
 import targets
 import warehouse_load
 import warehouse_queries
@@ -80,6 +82,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="messages per warehouse-load run (default 100,000; --quick 20,000)")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432",
                         help="PostgreSQL server for the warehouse-load scenario (trust auth)")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="also run bench/scale_out.py: rows/s into PostgreSQL by 1 and 2 "
+                             "pipeline processes on the NATS log, freshness end to end")
+    parser.add_argument("--scale-out-messages", type=int,
+                        help="scale-out: messages per load (default 50,000; --quick 10,000)")
     parser.add_argument("--skip-live", action="store_true",
                         help="skip the console's live stream (bench/live.py)")
     parser.add_argument("--live-seconds", type=float,
@@ -100,6 +107,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.rows = args.rows or (1_000_000 if args.quick else 10_000_000)
     args.freshness_seconds = args.freshness_seconds or (5.0 if args.quick else 10.0)
     args.load_messages = args.load_messages or (20_000 if args.quick else 100_000)
+    args.scale_out_messages = args.scale_out_messages or (10_000 if args.quick else 50_000)
     args.live_seconds = args.live_seconds or (4.0 if args.quick else 8.0)
     if args.gateway_only:
         args.skip_freshness = True
@@ -328,6 +336,16 @@ def main(argv: list[str]) -> int:
                                                        args.postgres, log)
         except (Exception, SystemExit):
             traceback.print_exc()
+        save()
+    if args.scale_out:
+        log(f"scale-out on the NATS log: {args.scale_out_messages:,} messages loaded by 1 and 2 "
+            "pipeline processes, freshness")
+        try:
+            doc["scale_out"] = scale_out.run(args.scale_out_messages, args.freshness_seconds * 2,
+                                             500.0, args.postgres, log)
+        except Exception as exc:  # report it, keep the rest of the results
+            traceback.print_exc()
+            doc["scale_out"] = {"available": False, "reason": f"failed: {exc}"}
         save()
     doc["elapsed_s"] = time.monotonic() - started
     save()

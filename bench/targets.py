@@ -28,8 +28,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bodies
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -189,10 +193,30 @@ async def _stream_messages(stream: str, *, delete: bool) -> int:
         js = nc.jetstream()
         count = int((await js.stream_info(stream)).state.messages)
         if delete:
-            await js.delete_stream(stream)
+            await _delete_stream(js, stream)
         return count
     finally:
         await nc.close()
+
+
+async def remove_stream(stream: str) -> None:
+    """Delete a stream of the NATS server at NATS_URL, with its key-value buckets."""
+    import nats
+
+    nc = await nats.connect(NATS_URL)
+    try:
+        await _delete_stream(nc.jetstream(), stream)
+    finally:
+        await nc.close()
+
+
+async def _delete_stream(js: JetStreamContext, stream: str) -> None:
+    """The stream and the key-value buckets trackd made for it (`KV_<stream>-privacy`,
+    `KV_<stream>_pipeline`...)."""
+    for info in await js.streams_info():
+        name = info.config.name or ""
+        if name == stream or name[:len(stream) + 4] in (f"KV_{stream}-", f"KV_{stream}_"):
+            await js.delete_stream(name)
 
 
 def _group_alive(pgid: int) -> bool:
