@@ -44,12 +44,19 @@ def unique_stream() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+BUCKETS = ("-privacy", "-regulations", "_pipeline")
+"""The key-value buckets trackd makes for a stream, after its name."""
+
+
 def delete_stream(name: str) -> None:
-    """Remove a test's stream from the machine's server."""
+    """Remove a test's stream from the machine's server, with the key-value buckets trackd
+    made for it (`KV_<stream>-privacy`, `KV_<stream>_pipeline`...)."""
     async def delete() -> None:
         nc = await nats.connect(MACHINE_NATS)
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await nc.jetstream().delete_stream(name)
+        js = nc.jetstream()
+        for found in (name, *(f"KV_{name}{tail}" for tail in BUCKETS)):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(found)
         await nc.close()
 
     asyncio.run(delete())
