@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -21,12 +21,10 @@ import pytest
 
 from tests.conftest import Server, eventually
 from tests.log.natsd import (
-    MACHINE_NATS,
     NatsNode,
     free_port,
     machine_nats_up,
     nats_binary,
-    unique_stream,
 )
 from tests.privacy.common import (
     ADMIN,
@@ -111,32 +109,6 @@ def test_a_deleted_user_is_erased_from_the_stream_and_the_servers_files(
             assert other.encode() in after
             assert holding(store, other.encode())
     finally:
-        node.kill()
-
-
-@pytest.fixture
-def shared_stream(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """(NATS url, stream name): the machine's server, or a private one; the stream and its
-    privacy buckets are deleted afterwards."""
-    node = None
-    if machine_nats_up():
-        url = MACHINE_NATS
-    else:
-        node = NatsNode(tmp_path / "nats", "shared").start()
-        url = node.url
-    name = unique_stream()
-    yield url, name
-
-    async def delete() -> None:
-        nc = await nats.connect(url)
-        js = nc.jetstream()
-        for stream in (name, f"KV_{name}-privacy", f"KV_{name}-regulations"):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_stream(stream)
-        await nc.close()
-
-    asyncio.run(delete())
-    if node is not None:
         node.kill()
 
 
