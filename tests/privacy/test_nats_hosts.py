@@ -3,6 +3,7 @@ data dir (archive files, destination ledgers), not only the one that runs the re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -48,8 +49,9 @@ url = "{receiver.url}/hook"
 
         def both_hold() -> bool:
             """Traffic until each pipeline consumed some of every user's messages."""
-            sdk_traffic(gateway, [kept[0], doomed, kept[1], kept[2]])
-            return all(eventually_or_none(lambda p=p: holds(p, doomed, kept))
+            for user in (doomed, kept[0], doomed, kept[1], doomed, kept[2]):
+                sdk_traffic(gateway, [user])  # one request each: JetStream splits them
+            return all(eventually_or_none(functools.partial(holds, p, doomed, kept))
                        for p in pipelines)
 
         eventually(both_hold, timeout=60)
@@ -75,7 +77,7 @@ def holds(pipeline: Server, doomed: str, kept: list[str]) -> bool:
         files_holding(pipeline.data_dir / "destinations", doomed.encode()))
 
 
-def eventually_or_none(check: Callable[[], bool], timeout: float = 5) -> bool:
+def eventually_or_none(check: Callable[[], bool], timeout: float = 3) -> bool:
     try:
         return bool(eventually(check, timeout=timeout, interval=0.2))
     except AssertionError:
