@@ -49,8 +49,8 @@ url = "{receiver.url}/hook"
 
         def both_hold() -> bool:
             """Traffic until each pipeline consumed some of every user's messages."""
-            for user in (doomed, kept[0], doomed, kept[1], doomed, kept[2]):
-                sdk_traffic(gateway, [user])  # one request each: JetStream splits them
+            # one request per user, so that JetStream can split them between the pipelines
+            sdk_traffic(gateway, [doomed, kept[0], doomed, kept[1], doomed, kept[2]], 5)
             return all(eventually_or_none(functools.partial(holds, p, doomed, kept))
                        for p in pipelines)
 
