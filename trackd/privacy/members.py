@@ -7,7 +7,7 @@ enough. So every pipeline process is a member, in the regulations bucket:
 - `member.<id>`: {host, at, stopped}, renewed every `BEAT_SECONDS`; a member whose `at` is
   older than `LEASE_SECONDS` (or that said it stopped) is gone. The id is kept in the data dir
   (`privacy/member`), so a process restarted on the same data dir is the same member.
-- A new regulation records the live members in its `hosts` (`regulations_kv`).
+- A new deletion records the live members in its `hosts` (`regulations_kv`).
 - Each recorded member that is not the regulation's claimant runs its local stores
   (`LOCAL`) once the shared stores before them are done (the ids are widened by then), and
   reports its per-store status in its entry of `hosts`. The claimant runs its own in order,

@@ -125,7 +125,9 @@ class KvRegulations:
                       sources: list[str] | None, stores: list[str]) -> str:
         regulation_id = uuid.uuid4().hex[:20]
         kv = await self._kv()
-        hosts = [{**m, "status": "INITIALIZED"} for m in await live_members(kv)]
+        # the pipeline hosts whose own files it erases (a suppression waits for none)
+        hosts = [{**m, "status": "INITIALIZED"} for m in await live_members(kv)
+                 if set(stores) & set(LOCAL)]
         await kv.put(f"work.{regulation_id}", json.dumps(ids).encode())
         await kv.put(f"reg.{regulation_id}", json.dumps({
             "id": regulation_id, "regulationType": regulation_type,
