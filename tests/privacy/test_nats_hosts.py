@@ -1,10 +1,13 @@
 """Privacy on the NATS log with several pipeline hosts: a deletion reaches every pipeline's own
-data dir (archive files, destination ledgers), not only the one that runs the regulation."""
+data dir (archive files, destination ledgers), not only the one that runs the regulation, and
+a host gone for good before its part makes the regulation PARTIAL_SUCCESS."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +24,11 @@ from tests.privacy.common import (
 )
 from tests.privacy.test_nats import admin_of, nats_privacy_config, needs_nats
 from tests.warehouse import pg
+from trackd.privacy import members as members_module
+from trackd.privacy.members import Members
+from trackd.privacy.regulations_kv import KvRegulations
+from trackd.privacy.shared import SharedState
+from trackd.settings import LogSettings
 
 
 @pytest.fixture
@@ -82,3 +90,41 @@ def eventually_or_none(check: Callable[[], bool], timeout: float = 3) -> bool:
         return bool(eventually(check, timeout=timeout, interval=0.2))
     except AssertionError:
         return False
+
+
+@needs_nats
+def test_a_host_gone_for_good_before_its_part_ends_the_regulation_partial(
+        tmp_path: Path, shared_stream: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, stream = shared_stream
+    monkeypatch.setattr(members_module, "GONE_SECONDS", 0.2)  # instead of minutes
+    monkeypatch.setattr(members_module, "WAIT_SECONDS", 0.05)
+
+    async def scenario() -> None:
+        states = [SharedState(LogSettings(url=url, stream=stream)) for _ in range(2)]
+        records = [KvRegulations(state) for state in states]
+        hosts = [Members(record, tmp_path / f"host{n}") for n, record in enumerate(records)]
+        for record, host in zip(records, hosts, strict=True):
+            record.attach(asyncio.get_running_loop())
+            await host.beat()
+        try:
+            made = await asyncio.to_thread(records[0].create, "DELETE_INTERNAL", "USER_ID",
+                                           {"user_ids": ["someone"]}, ["hash"], None,
+                                           ["log", "archive"])
+            assert [w.id for w in await asyncio.to_thread(records[0].unfinished)] == [made]
+            assert await hosts[1].pending() == []  # the log first
+            await asyncio.to_thread(records[0].set_store, made, "log", "FINISHED")
+            [work] = await hosts[1].pending()  # the other host's part, with the ids
+            assert work.id == made and work.ids == {"user_ids": ["someone"]}
+            assert await hosts[0].pending() == []  # the claimant runs its own in order
+            await hosts[1].beat(stopped=True)  # and goes before it did its part
+            await hosts[0].report(made, "FINISHED", [])
+            assert await asyncio.wait_for(hosts[0].wait(made), 30) == 1
+            shown = await asyncio.to_thread(records[0].get, made)
+            assert shown is not None
+            [gone] = [h for h in shown["hosts"] if h["host"] == hosts[1].host]
+            assert gone["status"] == "FAILED" and hosts[1].host in gone["error"]
+        finally:
+            for state in states:
+                await state.close()
+
+    asyncio.run(scenario())
