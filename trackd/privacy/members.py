@@ -92,6 +92,7 @@ class Members:
         self.regulations = regulations
         self.id = member_id(data_dir)
         self.host = f"{socket.gethostname()}:{data_dir}"
+        self.stopping = False  # the process stops: `beat_forever` ends
 
     async def beat(self, *, stopped: bool = False) -> None:
         kv = await self.regulations.shared.regulations_bucket()
@@ -99,7 +100,7 @@ class Members:
             {"host": self.host, "at": time.time(), "stopped": stopped}).encode())
 
     async def beat_forever(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 await self.beat()
             except FAILURES as exc:

@@ -185,6 +185,7 @@ class PrivacyService:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._hosting: dict[str, asyncio.Task[None]] = {}  # other hosts' regulations
         self.members: Members | None = None
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self._archived: dict[str, float] = {}  # regulation -> when its archive store ran
@@ -213,6 +214,11 @@ class PrivacyService:
             quarantine=self.log_erasure.expire_quarantine))
 
     async def stop(self) -> None:
+        # nats-py may turn a cancellation into one of its errors, which the loops below
+        # survive: they also end on this flag
+        self._stopping = True
+        if self.members is not None:
+            self.members.stopping = True
         tasks = [t for t in [self._task, self._retention, *self._running.values(),
                              *self._hosting.values()] if t is not None]
         for task in tasks:
@@ -222,10 +228,7 @@ class PrivacyService:
                 await task
         self.regulations.close()
         if self.shared is not None:
-            if self.members is not None:
-                with contextlib.suppress(Exception):  # NATS gone: the lease runs out
-                    await asyncio.wait_for(self.members.beat(stopped=True), 5)
-            await self.shared.close()
+            await self.shared.close()  # this member's lease runs out (`members`)
 
     def wake(self) -> None:
         self._wake.set()
@@ -234,7 +237,7 @@ class PrivacyService:
         if self.shared is not None:
             await self._load_keys(self.shared)
         poll = getattr(self.regulations, "poll", None)  # shared: recorded by another pipeline
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 unfinished = await asyncio.to_thread(self.regulations.unfinished)
