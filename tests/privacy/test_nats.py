@@ -135,8 +135,9 @@ def test_suppression_and_regulations_are_shared_by_every_gateway_and_pipeline(
     with pg.database("trackd_natspriv") as database:
         config = nats_privacy_config(url, stream, warehouse_config(database)).replace(
             "[server]\n", '[server]\nadmin_host = "127.0.0.1"\nadmin_port = 0\n')
-        first, second = (admin_of(make_server(config, name=f"pipeline{n}", start=False).start(
-            "--role", "pipeline")) for n in (1, 2))
+        pipelines = [make_server(config, name=f"pipeline{n}", start=False).start(
+            "--role", "pipeline") for n in (1, 2)]
+        first, second = (admin_of(p) for p in pipelines)
         gateway = make_server(config, name="gateway", start=False).start("--role", "gateway")
         user, other = f"quiet-{RUN}", f"loud-{RUN}"
 
@@ -168,6 +169,8 @@ def test_suppression_and_regulations_are_shared_by_every_gateway_and_pipeline(
         finished(second, regulate(second, "UNSUPPRESS", [user]))
         send(user, f"back-{RUN}")
         assert stored(url, stream, f"back-{RUN}")
+        for pipeline in pipelines:  # before their database goes
+            pipeline.stop(timeout=30)
 
 
 @needs_nats

@@ -76,6 +76,8 @@ url = "{receiver.url}/hook"
             # the others stay on both hosts, so the scans are not vacuous
             assert set(kept) & archived_users(pipeline.data_dir)
             assert any(files_holding(pipeline.data_dir, k.encode()) for k in kept)
+        for pipeline in pipelines:  # before their database goes
+            pipeline.stop(timeout=30)
 
 
 def holds(pipeline: Server, doomed: str, kept: list[str]) -> bool:
