@@ -118,7 +118,8 @@ def test_a_host_gone_for_good_before_its_part_ends_the_regulation_partial(
             [work] = await hosts[1].pending()  # the other host's part, with the ids
             assert work.id == made and work.ids == {"user_ids": ["someone"]}
             assert await hosts[0].pending() == []  # the claimant runs its own in order
-            await hosts[1].beat(stopped=True)  # and goes before it did its part
+            # and goes before it did its part (no more renewals; a lease of 0.1 s here)
+            monkeypatch.setattr(members_module, "LEASE_SECONDS", 0.1)
             await hosts[0].report(made, "FINISHED", [])
             assert await asyncio.wait_for(hosts[0].wait(made), 30) == 1
             shown = await asyncio.to_thread(records[0].get, made)

@@ -4,8 +4,8 @@ Each pipeline host keeps local stores in its own data dir (archive files, destin
 and dead letters, the console's buffers): erasing the stream and the warehouse once is not
 enough. So every pipeline process is a member, in the regulations bucket:
 
-- `member.<id>`: {host, at, stopped}, renewed every `BEAT_SECONDS`; a member whose `at` is
-  older than `LEASE_SECONDS` (or that said it stopped) is gone. The id is kept in the data dir
+- `member.<id>`: {host, at}, renewed every `BEAT_SECONDS`; a member whose `at` is older than
+  `LEASE_SECONDS` is gone. The id is kept in the data dir
   (`privacy/member`), so a process restarted on the same data dir is the same member.
 - A new deletion records the live members in its `hosts` (`regulations_kv`).
 - Each recorded member that is not the regulation's claimant runs its local stores
@@ -65,7 +65,7 @@ async def live_members(kv: KeyValue) -> list[dict[str, str]]:
     """The members whose lease holds now: [{id, host}]."""
     out = []
     for member, doc in (await _members(kv)).items():
-        if not doc.get("stopped") and time.time() - doc.get("at", 0) < LEASE_SECONDS:
+        if time.time() - doc.get("at", 0) < LEASE_SECONDS:
             out.append({"id": member, "host": str(doc.get("host", member))})
     return out
 
@@ -94,10 +94,10 @@ class Members:
         self.host = f"{socket.gethostname()}:{data_dir}"
         self.stopping = False  # the process stops: `beat_forever` ends
 
-    async def beat(self, *, stopped: bool = False) -> None:
+    async def beat(self) -> None:
         kv = await self.regulations.shared.regulations_bucket()
         await kv.put(f"member.{self.id}", json.dumps(
-            {"host": self.host, "at": time.time(), "stopped": stopped}).encode())
+            {"host": self.host, "at": time.time()}).encode())
 
     async def beat_forever(self) -> None:
         while not self.stopping:
@@ -167,7 +167,7 @@ class Members:
             for host in waiting:
                 doc = members.get(host["id"], {})
                 since = doc.get("at", created)
-                if not doc.get("stopped") and time.time() - since < LEASE_SECONDS:
+                if time.time() - since < LEASE_SECONDS:
                     continue  # live: it does its part
                 if time.time() - since > GONE_SECONDS:
                     await self._give_up(regulation_id, host["id"], time.time() - since)
