@@ -306,8 +306,9 @@ class PrivacyService:
             from trackd.privacy.members import LOCAL
 
             mine = [s for s in local if s["name"] in LOCAL]
-            await self.members.report(work.id, "FAILED" if any(
-                s["status"] == "FAILED" for s in mine) else "FINISHED", mine)
+            if mine:  # a suppression alone has no local store
+                await self.members.report(work.id, "FAILED" if any(
+                    s["status"] == "FAILED" for s in mine) else "FINISHED", mine)
             hosts_failed = await self.members.wait(work.id)
         final = "FINISHED" if not failed and not hosts_failed else (
             "FAILED" if failed == len(work.stores) else "PARTIAL_SUCCESS")
