@@ -38,13 +38,14 @@ def warehouse_config(url: str) -> str:
     return f'\n[warehouse]\nurl = "{url}"\n' if url else ""
 
 
-def sdk_traffic(server: Server, users: list[str]) -> None:
+def sdk_traffic(server: Server, users: list[str], upload_size: int = 20) -> None:
     """Each user, with the real analytics-python SDK: anonymous visits, then identify (which
-    links the anonymous id), a track, a page, an alias; flushed before returning."""
+    links the anonymous id), a track, a page, an alias; flushed before returning. Each request
+carries `upload_size` messages (5: one user's)."""
     from segment.analytics import Client
 
     errors: list[Any] = []
-    client = Client("wk_web", host=server.url, max_retries=1, upload_size=20,
+    client = Client("wk_web", host=server.url, max_retries=1, upload_size=upload_size,
                     on_error=lambda e, batch: errors.append(str(e)))
     for user in users:
         anonymous = f"anon-{user}"

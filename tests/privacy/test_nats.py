@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -21,12 +21,10 @@ import pytest
 
 from tests.conftest import Server, eventually
 from tests.log.natsd import (
-    MACHINE_NATS,
     NatsNode,
     free_port,
     machine_nats_up,
     nats_binary,
-    unique_stream,
 )
 from tests.privacy.common import (
     ADMIN,
@@ -114,32 +112,6 @@ def test_a_deleted_user_is_erased_from_the_stream_and_the_servers_files(
         node.kill()
 
 
-@pytest.fixture
-def shared_stream(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """(NATS url, stream name): the machine's server, or a private one; the stream and its
-    privacy buckets are deleted afterwards."""
-    node = None
-    if machine_nats_up():
-        url = MACHINE_NATS
-    else:
-        node = NatsNode(tmp_path / "nats", "shared").start()
-        url = node.url
-    name = unique_stream()
-    yield url, name
-
-    async def delete() -> None:
-        nc = await nats.connect(url)
-        js = nc.jetstream()
-        for stream in (name, f"KV_{name}-privacy", f"KV_{name}-regulations"):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_stream(stream)
-        await nc.close()
-
-    asyncio.run(delete())
-    if node is not None:
-        node.kill()
-
-
 @dataclass
 class AdminView:
     url: str
@@ -163,8 +135,9 @@ def test_suppression_and_regulations_are_shared_by_every_gateway_and_pipeline(
     with pg.database("trackd_natspriv") as database:
         config = nats_privacy_config(url, stream, warehouse_config(database)).replace(
             "[server]\n", '[server]\nadmin_host = "127.0.0.1"\nadmin_port = 0\n')
-        first, second = (admin_of(make_server(config, name=f"pipeline{n}", start=False).start(
-            "--role", "pipeline")) for n in (1, 2))
+        pipelines = [make_server(config, name=f"pipeline{n}", start=False).start(
+            "--role", "pipeline") for n in (1, 2)]
+        first, second = (admin_of(p) for p in pipelines)
         gateway = make_server(config, name="gateway", start=False).start("--role", "gateway")
         user, other = f"quiet-{RUN}", f"loud-{RUN}"
 
@@ -196,6 +169,8 @@ def test_suppression_and_regulations_are_shared_by_every_gateway_and_pipeline(
         finished(second, regulate(second, "UNSUPPRESS", [user]))
         send(user, f"back-{RUN}")
         assert stored(url, stream, f"back-{RUN}")
+        for pipeline in pipelines:  # before their database goes
+            pipeline.stop(timeout=30)
 
 
 @needs_nats

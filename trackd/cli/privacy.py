@@ -34,7 +34,8 @@ def _line(regulation: dict[str, Any]) -> str:
     stores = ", ".join(f"{s['name']} {s['status']} ({s['rows']})" for s in regulation["stores"])
     return (f"{regulation['id']}  {regulation['regulationType']}  {regulation['subjectType']} "
             f"x{regulation['subjectCount']}  {regulation['status']}  created "
-            f"{regulation['createdAt']}" + (f"  [{stores}]" if stores else ""))
+            f"{regulation['createdAt']}" + (f"  [{stores}]" if stores else "")
+            + "".join(f"  host {h['host']} {h['status']}" for h in regulation.get("hosts", [])))
 
 
 def _submit(config_path: str | None, data_dir: str | None, kind: str, user_ids: tuple[str, ...],

@@ -9,6 +9,8 @@ regulation. Keys:
 - `work.<id>`: the subjects' ids until the regulation ends; then every revision of it is
   erased with JetStream's secure delete, so the bucket's files hold no id;
 - `open.<id>`: there while the regulation is not ended (what `unfinished` lists);
+- `member.<id>`: the pipeline processes, whose local stores each regulation reaches
+  (`trackd.privacy.members`); a new regulation records the live ones in its `hosts`;
 - `claim.<id>`: which pipeline process runs it. One takes each (a create only one can win);
   the owner renews its claim each time it polls, and a claim not renewed for
   `LEASE_SECONDS` (its process died) is taken over by another (compare-and-set), which runs
@@ -34,6 +36,7 @@ from nats.js.kv import KeyValue
 
 from trackd.errors import LogError, LogUnavailable
 from trackd.messages.enrich import iso
+from trackd.privacy.members import LOCAL, live_members
 from trackd.privacy.regulations import DONE, Work
 from trackd.privacy.shared import FAILURES, SharedState
 
@@ -51,6 +54,7 @@ class KvRegulations:
     def __init__(self, shared: SharedState) -> None:
         self.shared = shared
         self.owner = uuid.uuid4().hex
+        self.host: str | None = None  # named in the local stores' status (`members`)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -94,6 +98,8 @@ class KvRegulations:
             for store in doc["stores"]:
                 if store["name"] == name:
                     store.update(status=status, rows=max(store["rows"], rows))
+                    if self.host is not None and name in LOCAL:
+                        store["host"] = self.host
                     store.pop("error", None)
                     if error:
                         store["error"] = error
@@ -119,6 +125,9 @@ class KvRegulations:
                       sources: list[str] | None, stores: list[str]) -> str:
         regulation_id = uuid.uuid4().hex[:20]
         kv = await self._kv()
+        # the pipeline hosts whose own files it erases (a suppression waits for none)
+        hosts = [{**m, "status": "INITIALIZED"} for m in await live_members(kv)
+                 if set(stores) & set(LOCAL)]
         await kv.put(f"work.{regulation_id}", json.dumps(ids).encode())
         await kv.put(f"reg.{regulation_id}", json.dumps({
             "id": regulation_id, "regulationType": regulation_type,
@@ -126,6 +135,7 @@ class KvRegulations:
             "sources": sources, "status": "INITIALIZED",
             "createdAt": iso(datetime.now(UTC)), "finishedAt": None, "seq": time.time_ns(),
             "stores": [{"name": n, "status": "INITIALIZED", "rows": 0} for n in stores],
+            "hosts": hosts,
         }).encode())
         await kv.put(f"open.{regulation_id}", b"1")
         return regulation_id
@@ -243,6 +253,9 @@ class KvRegulations:
 
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:
-    """What the API shows of a record (as the file's `get`)."""
-    return {key: doc[key] for key in ("id", "regulationType", "subjectType", "subjectCount",
-                                      "status", "createdAt", "finishedAt", "stores")}
+    """What the API shows of a record (as the file's `get`), with the pipeline hosts' part."""
+    shown = {key: doc[key] for key in ("id", "regulationType", "subjectType", "subjectCount",
+                                       "status", "createdAt", "finishedAt", "stores")}
+    shown["hosts"] = [{k: v for k, v in host.items() if k != "id"}
+                      for host in doc.get("hosts", [])]
+    return shown

@@ -24,6 +24,9 @@ stage then runs it: RUNNING, then each of its stores in order, each with its own
 - `files`: every file under the data dir scanned for the ids' bytes; an SQLite file still
   holding them (free pages from before) is VACUUMed, any other is reported.
 
+On the NATS log every pipeline host runs the local stores (archive, memory, ledgers, files)
+on its own data dir, and the regulation ends once each has reported (`trackd.privacy.members`).
+
 A USER_ID deletion first widens its subjects with the anonymous ids linked to the users (the
 warehouse's identity graph and the messages still in the log). A regulation is FINISHED when
 every store is, PARTIAL_SUCCESS when some failed; its ids are then forgotten. After a crash,
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -45,7 +49,7 @@ from trackd.privacy import notify
 from trackd.privacy.erase import SqliteLogErasure, holds_bytes, scrub_sqlite
 from trackd.privacy.keys import Keys, load_keys
 from trackd.privacy.ledgers import erase_ledgers
-from trackd.privacy.regulations import Regulations, Work
+from trackd.privacy.regulations import Regulations, Work, stores_of
 from trackd.privacy.retention import retention_forever
 from trackd.privacy.subjects import Subjects
 from trackd.privacy.suppression import (
@@ -57,6 +61,7 @@ from trackd.privacy.suppression import (
 )
 
 if TYPE_CHECKING:  # nats-py is imported only where the log is NATS
+    from trackd.privacy.members import Members
     from trackd.privacy.regulations_kv import KvRegulations
     from trackd.privacy.shared import SharedState
 
@@ -178,6 +183,9 @@ class PrivacyService:
         self.batcher = RewriteBatcher(rewrite_delay, self._rewrite)
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._hosting: dict[str, asyncio.Task[None]] = {}  # other hosts' regulations
+        self.members: Members | None = None
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self._archived: dict[str, float] = {}  # regulation -> when its archive store ran
@@ -193,7 +201,12 @@ class PrivacyService:
 
     async def start(self) -> None:
         if not isinstance(self.regulations, Regulations):
+            from trackd.privacy.members import Members
+
             self.regulations.attach(asyncio.get_running_loop())
+            self.members = Members(self.regulations, self.data_dir)
+            self.regulations.host = self.members.host
+            self._hosting["beat"] = asyncio.create_task(self.members.beat_forever())
         self._task = asyncio.create_task(self._run())
         self._retention = asyncio.create_task(retention_forever(
             self.retention, log_dir=self.log_dir, archive=self.archive_root,
@@ -201,8 +214,13 @@ class PrivacyService:
             quarantine=self.log_erasure.expire_quarantine))
 
     async def stop(self) -> None:
-        tasks = [t for t in [self._task, self._retention, *self._running.values()]
-                 if t is not None]
+        # nats-py may turn a cancellation into one of its errors, which the loops below
+        # survive: they also end on this flag
+        self._stopping = True
+        if self.members is not None:
+            self.members.stopping = True
+        tasks = [t for t in [self._task, self._retention, *self._running.values(),
+                             *self._hosting.values()] if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -210,7 +228,7 @@ class PrivacyService:
                 await task
         self.regulations.close()
         if self.shared is not None:
-            await self.shared.close()
+            await self.shared.close()  # this member's lease runs out (`members`)
 
     def wake(self) -> None:
         self._wake.set()
@@ -219,7 +237,7 @@ class PrivacyService:
         if self.shared is not None:
             await self._load_keys(self.shared)
         poll = getattr(self.regulations, "poll", None)  # shared: recorded by another pipeline
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 unfinished = await asyncio.to_thread(self.regulations.unfinished)
@@ -233,6 +251,8 @@ class PrivacyService:
                     task = asyncio.create_task(self._execute(work))
                     self._running[work.id] = task
                     task.add_done_callback(self._forget)
+            if self.members is not None:
+                await self._host_pending(self.members)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll)
 
@@ -258,8 +278,10 @@ class PrivacyService:
                             set(work.ids.get("anonymous_ids", ())),
                             None if work.sources is None else set(work.sources))
         failed = 0
+        local: list[dict[str, object]] = []  # this host's part, for `members`
         for name, status in work.stores:
             if status == "FINISHED":  # done before a crash
+                local.append({"name": name, "status": status})
                 continue
             await asyncio.to_thread(reg.set_store, work.id, name, "RUNNING")
             try:
@@ -272,15 +294,70 @@ class PrivacyService:
                               extra={"regulation": work.id, "store": name})
                 await asyncio.to_thread(reg.set_store, work.id, name, "FAILED", 0,
                                         f"{type(exc).__name__}: {exc}"[:500])
+                local.append({"name": name, "status": "FAILED"})
                 continue
             status = "FINISHED" if rows >= 0 else "FAILED"
             if rows < 0:
                 failed += 1
             await asyncio.to_thread(reg.set_store, work.id, name, status, abs(rows))
-        final = "FINISHED" if not failed else (
+            local.append({"name": name, "status": status, "rows": abs(rows)})
+        hosts_failed = 0
+        if self.members is not None:  # the other pipeline hosts' local stores
+            from trackd.privacy.members import LOCAL
+
+            mine = [s for s in local if s["name"] in LOCAL]
+            if mine:  # a suppression alone has no local store
+                await self.members.report(work.id, "FAILED" if any(
+                    s["status"] == "FAILED" for s in mine) else "FINISHED", mine)
+            hosts_failed = await self.members.wait(work.id)
+        final = "FINISHED" if not failed and not hosts_failed else (
             "FAILED" if failed == len(work.stores) else "PARTIAL_SUCCESS")
         await asyncio.to_thread(reg.finish, work.id, final)
         log.info("regulation done", extra={"regulation": work.id, "status": final})
+
+    async def _host_pending(self, members: Members) -> None:
+        """Start this host's part of the regulations another pipeline runs."""
+        try:
+            pending = await members.pending()
+        except Exception:
+            log.warning("the shared regulations cannot be read now", exc_info=True)
+            return
+        for work in pending:
+            if work.id not in self._hosting:
+                task = asyncio.create_task(self._host(members, work))
+                self._hosting[work.id] = task
+                task.add_done_callback(functools.partial(self._unhost, work.id))
+
+    def _unhost(self, regulation_id: str, task: asyncio.Task[None]) -> None:
+        self._hosting.pop(regulation_id, None)
+        if not task.cancelled() and task.exception() is not None:  # runs again at next poll
+            log.warning("a host's part of a regulation stopped", exc_info=task.exception())
+
+    async def _host(self, members: Members, work: Work) -> None:
+        """Run this host's local stores for a regulation another pipeline runs; report."""
+        from trackd.privacy.members import LOCAL
+
+        subjects = Subjects(set(work.ids.get("user_ids", ())),
+                            set(work.ids.get("anonymous_ids", ())),
+                            None if work.sources is None else set(work.sources))
+        names = [n for n in stores_of(work.type, **self.stores, scoped=work.sources is not None)
+                 if n in LOCAL]
+        done: list[dict[str, object]] = []
+        for name in names:
+            try:
+                rows = await self._store(name, work, subjects)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("a regulation failed in one local store",
+                              extra={"regulation": work.id, "store": name})
+                done.append({"name": name, "status": "FAILED",
+                             "error": f"{type(exc).__name__}: {exc}"[:500]})
+                continue
+            done.append({"name": name, "status": "FINISHED" if rows >= 0 else "FAILED",
+                         "rows": abs(rows)})
+        await members.report(work.id, "FAILED" if any(
+            s["status"] == "FAILED" for s in done) else "FINISHED", done)
 
     async def _store(self, name: str, work: Work, subjects: Subjects) -> int:
         """Run one store; rows (or files) removed, negative when some could not be."""
