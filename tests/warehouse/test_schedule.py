@@ -5,6 +5,8 @@ never passes a record that is not committed, so a crash between chunks loses and
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
 
 from tests.warehouse.conftest import Log, Warehouse, enriched
@@ -77,3 +79,19 @@ def test_a_read_with_little_schema_work_loads_in_one_transaction(
     assert w.loader.load_once() == 900
     assert w.rows("SELECT count(DISTINCT loaded_at), count(*) FROM _trackd.messages") == [
         (1, 900)]
+
+
+def test_a_stop_while_records_wait_and_the_warehouse_fails_ends_the_loader(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    """Records read and waiting for a later round must not keep a stopping loader alive when
+    the warehouse fails (it retried forever: `trackd serve` could not stop)."""
+    _write_hostile_then_canary(log)
+    w = make_warehouse()
+    w.expect_batch_failures()
+    w.loader.load_once()  # web's later chunks now wait
+    w.database.close()  # the warehouse goes away
+    asyncio.run(w.loader.stop())  # no thread runs here: this only asks the loop to stop
+    loop = threading.Thread(target=w.loader._loop, daemon=True)
+    loop.start()
+    loop.join(30)
+    assert not loop.is_alive(), "the stopping loader kept retrying"

@@ -222,6 +222,9 @@ class WarehouseLoader:
             except Stopping:
                 return
             except Exception:
+                if self._stop.is_set():  # stopping: what is pending is read again next time
+                    log.exception("warehouse load failed while stopping; left for the next start")
+                    return
                 log.exception("warehouse load failed; retrying", extra={"in": backoff})
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
