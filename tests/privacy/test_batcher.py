@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from trackd.privacy.service import RewriteBatcher
+from trackd.privacy.stores import RewriteBatcher
 
 
 def test_requests_within_the_delay_share_one_rewrite_and_later_ones_get_their_own() -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 from tests.conftest import eventually
 from trackd.privacy.regulations import DONE, stores_of
-from trackd.privacy.service import PrivacyService, WarehouseSide
+from trackd.privacy.service import PrivacyService
+from trackd.privacy.stores import WarehouseSide
 from trackd.warehouse.erasure import NoErasure
 
 

@@ -41,7 +41,7 @@ _decode_json = msgspec.json.Decoder().decode
 
 
 class JetStreamErasure:
-    """The log's side of a deletion on NATS (`trackd.privacy.service.LogErasure`)."""
+    """The log's side of a deletion on NATS (`trackd.privacy.stores.LogErasure`)."""
 
     def __init__(self, stream: str, client: Callable[[], Awaitable[Client]], *,
                  timeout: float = 10.0) -> None:

@@ -64,7 +64,7 @@ def widen_from_log(log_dir: Path, subjects: Subjects) -> None:
 
 
 class SqliteLogErasure:
-    """The embedded log's side of a deletion (`trackd.privacy.service.LogErasure`)."""
+    """The embedded log's side of a deletion (`trackd.privacy.stores.LogErasure`)."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir

@@ -8,7 +8,8 @@ from pathlib import Path
 from starlette.routing import Route
 
 from trackd.privacy.api import regulation_routes
-from trackd.privacy.service import PrivacyService, WarehouseSide
+from trackd.privacy.service import PrivacyService
+from trackd.privacy.stores import WarehouseSide
 from trackd.settings import Settings
 
 

@@ -5,6 +5,7 @@ schema.
   `duckstore` (the DuckDB file) and `postgres` (a PostgreSQL database) implement it, and
   `backend` picks one by `[warehouse] url`;
 - `loader`: the stage (log consumer `warehouse`, one writer thread, exactly-once batches);
+  `jobs`: what other parts run in its thread between two batches;
 - `batch`: one load transaction (dedup decisions, rows, bookkeeping);
 - `shape`: a message -> its rows (pure); `naming`: go-snakecase; `values`: column types;
 - `catalog`: the tables and columns that exist, and the DDL a batch needs;

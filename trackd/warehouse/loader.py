@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -58,12 +57,12 @@ from trackd.warehouse.batch import Batch
 from trackd.warehouse.db import Database
 from trackd.warehouse.duckstore import DuckStore
 from trackd.warehouse.feed import ConsumerFeed, Feed, PositionFeed, ViolationFeed
+from trackd.warehouse.jobs import Jobs
 from trackd.warehouse.schedule import Reads, Schedule
 from trackd.warehouse.store import Store
 from trackd.warehouse.violations import ViolationLoader
 
 T = TypeVar("T")
-Job = tuple[Callable[[Store], object], "concurrent.futures.Future[object]"]
 PRUNE_INTERVAL = 3600.0
 RETRIES = 3
 _CANARY = (b'{"type":"track","event":"trackd canary","userId":"trackd-canary",'
@@ -124,7 +123,7 @@ class WarehouseLoader:
         self._reads = Reads({})
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._jobs = Jobs()
         self._last_prune = 0.0
         self._window = timedelta(days=max(0.0, settings.dedup_window_days))
         self._batch_rows = max(1, settings.batch_rows)
@@ -205,7 +204,7 @@ class WarehouseLoader:
         try:
             self._loop()
         finally:
-            self._fail_jobs()
+            self._jobs.fail(lambda: Stopping("the warehouse loader stopped"))
             if self._pending:  # stopped by a failing load: on NATS, give them back now
                 self._feed().failed(self._pending)
             self._feed().close()
@@ -251,7 +250,7 @@ class WarehouseLoader:
         committed = 0
         while self._pending and not self._jobs.empty():
             committed += self._commit([])
-        self._run_jobs()
+        self._jobs.run(self.store)
         self._maybe_prune()
         if self.violations is not None:  # <source>._violations
             committed += self.store.load_violations(self.violations)
@@ -294,31 +293,7 @@ class WarehouseLoader:
         """Run `job(store)` in the loader's thread between two batches: the way other
         parts (privacy deletion) write to the warehouse, whose write connection is the
         loader's alone. A job that closes the store (a rewrite of the file) opens it again."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._jobs.put((job, future))  # type: ignore[arg-type]
-        return future
-
-    def _run_jobs(self) -> None:
-        while True:
-            try:
-                job, future = self._jobs.get_nowait()
-            except queue.Empty:
-                return
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(job(self.store))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-    def _fail_jobs(self) -> None:
-        while True:
-            try:
-                _job, future = self._jobs.get_nowait()
-            except queue.Empty:
-                return
-            if future.set_running_or_notify_cancel():
-                future.set_exception(Stopping("the warehouse loader stopped"))
+        return self._jobs.submit(job)
 
     def _load_resilient(self, records: list[Record]) -> None:
         error: Exception | None = None
