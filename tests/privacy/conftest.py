@@ -11,6 +11,7 @@ import nats
 import nats.js.errors
 import pytest
 
+from tests.destinations.receiver import Receiver
 from tests.log.natsd import MACHINE_NATS, NatsNode, machine_nats_up, unique_stream
 from tests.warehouse import pg
 
@@ -49,3 +50,9 @@ def shared_stream(tmp_path: Path) -> Iterator[tuple[str, str]]:
     asyncio.run(delete())
     if node is not None:
         node.kill()
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver().start()
+    yield found
+    found.stop()

@@ -3,9 +3,7 @@ and no replay (archive or dead letters) that brings the subject back."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from tests.conftest import Server, eventually
 from tests.destinations.receiver import Received, Receiver, Reply
@@ -19,13 +17,6 @@ from tests.privacy.common import (
     sdk_traffic,
     warehouse_config,
 )
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver().start()
-    yield found
-    found.stop()
 
 
 def test_delete_event_is_retried_delivered_and_not_kept_and_replays_skip_the_subject(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,13 +29,6 @@ from trackd.privacy.members import Members
 from trackd.privacy.regulations_kv import KvRegulations
 from trackd.privacy.shared import SharedState
 from trackd.settings import LogSettings
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver().start()
-    yield found
-    found.stop()
 
 
 @needs_nats
