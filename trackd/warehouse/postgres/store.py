@@ -17,6 +17,13 @@ loaded again after the dedup window has its row there to extend, as on DuckDB. T
    then skips); users/accounts are merged trait by trait under a per-table advisory lock; the
    ledger, profile events, duplicates and the log position are written; COMMIT.
 
+Step 2 runs on the store's commit thread (`commits`): `load` returns once it started, the loader
+reads and flattens the next batch meanwhile, and acknowledges this one after `settle` said it
+committed. The next batch's `load` waits for it before its own step 1 (schema changes too run
+on the write connection only when no transaction is in flight), and starts nothing if it
+failed; its dedup (`find`) reads the committed ledger on a connection of its own and adds the
+ledger rows of the batch still committing.
+
 A crash before the COMMIT keeps nothing of the batch but the (harmless) empty columns; the
 position in `_trackd.offsets` is in the same transaction, so with the SQLite log the next start
 resumes exactly after the last committed batch, as on DuckDB.
@@ -27,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +52,7 @@ from trackd.warehouse.db import migrate
 from trackd.warehouse.ledger import DUPLICATE_RETENTION, EVENT_RETENTION, Loaded
 from trackd.warehouse.naming import quote
 from trackd.warehouse.postgres import schema
+from trackd.warehouse.postgres.commits import Commits
 from trackd.warehouse.postgres.connect import PgReader, connect, where
 from trackd.warehouse.postgres.copying import copy_arrow
 from trackd.warehouse.store import Reader
@@ -68,6 +77,25 @@ _LEDGER = {
 }
 
 
+@dataclass
+class _Upsert:
+    """users/accounts rows to merge with what the table has (typed for its `columns`)."""
+
+    schema: str
+    table: str
+    columns: Catalog  # the table's columns when the batch was flattened, alone
+    rows: list[dict[str, Any]]
+
+
+@dataclass
+class _Work:
+    """A flattened batch: what its PostgreSQL transaction writes."""
+
+    exports: list[tuple[str, pa.Table, bool]]
+    upserts: list[_Upsert]
+    ledger: pa.Table  # its `_trackd.messages` rows, as `find` returns them
+
+
 def lock_key(*names: str) -> int:
     """A signed 64-bit advisory lock key for `names`."""
     digest = hashlib.blake2b("\x00".join(names).encode(), digest_size=8).digest()
@@ -84,6 +112,7 @@ class PgStore:
     """`Store` over the PostgreSQL database at `url` (a libpq URL or conninfo)."""
 
     kind = "postgresql"
+    overlap = 1  # `load` returns before the COMMIT: see `settle`
 
     def __init__(self, url: str, max_columns: int = MAX_COLUMNS, *, memory_limit_mb: int = 0,
                  threads: int = 0) -> None:
@@ -97,6 +126,8 @@ class PgStore:
         if threads > 0:
             self._shadow_config["threads"] = threads
         self._con: psycopg.Connection[Any] | None = None
+        self._lookup: psycopg.Connection[Any] | None = None  # `find`'s, beside the writer's
+        self._commits = Commits()
         self._shadow: duckdb.DuckDBPyConnection | None = None
         self._synced: schema.Tables = {}
         self._found: list[tuple[Any, ...]] = []  # the ledger rows the last `find` read
@@ -139,9 +170,11 @@ class PgStore:
 
     def close(self) -> None:
         self._open = False
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        self._commits.close()
+        for con in (self._con, self._lookup):
+            if con is not None:
+                con.close()
+        self._con = self._lookup = None
         if self._shadow is not None:
             self._shadow.close()
             self._shadow = None
@@ -152,8 +185,10 @@ class PgStore:
         return self._writer()
 
     def _writer(self) -> psycopg.Connection[Any]:
-        """The write connection; a new one (and the catalog read again) when the server closed
-        the last one (a restart, a failover): the failed batch is retried on it."""
+        """The write connection, once no batch is committing on it; a new one (and the catalog
+        read again) when the server closed the last one (a restart, a failover): the failed
+        batch is retried on it."""
+        self._commits.wait()
         if self._con is None:
             raise ConfigError("the warehouse is not open for writing")
         if self._con.closed or self._con.broken:
@@ -184,20 +219,39 @@ class PgStore:
             'SELECT shard, "offset" FROM _trackd.offsets').fetchall()}
 
     def find(self, keys: Iterable[int]) -> dict[int, Loaded]:
+        """Ledger entries: those committed, and those of the batch still committing (newer)."""
         wanted = sorted(set(keys))
         if not wanted:
             self._found = []
             return {}
-        rows = self._writer().execute(
-            f"SELECT {', '.join(ledger.MESSAGES)} FROM _trackd.messages WHERE key = ANY(%s)",
-            [wanted]).fetchall()
-        self._found = [tuple(r) for r in rows]  # for the batch judged against them (`_seed`)
-        return {r[0]: Loaded(r[0], r[1], r[2], r[3], list(r[4]), r[5], r[6]) for r in rows}
+        found = {row[0]: tuple(row) for row in self._committed_ledger(wanted)}
+        found.update((row[0], row) for row in self._commits.ledger(pa.array(wanted, pa.int64())))
+        self._found = list(found.values())  # for the batch judged against them (`_seed`)
+        return {r[0]: Loaded(r[0], r[1], r[2], r[3], list(r[4]), r[5], r[6])
+                for r in self._found}
+
+    def _committed_ledger(self, wanted: list[int]) -> list[tuple[Any, ...]]:
+        """The committed ledger rows of these keys, read on `find`'s own connection (the write
+        connection may be committing a batch); connected again if the server dropped it."""
+        query = f"SELECT {', '.join(ledger.MESSAGES)} FROM _trackd.messages WHERE key = ANY(%s)"
+        for attempt in range(2):
+            con = self._lookup
+            if con is None or con.closed or con.broken:
+                self._lookup = con = connect(self.url, autocommit=True)
+            try:
+                return [tuple(r) for r in con.execute(query, [wanted]).fetchall()]
+            except psycopg.OperationalError:
+                if attempt or not con.broken:
+                    raise
+        raise AssertionError("unreachable")
 
     def load(self, batch: Batch, position: Position) -> int:
+        """Flatten `batch` and start its transaction on the commit thread; returns before the
+        COMMIT (`settle` waits for it). Nothing is started if the batch before failed (its
+        `settle` raises, and this one is loaded again)."""
         for attempt in range(ATTEMPTS):
             try:
-                return self._write(batch, position, keep=True)
+                return self._load(batch, position)
             except schema.SchemaMoved as exc:
                 log.info("another loader changed the schema; loading the batch again",
                          extra={"change": str(exc), "attempt": attempt + 1})
@@ -209,9 +263,23 @@ class PgStore:
                 raise
         raise AssertionError("unreachable")
 
+    def settle(self) -> None:
+        """Wait for the COMMIT of the oldest batch `load` started; raise what it raised."""
+        try:
+            self._commits.settle()
+        except BaseException:
+            self._recover()
+            raise
+
     def try_load(self, batch: Batch) -> None:
         try:
-            self._write(batch, None, keep=False)
+            _, work = self._prepare(batch)
+            con = self._writer()
+            new = schema.changes(self.catalog.tables, self._synced)
+            with con.transaction(force_rollback=True):  # the canary's: nothing is kept
+                if new:
+                    schema.apply_changes(con, new, self.catalog.tables)
+                self._transaction(con, work, None)
         finally:
             self._recover()
 
@@ -219,32 +287,51 @@ class PgStore:
         with contextlib.suppress(Exception):
             self._resync()
 
-    def _write(self, batch: Batch, position: Position | None, *, keep: bool) -> int:
-        con, shadow = self._writer(), self._shadow
-        assert shadow is not None
+    def _load(self, batch: Batch, position: Position) -> int:
+        conflicts, work = self._prepare(batch)  # while the batch before commits
+        if not self._commits.wait():
+            return conflicts  # that one failed: `settle` raises, and this one comes again
+        con = self._writer()
+        new = schema.changes(self.catalog.tables, self._synced)
+        if new:
+            with con.transaction():
+                schema.apply_changes(con, new, self.catalog.tables)
+            for statement in schema.duck_ddl(new, self.catalog.tables):
+                self._shadow_con().execute(statement)
+            self._synced = schema.copy_tables(self.catalog.tables)
+        self._commits.start(lambda: self._commit(con, work, position), work.ledger)
+        return conflicts
+
+    def _shadow_con(self) -> duckdb.DuckDBPyConnection:
+        assert self._shadow is not None
+        return self._shadow
+
+    def _prepare(self, batch: Batch) -> tuple[int, _Work]:
+        """Flatten `batch` in the shadow (rolled back): its type conflicts, and its rows."""
+        shadow = self._shadow_con()
         shadow.begin()
         try:
             seeded = self._seed(shadow)
             conflicts = batch.write(shadow)
             self._unseed(shadow, seeded)
             exports = self._exports(shadow, batch)
+            written = shadow.sql(f"SELECT {', '.join(ledger.MESSAGES)} "
+                                 "FROM _trackd.messages").to_arrow_table()
         finally:
             shadow.rollback()
-        new = schema.changes(self.catalog.tables, self._synced)
-        if new and keep:
-            with con.transaction():
-                schema.apply_changes(con, new, self.catalog.tables)
-            for statement in schema.duck_ddl(new, self.catalog.tables):
-                shadow.execute(statement)
-            self._synced = schema.copy_tables(self.catalog.tables)
-        with con.transaction(force_rollback=not keep):  # the canary's is rolled back
-            if new and not keep:
-                schema.apply_changes(con, new, self.catalog.tables)
-            self._merge(con, exports)
-            self._upsert(con, batch)
-            if position:
-                self._save_position(con, position)
-        return conflicts
+        return conflicts, _Work(exports, self._upserts(batch), written)
+
+    def _commit(self, con: psycopg.Connection[Any], work: _Work, position: Position) -> None:
+        """The batch's transaction (on the commit thread)."""
+        with con.transaction():
+            self._transaction(con, work, position)
+
+    def _transaction(self, con: psycopg.Connection[Any], work: _Work,
+                     position: Position | None) -> None:
+        self._merge(con, work.exports)
+        self._upsert(con, work.upserts)
+        if position:
+            self._save_position(con, position)
 
     def _seed(self, shadow: duckdb.DuckDBPyConnection) -> dict[int, set[str]]:
         """Put the ledger rows `find` read for the batch into the shadow's (empty) ledger, in
@@ -315,26 +402,38 @@ class PgStore:
                             "SELECT DISTINCT unnest(_trackd.messages.tables || "
                             "EXCLUDED.tables) ORDER BY 1)")
 
-    def _upsert(self, con: psycopg.Connection[Any], batch: Batch) -> None:
-        """users/accounts: each id's row merged with the batch's traits (`upsert.merged`)."""
+    def _upserts(self, batch: Batch) -> list[_Upsert]:
+        """users/accounts: the batch's traits typed for their table, with its columns (taken
+        now: the catalog changes while the next batch is flattened)."""
+        found = []
         for (schema_name, table), merges in sorted(batch.merges.items()):
-            target = f"{quote(schema_name)}.{quote(table)}"
-            con.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key(schema_name, table)])
-            columns = self.catalog.columns(schema_name, table)
-            schema.check_columns(con, schema_name, table, columns, exact=True)
             raw = [{"id": id_, "received_at": m.received_at, "uuid_ts": batch.now, **m.values}
                    for id_, m in merges.items()]
             fitted = self.catalog.fit(schema_name, table, table, raw, keep_nulls=True)
             if fitted.ddl:  # the shadow's run created them; a difference is a schema move
                 raise schema.SchemaMoved(f"{schema_name}.{table} needs columns {fitted.ddl}")
-            ids = list(merges)
+            columns = Catalog(self.catalog.max_columns)
+            columns.tables[(schema_name, table)] = dict(self.catalog.columns(schema_name, table))
+            found.append(_Upsert(schema_name, table, columns, fitted.rows))
+        return found
+
+    @staticmethod
+    def _upsert(con: psycopg.Connection[Any], upserts: list[_Upsert]) -> None:
+        """users/accounts: each id's row merged with the batch's traits (`upsert.merged`)."""
+        for up in upserts:
+            schema_name, table = up.schema, up.table
+            target = f"{quote(schema_name)}.{quote(table)}"
+            con.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key(schema_name, table)])
+            schema.check_columns(con, schema_name, table, up.columns.columns(schema_name, table),
+                                 exact=True)
+            ids = [patch["id"] for patch in up.rows]
             cursor = con.execute(f"SELECT * FROM {target} WHERE id = ANY(%s) FOR UPDATE", [ids])
             names = [d.name for d in cursor.description or ()]
             existing = {row[0]: dict(zip(names, map(_naive, row), strict=True))
                         for row in cursor.fetchall()}
-            rows = [merged(existing.get(patch["id"], {}), patch) for patch in fitted.rows]
+            rows = [merged(existing.get(patch["id"], {}), patch) for patch in up.rows]
             con.execute(f"DELETE FROM {target} WHERE id = ANY(%s)", [ids])
-            copy_arrow(con, target, self.catalog.arrow(schema_name, table, rows))
+            copy_arrow(con, target, up.columns.arrow(schema_name, table, rows))
 
     @staticmethod
     def _save_position(con: psycopg.Connection[Any], position: Position) -> None:
