@@ -289,6 +289,8 @@ class WarehouseLoader:
         """Load `part` while the batch before it commits, then land all but `Store.overlap`
         batches; returns the records acknowledged. A part that fails to load is loaded again
         the careful way (`_load_resilient`) after what flies landed."""
+        if self._stop.is_set():
+            raise Stopping("the loader is stopping")
         try:
             self._launch(part)
         except Exception as exc:

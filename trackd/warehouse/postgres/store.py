@@ -461,13 +461,15 @@ class PgStore:
                         [now - DUPLICATE_RETENTION])
 
     def load_violations(self, violations: ViolationLoader) -> int:
-        con = self._writer()
+        """Each round: the write connection is taken (waiting for a batch committing on it)
+        only when the log has violations to load."""
         if violations.position is None:
-            violations.position = {shard: int(last) for shard, last in con.execute(
+            violations.position = {shard: int(last) for shard, last in self._writer().execute(
                 "SELECT shard, last_id FROM _trackd.violation_offsets").fetchall()}
         pending = violations.read()
         if pending is None:
             return 0
+        con = self._writer()
         by_source, position, count = pending
         with con.transaction():
             for source, items in sorted(by_source.items()):
