@@ -63,6 +63,7 @@ from trackd.warehouse.duckstore import DuckStore
 from trackd.warehouse.feed import ConsumerFeed, Feed, PositionFeed, ViolationFeed
 from trackd.warehouse.flights import Flight, Flights
 from trackd.warehouse.jobs import Jobs
+from trackd.warehouse.loadmetrics import LoaderMetrics
 from trackd.warehouse.schedule import Reads, Schedule
 from trackd.warehouse.store import Store
 from trackd.warehouse.violations import ViolationLoader
@@ -74,7 +75,6 @@ _CANARY = (b'{"type":"track","event":"trackd canary","userId":"trackd-canary",'
            b'"messageId":"trackd-canary","properties":{"ok":true},'
            b'"receivedAt":"2024-01-01T00:00:00.000Z","timestamp":"2024-01-01T00:00:00.000Z"}')
 log = get_logger("warehouse")
-_FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class Stopping(Exception):
@@ -135,29 +135,7 @@ class WarehouseLoader:
         self._batch_rows = max(1, settings.batch_rows)
         self.violations = ViolationLoader(local, self._batch_rows) if local else None
         self._violation_feed: ViolationFeed | None = None  # NATS: made by `start`
-        self._loaded = metrics.counter("trackd_warehouse_messages_loaded_total",
-                                       "Messages loaded into the warehouse.", ("source",))
-        self._duplicates = metrics.counter("trackd_warehouse_duplicates_total",
-                                           "Messages not loaded: a repeat of a loaded messageId.",
-                                           ("source",))
-        self._conflicts = metrics.counter("trackd_warehouse_type_conflicts_total",
-                                          "Rows with a value kept in _type_conflicts.")
-        self._overflows = metrics.counter(
-            "trackd_warehouse_overflow_total",
-            "Rows with values kept in _overflow: beyond a table's column limit (limit=columns) "
-            "or an event beyond the source's table limit (limit=tables).", ("source", "limit"))
-        self._errors = metrics.counter("trackd_warehouse_load_errors_total",
-                                       "Messages that could not be loaded (see load_errors).")
-        self._failures = metrics.counter("trackd_warehouse_batch_failures_total",
-                                         "Load transactions that failed and were retried.")
-        self._interrupted = metrics.counter(
-            "trackd_warehouse_queries_interrupted_total",
-            "Admin queries interrupted to give their memory to a load that ran out of it.")
-        self._seconds = metrics.histogram("trackd_warehouse_batch_seconds",
-                                          "Time of one load transaction.")
-        self._freshness = metrics.histogram(
-            "trackd_warehouse_freshness_seconds",
-            "From receivedAt to the row being queryable (commit).", _FRESHNESS_BUCKETS)
+        self.metrics = LoaderMetrics(metrics)
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -378,7 +356,7 @@ class WarehouseLoader:
         self._record_failure(records[0], error)
 
     def _failed(self, records: list[Record], attempt: int, exc: Exception) -> None:
-        self._failures.inc()
+        self.metrics.failures.inc()
         log.warning("warehouse batch failed", extra={
             "records": len(records), "attempt": attempt, "error": str(exc)})
 
@@ -390,7 +368,7 @@ class WarehouseLoader:
             interrupted = self.make_room() if self.make_room is not None else 0
             if not interrupted:
                 raise
-            self._interrupted.inc((), interrupted)
+            self.metrics.interrupted.inc((), interrupted)
             log.warning("warehouse batch ran out of memory; admin queries were interrupted")
             self._stop.wait(0.1)  # their memory is released as they unwind
             self._load(records)
@@ -416,21 +394,9 @@ class WarehouseLoader:
 
     def _adopt(self, flight: Flight) -> None:
         """`flight` committed: its records, position and metrics."""
-        batch = flight.batch
         self._reads.settle(flight.records)
         self.position = flight.position
-        committed = self.clock()
-        for source, count in batch.loaded.items():
-            self._loaded.inc((source,), count)
-        for source, count in batch.duplicates.items():
-            self._duplicates.inc((source,), count)
-        self._conflicts.inc((), flight.conflicts)
-        for (source, limit), count in batch.overflows.items():
-            self._overflows.inc((source, limit), count)
-        for received, count in batch.received.items():
-            self._freshness.observe(max(0.0, (committed - received).total_seconds()),
-                                    count=count)
-        self._seconds.observe(time.perf_counter() - flight.started)
+        self.metrics.committed(flight, self.clock())
 
     def _record_failure(self, record: Record, exc: Exception) -> None:
         if not self._canary_loads(record.source):
@@ -445,7 +411,7 @@ class WarehouseLoader:
         self.store.record_errors([row], position)
         self._reads.settle([record])
         self.position = position
-        self._errors.inc()
+        self.metrics.errors.inc()
 
     def _canary_loads(self, source: str) -> bool:
         """Whether a plain track message for `source` loads (rolled back: nothing is kept)."""

@@ -1,11 +1,7 @@
 """The PostgreSQL warehouse behind the seam (`store.Store`): Segment's schema, exactly once.
 
-A batch is flattened by the same code as on DuckDB, in an in-memory DuckDB (the "shadow")
-whose tables mirror the PostgreSQL catalog: `Batch.write` runs there in a transaction, the rows
-it produced are taken out as Arrow, and the shadow transaction is rolled back (it stays empty).
-So both backends produce the same tables, names, flattening and types. The ledger rows the batch
-was judged against (`find`) are put into the shadow's ledger in that transaction, so a message
-loaded again after the dedup window has its row there to extend, as on DuckDB. Then:
+A batch is flattened by the same code as on DuckDB, in an in-memory DuckDB (the "shadow",
+`postgres.shadow`) whose tables mirror the PostgreSQL catalog, and taken out as Arrow. Then:
 
 1. new tables and columns are created in PostgreSQL in a short transaction of their own under
    an advisory lock (`schema.apply_changes`: IF NOT EXISTS; a column another loader created
@@ -34,27 +30,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
 import psycopg
 import pyarrow as pa
 
 from trackd.errors import ConfigError
 from trackd.log.records import Position
 from trackd.observability import get_logger
-from trackd.warehouse import ledger, sql
+from trackd.warehouse import ledger
 from trackd.warehouse.batch import Batch
 from trackd.warehouse.catalog import MAX_COLUMNS, Catalog
-from trackd.warehouse.db import migrate
 from trackd.warehouse.ledger import DUPLICATE_RETENTION, EVENT_RETENTION, Loaded
 from trackd.warehouse.naming import quote
 from trackd.warehouse.postgres import schema
 from trackd.warehouse.postgres.commits import Commits
 from trackd.warehouse.postgres.connect import PgReader, connect, where
 from trackd.warehouse.postgres.copying import copy_arrow
+from trackd.warehouse.postgres.shadow import Config, Shadow, Upsert, Work
 from trackd.warehouse.store import Reader
 from trackd.warehouse.upsert import merged
 from trackd.warehouse.violations import TABLE as VIOLATIONS
@@ -62,40 +56,7 @@ from trackd.warehouse.violations import ViolationLoader, arrow
 
 log = get_logger("warehouse")
 ATTEMPTS = 3  # flattening again after another loader moved the schema
-_PROFILE_TABLES = ("users", "accounts")
 _APPEND_ONLY = ("_trackd.events", "_trackd.duplicates")  # no key: copied as they are
-# The shadow's bookkeeping rows, as PostgreSQL's columns want them (text[] as an array literal).
-_LEDGER = {
-    "messages": "SELECT key, source, message_id, type, "
-                "CASE WHEN len(tables) = 0 THEN '{}' "
-                "ELSE '{\"' || array_to_string(tables, '\",\"') || '\"}' END AS tables, "
-                "received_at, loaded_at, user_id, anonymous_id, email "
-                "FROM _trackd.messages",
-    "events": 'SELECT key, source, message_id, type, received_at, "timestamp", user_id, '
-              'anonymous_id, body::VARCHAR AS body, shard, "offset" FROM _trackd.events',
-    "duplicates": "SELECT * FROM _trackd.duplicates",
-}
-
-
-@dataclass
-class _Upsert:
-    """users/accounts rows to merge with what the table has (typed for its `columns`)."""
-
-    schema: str
-    table: str
-    columns: Catalog  # the table's columns when the batch was flattened, alone
-    rows: list[dict[str, Any]]
-
-
-@dataclass
-class _Work:
-    """A flattened batch: what its PostgreSQL transaction writes."""
-
-    exports: list[tuple[str, pa.Table, bool]]
-    upserts: list[_Upsert]
-    ledger: pa.Table  # its `_trackd.messages` rows, as `find` returns them
-
-
 def lock_key(*names: str) -> int:
     """A signed 64-bit advisory lock key for `names`."""
     digest = hashlib.blake2b("\x00".join(names).encode(), digest_size=8).digest()
@@ -118,18 +79,17 @@ class PgStore:
                  threads: int = 0) -> None:
         self.url = url
         self.catalog = Catalog(max_columns=max_columns)
-        self._shadow_config: dict[str, str | bool | int | float | list[str]] = {
-            "enable_external_access": False, "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False}
+        config: Config = {"enable_external_access": False,
+                          "autoinstall_known_extensions": False,
+                          "autoload_known_extensions": False}
         if memory_limit_mb > 0:
-            self._shadow_config["memory_limit"] = f"{memory_limit_mb}MB"
+            config["memory_limit"] = f"{memory_limit_mb}MB"
         if threads > 0:
-            self._shadow_config["threads"] = threads
+            config["threads"] = threads
+        self._shadow = Shadow(config)
         self._con: psycopg.Connection[Any] | None = None
         self._lookup: psycopg.Connection[Any] | None = None  # `find`'s, beside the writer's
         self._commits = Commits()
-        self._shadow: duckdb.DuckDBPyConnection | None = None
-        self._synced: schema.Tables = {}
         self._found: list[tuple[Any, ...]] = []  # the ledger rows the last `find` read
         self._open = False
 
@@ -175,9 +135,7 @@ class PgStore:
             if con is not None:
                 con.close()
         self._con = self._lookup = None
-        if self._shadow is not None:
-            self._shadow.close()
-            self._shadow = None
+        self._shadow.close()
 
     def writer(self) -> psycopg.Connection[Any]:
         """The write connection, in autocommit: for jobs in the loader's thread (privacy
@@ -203,15 +161,7 @@ class PgStore:
     def _resync(self) -> None:
         """Read the catalog from PostgreSQL and rebuild the shadow to match it."""
         schema.load_catalog(self._writer(), self.catalog)
-        if self._shadow is not None:
-            self._shadow.close()
-        shadow = duckdb.connect(":memory:", config=self._shadow_config)
-        migrate(shadow)
-        sql.install(shadow)
-        for statement in schema.duck_ddl(self.catalog.tables, self.catalog.tables):
-            shadow.execute(statement)
-        self._shadow = shadow
-        self._synced = schema.copy_tables(self.catalog.tables)
+        self._shadow.rebuild(self.catalog)
 
     # -- writing ----------------------------------------------------------------------------
     def position(self) -> Position:
@@ -273,9 +223,9 @@ class PgStore:
 
     def try_load(self, batch: Batch) -> None:
         try:
-            _, work = self._prepare(batch)
+            _, work = self._shadow.prepare(batch, self._found, self.catalog)
             con = self._writer()
-            new = schema.changes(self.catalog.tables, self._synced)
+            new = schema.changes(self.catalog.tables, self._shadow.synced)
             with con.transaction(force_rollback=True):  # the canary's: nothing is kept
                 if new:
                     schema.apply_changes(con, new, self.catalog.tables)
@@ -288,88 +238,29 @@ class PgStore:
             self._resync()
 
     def _load(self, batch: Batch, position: Position) -> int:
-        conflicts, work = self._prepare(batch)  # while the batch before commits
+        conflicts, work = self._shadow.prepare(batch, self._found, self.catalog)
         if not self._commits.wait():
             return conflicts  # that one failed: `settle` raises, and this one comes again
         con = self._writer()
-        new = schema.changes(self.catalog.tables, self._synced)
+        new = schema.changes(self.catalog.tables, self._shadow.synced)
         if new:
             with con.transaction():
                 schema.apply_changes(con, new, self.catalog.tables)
-            for statement in schema.duck_ddl(new, self.catalog.tables):
-                self._shadow_con().execute(statement)
-            self._synced = schema.copy_tables(self.catalog.tables)
+            self._shadow.apply(new, self.catalog)
         self._commits.start(lambda: self._commit(con, work, position), work.ledger)
         return conflicts
 
-    def _shadow_con(self) -> duckdb.DuckDBPyConnection:
-        assert self._shadow is not None
-        return self._shadow
-
-    def _prepare(self, batch: Batch) -> tuple[int, _Work]:
-        """Flatten `batch` in the shadow (rolled back): its type conflicts, and its rows."""
-        shadow = self._shadow_con()
-        shadow.begin()
-        try:
-            seeded = self._seed(shadow)
-            conflicts = batch.write(shadow)
-            self._unseed(shadow, seeded)
-            exports = self._exports(shadow, batch)
-            written = shadow.sql(f"SELECT {', '.join(ledger.MESSAGES)} "
-                                 "FROM _trackd.messages").to_arrow_table()
-        finally:
-            shadow.rollback()
-        return conflicts, _Work(exports, self._upserts(batch), written)
-
-    def _commit(self, con: psycopg.Connection[Any], work: _Work, position: Position) -> None:
+    def _commit(self, con: psycopg.Connection[Any], work: Work, position: Position) -> None:
         """The batch's transaction (on the commit thread)."""
         with con.transaction():
             self._transaction(con, work, position)
 
-    def _transaction(self, con: psycopg.Connection[Any], work: _Work,
+    def _transaction(self, con: psycopg.Connection[Any], work: Work,
                      position: Position | None) -> None:
         self._merge(con, work.exports)
         self._upsert(con, work.upserts)
         if position:
             self._save_position(con, position)
-
-    def _seed(self, shadow: duckdb.DuckDBPyConnection) -> dict[int, set[str]]:
-        """Put the ledger rows `find` read for the batch into the shadow's (empty) ledger, in
-        its transaction: the batch's update of a message loaded again after the dedup window
-        then finds the row and adds the new tables, as on DuckDB. Returns their tables."""
-        ledger.insert(shadow, "messages", ledger.MESSAGES, self._found)
-        return {row[0]: set(row[4]) for row in self._found}
-
-    @staticmethod
-    def _unseed(shadow: duckdb.DuckDBPyConnection, seeded: dict[int, set[str]]) -> None:
-        """Drop the seeded rows the batch left as they were (its duplicates): only new and
-        extended ledger rows are exported (the merge adds an extended row's tables)."""
-        if not seeded:
-            return
-        found = shadow.execute("SELECT key, tables FROM _trackd.messages "
-                               "WHERE key IN (SELECT unnest(?::BIGINT[]))",
-                               [sorted(seeded)]).fetchall()
-        same = [key for key, tables in found if set(tables) == seeded[key]]
-        if same:
-            shadow.execute("DELETE FROM _trackd.messages WHERE key IN "
-                           "(SELECT unnest(?::BIGINT[]))", [same])
-
-    def _exports(self, shadow: duckdb.DuckDBPyConnection,
-                 batch: Batch) -> list[tuple[str, pa.Table, bool]]:
-        """(target, rows, merge by id) for every table the batch wrote, in a fixed order."""
-        found: list[tuple[str, pa.Table, bool]] = []
-        for schema_name, table in sorted(batch.written):
-            if table in _PROFILE_TABLES:
-                continue  # merged trait by trait from the batch's merges (`_upsert`)
-            target = f"{quote(schema_name)}.{quote(table)}"
-            rows = shadow.sql(f"SELECT * FROM {target}").to_arrow_table()
-            if rows is not None and rows.num_rows:
-                found.append((target, rows, True))
-        for name, query in _LEDGER.items():
-            rows = shadow.sql(query).to_arrow_table()
-            if rows is not None and rows.num_rows:
-                found.append((f"_trackd.{name}", rows, False))
-        return found
 
     def _merge(self, con: psycopg.Connection[Any], exports: list[tuple[str, pa.Table, bool]]
                ) -> None:
@@ -402,23 +293,8 @@ class PgStore:
                             "SELECT DISTINCT unnest(_trackd.messages.tables || "
                             "EXCLUDED.tables) ORDER BY 1)")
 
-    def _upserts(self, batch: Batch) -> list[_Upsert]:
-        """users/accounts: the batch's traits typed for their table, with its columns (taken
-        now: the catalog changes while the next batch is flattened)."""
-        found = []
-        for (schema_name, table), merges in sorted(batch.merges.items()):
-            raw = [{"id": id_, "received_at": m.received_at, "uuid_ts": batch.now, **m.values}
-                   for id_, m in merges.items()]
-            fitted = self.catalog.fit(schema_name, table, table, raw, keep_nulls=True)
-            if fitted.ddl:  # the shadow's run created them; a difference is a schema move
-                raise schema.SchemaMoved(f"{schema_name}.{table} needs columns {fitted.ddl}")
-            columns = Catalog(self.catalog.max_columns)
-            columns.tables[(schema_name, table)] = dict(self.catalog.columns(schema_name, table))
-            found.append(_Upsert(schema_name, table, columns, fitted.rows))
-        return found
-
     @staticmethod
-    def _upsert(con: psycopg.Connection[Any], upserts: list[_Upsert]) -> None:
+    def _upsert(con: psycopg.Connection[Any], upserts: list[Upsert]) -> None:
         """users/accounts: each id's row merged with the batch's traits (`upsert.merged`)."""
         for up in upserts:
             schema_name, table = up.schema, up.table
