@@ -342,7 +342,7 @@ class WarehouseLoader:
             if self._stop.is_set():
                 raise Stopping("the loader is stopping")
             try:
-                self._load_making_room(records)
+                self._load(records)
                 return
             except Exception as exc:
                 error = exc
@@ -360,19 +360,6 @@ class WarehouseLoader:
         log.warning("warehouse batch failed", extra={
             "records": len(records), "attempt": attempt, "error": str(exc)})
 
-    def _load_making_room(self, records: list[Record]) -> None:
-        """`_load`; once more after interrupting the queries if it ran out of memory."""
-        try:
-            self._load(records)
-        except duckdb.OutOfMemoryException:
-            interrupted = self.make_room() if self.make_room is not None else 0
-            if not interrupted:
-                raise
-            self.metrics.interrupted.inc((), interrupted)
-            log.warning("warehouse batch ran out of memory; admin queries were interrupted")
-            self._stop.wait(0.1)  # their memory is released as they unwind
-            self._load(records)
-
     def _load(self, records: list[Record]) -> None:
         """Load `records` and wait for their COMMIT (nothing else in flight)."""
         assert not self._flights
@@ -380,6 +367,20 @@ class WarehouseLoader:
         self._adopt(self._flights.land())
 
     def _launch(self, records: list[Record]) -> None:
+        """`_judge_and_load`; once more after interrupting the queries if it ran out of
+        memory."""
+        try:
+            self._judge_and_load(records)
+        except duckdb.OutOfMemoryException:
+            interrupted = self.make_room() if self.make_room is not None else 0
+            if not interrupted:
+                raise
+            self.metrics.interrupted.inc((), interrupted)
+            log.warning("warehouse batch ran out of memory; admin queries were interrupted")
+            self._stop.wait(0.1)  # their memory is released as they unwind
+            self._judge_and_load(records)
+
+    def _judge_and_load(self, records: list[Record]) -> None:
         """Judge `records` against the ledger and hand them to the store, with the position
         once they (and the batches in flight, which commit first) are committed."""
         started = time.perf_counter()
