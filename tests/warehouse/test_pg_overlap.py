@@ -5,6 +5,7 @@ database of its own on the machine's PostgreSQL (127.0.0.1:5432)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.conftest import eventually
 from tests.warehouse import pg
 from tests.warehouse.conftest import Log, enriched
 from trackd.log.reader import LogReader
@@ -68,11 +70,11 @@ class CheckedFeed:
         self.feed.close()
 
 
-def make_loader(store: Store | Database, log_dir: Path,
-                url: str = "") -> tuple[WarehouseLoader, Registry]:
+def make_loader(store: Store | Database, log_dir: Path, url: str = "",
+                batch_rows: int = 3) -> tuple[WarehouseLoader, Registry]:
     metrics = Registry()
-    loader = WarehouseLoader(WarehouseSettings(batch_rows=3), store, LogReader(log_dir),
-                             metrics, retry_delay=0.0)
+    loader = WarehouseLoader(WarehouseSettings(batch_rows=batch_rows), store,
+                             LogReader(log_dir), metrics, retry_delay=0.0)
     if url:
         assert loader.feed is not None
         loader.feed = CheckedFeed(loader.feed, url)
@@ -171,3 +173,44 @@ def test_a_refused_commit_drops_the_next_batch_too_and_both_load_later_once(
     assert failures(metrics) == 1
     # the first two batches were started once each after the refusal, the third once
     assert rows(url, "SELECT last_value FROM public.commits") == [(4,)]
+
+
+def test_a_stop_with_a_batch_committing_acknowledges_it_once_committed(
+        url: str, tmp_path: Path) -> None:
+    Log(tmp_path / "log").write(tracks([f"m{i}" for i in range(1000)]))
+    store = HeldStore(url)
+    reader = LogReader(tmp_path / "log")
+    loader = WarehouseLoader(WarehouseSettings(batch_rows=200), store, reader, Registry())
+    assert loader.feed is not None
+    checked = loader.feed = CheckedFeed(loader.feed, url)
+    made = PgStore(url)
+    made.open()  # trackd's tables, to lock one
+    made.close()
+    held = psycopg.connect(url)
+    # Writes to the position wait (reads do not): the first batch's COMMIT waits for the lock
+    # while the second is read and judged.
+    held.execute("LOCK TABLE _trackd.offsets IN SHARE MODE")
+
+    async def scenario() -> None:
+        await loader.start()
+        assert await asyncio.to_thread(store.second_find.wait, 30)
+        stopping = asyncio.create_task(loader.stop())
+        await asyncio.to_thread(eventually, loader._stop.is_set)
+        held.rollback()
+        await stopping
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        held.close()
+    # Both batches in flight committed on the way out, and were acknowledged then, not before.
+    assert rows(url, 'SELECT shard, "offset" FROM _trackd.offsets') == [("gw0", 400)]
+    assert reader.position("warehouse") == {"gw0": 400}
+    assert checked.early == []
+    assert len(checked.acknowledged) == 400
+    again, _ = make_loader(PgStore(url), tmp_path / "log", batch_rows=200)
+    again.load_available()
+    again.store.close()
+    reader.close()
+    assert rows(url, "SELECT count(*), count(DISTINCT id) FROM web.tracks") == [(1000, 1000)]
+    assert rows(url, "SELECT count(*) FROM _trackd.duplicates") == [(0,)]
