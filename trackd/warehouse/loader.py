@@ -213,8 +213,8 @@ class WarehouseLoader:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            if loaded < self._batch_rows and not self._pending:
-                self._stop.wait(self.settings.poll_interval)
+            if loaded < self._batch_rows and not self._pending and not self._flights:
+                self._stop.wait(self.settings.poll_interval)  # (a batch in flight: a backlog)
 
     # -- loading ------------------------------------------------------------------------
     def load_available(self) -> int:
