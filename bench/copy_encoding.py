@@ -1,22 +1,30 @@
-"""COPY into PostgreSQL as CSV or binary: the loader's encoding and the server's CPU per row.
+"""COPY into PostgreSQL as CSV or binary: the loader's encoding and the server's CPU.
 
-    .venv/bin/python bench/copy_encoding.py [--messages 20000] [--repeat 5]
+    .venv/bin/python bench/copy_encoding.py [--messages 20000] [--repeat 5] [--loads 0]
                                             [--server postgresql://postgres@127.0.0.1:5432]
 
-Loads `messages` messages of bench/warehouse_load.py's shape into a new PostgreSQL database,
-keeping the Arrow tables the store COPYed, then for the biggest tables (`tracks`, an event
-table, `_trackd.events`, `_trackd.messages`): the time to encode them as CSV (Arrow's writer)
-and as binary COPY (`binary.encode`), and the CPU of the PostgreSQL backend COPYing them into a
-copy of the table without indexes (from `/proc`, so on this machine only), in µs per row: the
-best of `repeat` runs for the encoding, their mean for the server. Needs PostgreSQL with trust
-auth (the database is dropped after).
+1. Per table: loads `messages` messages of bench/warehouse_load.py's shape into a new
+   PostgreSQL database, keeping the Arrow tables the store COPYed, then for the biggest tables
+   (`tracks`, an event table, `_trackd.events`, `_trackd.messages`): the time to encode them as
+   CSV (Arrow's writer) and as binary COPY (`binary.encode`), and the CPU of the PostgreSQL
+   backend COPYing them into a copy of the table without indexes (from `/proc`, so on this
+   machine only), in µs per row: the best of `repeat` runs for the encoding, their mean for
+   the server.
+2. Whole loads (with `--loads N`): N pairs of loads of 100,000 messages, each in a process of
+   its own into a new database, one with every table forced to CSV and one as the store does
+   it (binary), in alternating order: the loader's and its backend's CPU per message, medians.
+
+Needs PostgreSQL with trust auth (each database is dropped after).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +48,35 @@ from trackd.warehouse.loader import WarehouseLoader  # noqa: E402
 from trackd.warehouse.postgres import binary, copying, store  # noqa: E402
 from trackd.warehouse.postgres.store import PgStore  # noqa: E402
 
+_LOAD = """
+import json, os, sys
+from pathlib import Path
+from trackd.log.reader import LogReader
+from trackd.observability import Registry
+from trackd.settings import WarehouseSettings
+from trackd.warehouse.loader import WarehouseLoader
+from trackd.warehouse.postgres import binary
+from trackd.warehouse.postgres.store import PgStore
+
+if sys.argv[3] == "csv":  # every table as CSV, as before binary COPY
+    def refuse(*_):
+        raise binary.Unsupported("CSV run")
+    binary.encode = refuse
+store = PgStore(sys.argv[2], threads=1)
+loader = WarehouseLoader(WarehouseSettings(), store, LogReader(Path(sys.argv[1])), Registry())
+loader.open()
+backend = store._writer().info.backend_pid
+
+def cpu():
+    fields = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+    own = os.times()
+    return own.user + own.system, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+before = cpu()
+count = loader.load_available()
+after = cpu()
+print(json.dumps({"count": count, "loader": after[0] - before[0], "server": after[1] - before[1]}))
+"""
 WANTED = ("app.tracks", "app.event_0", "_trackd.events", "_trackd.messages")
 
 
@@ -100,9 +137,37 @@ def server_cost(con: psycopg.Connection[Any], target: str, table: pa.Table, repe
     return sum(costs) / len(costs)
 
 
-def tables_for(url: str, messages: int) -> dict[str, pa.Table]:
+def whole_loads(server: str, pairs: int, messages: int = 100_000) -> None:
+    """`pairs` pairs of whole loads, CSV and binary in alternating order: CPU medians."""
+    found: dict[str, list[tuple[float, float]]] = {"csv": [], "binary": []}
     with tempfile.TemporaryDirectory(prefix="trackd-bench-") as tmp:
-        return captured_tables(url, messages, Path(tmp))
+        write_log(Path(tmp), "gw0", [message(i, uuid.uuid4().hex[:8]) for i in range(messages)])
+        for pair in range(pairs):
+            for kind in ("csv", "binary") if pair % 2 == 0 else ("binary", "csv"):
+                name = f"trackd_bench_{uuid.uuid4().hex[:10]}"
+                with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+                    admin.execute(f'CREATE DATABASE "{name}"')
+                try:
+                    out = subprocess.run([sys.executable, "-c", _LOAD, tmp, f"{server}/{name}",
+                                          kind], capture_output=True, text=True, check=True,
+                                         cwd=ROOT).stdout
+                finally:
+                    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+                        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                result = json.loads(out.strip().splitlines()[-1])
+                if result["count"] != messages:
+                    raise SystemExit(f"{kind}: loaded {result['count']} of {messages}")
+                found[kind].append((result["loader"] * 1e6 / messages,
+                                    result["server"] * 1e6 / messages))
+                print(f"  pair {pair + 1} {kind:6} loader {found[kind][-1][0]:.1f}, PostgreSQL "
+                      f"{found[kind][-1][1]:.1f} µs CPU a message (load average "
+                      f"{os.getloadavg()[0]:.1f})", flush=True)
+    print(f"\n{messages:,} messages a load, {pairs} pairs (medians, µs CPU a message)\n")
+    print("| COPY | loader | PostgreSQL backend | both |\n|---|---:|---:|---:|")
+    for kind, runs in found.items():
+        print(f"| {kind} | {statistics.median(r[0] for r in runs):.1f} | "
+              f"{statistics.median(r[1] for r in runs):.1f} | "
+              f"{statistics.median(r[0] + r[1] for r in runs):.1f} |")
 
 
 def main() -> None:
@@ -110,16 +175,23 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--loads", type=int, default=0)
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432")
     args = parser.parse_args()
+    per_table(args.server, args.messages, args.repeat)
+    if args.loads:
+        whole_loads(args.server, args.loads)
+
+
+def per_table(server: str, messages: int, repeat: int) -> None:
     name = f"trackd_bench_{uuid.uuid4().hex[:10]}"
-    url = f"{args.server}/{name}"
-    with psycopg.connect(f"{args.server}/postgres", autocommit=True) as admin:
+    url = f"{server}/{name}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
         with tempfile.TemporaryDirectory(prefix="trackd-bench-") as tmp:
-            tables = captured_tables(url, args.messages, Path(tmp))
-        print(f"{args.messages:,} messages; µs per row, {args.repeat} runs "
+            tables = captured_tables(url, messages, Path(tmp))
+        print(f"{messages:,} messages; µs per row, {repeat} runs "
               f"(load average {os.getloadavg()[0]:.1f})\n")
         print("| table | rows | columns | encode CSV | encode binary | PostgreSQL CSV "
               "| PostgreSQL binary |")
@@ -136,13 +208,13 @@ def main() -> None:
                 def encode(table: pa.Table = table, types: dict[str, str] = types) -> None:
                     binary.encode(table, types)
 
-                figures = [best(args.repeat, csv), best(args.repeat, encode),
-                           server_cost(con, target, table, args.repeat, "csv"),
-                           server_cost(con, target, table, args.repeat, "binary")]
+                figures = [best(repeat, csv), best(repeat, encode),
+                           server_cost(con, target, table, repeat, "csv"),
+                           server_cost(con, target, table, repeat, "binary")]
                 print(f"| {target} | {rows:,} | {table.num_columns} | "
                       + " | ".join(f"{f * 1e6 / rows:.2f}" for f in figures) + " |")
     finally:
-        with psycopg.connect(f"{args.server}/postgres", autocommit=True) as admin:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
