@@ -130,14 +130,17 @@ def test_many_rows_in_several_chunks_keep_their_order_and_nulls(
 
 
 @pytest.mark.usefixtures("binary_only")
-def test_a_null_string_with_bytes_under_it_stays_null(con: psycopg.Connection[Any]) -> None:
-    # Arrow allows a NULL slot to span bytes; they must not reach the next field
+def test_a_null_value_with_bytes_under_it_stays_null(con: psycopg.Connection[Any]) -> None:
+    # Arrow allows a NULL slot to span bytes or elements; they must not reach the next field
     offsets = pa.array([0, 3, 6, 9], pa.int32()).buffers()[1]
     validity = pa.array([True, False, True]).buffers()[1]
     strings = pa.Array.from_buffers(pa.string(), 3, [validity, offsets, pa.py_buffer(b"abcdefghi")])
-    target = make(con, "slots", {"s": "text", "after": "text"})
-    copy_arrow(con, target, pa.table({"s": strings, "after": ["x", "y", "z"]}))
-    assert read(con, target, ["s", "after"]) == [("abc", "x"), (None, "y"), ("ghi", "z")]
+    lists = pa.Array.from_buffers(pa.list_(pa.string()), 3, [validity, offsets],
+                                  children=[pa.array(list("abcdefghi"))])
+    target = make(con, "slots", {"s": "text", "l": "text[]", "after": "text"})
+    copy_arrow(con, target, pa.table({"s": strings, "l": lists, "after": ["x", "y", "z"]}))
+    assert read(con, target, ["s", "l", "after"]) == [
+        ("abc", ["a", "b", "c"], "x"), (None, None, "y"), ("ghi", ["g", "h", "i"], "z")]
 
 
 def test_a_column_the_encoder_does_not_take_sends_the_table_as_csv(

@@ -154,6 +154,9 @@ def _text_array(array: pa.Array, element_oid: int) -> list[pa.Array]:
         array = array.cast(pa.list_(array.type.value_type))
     if not pa.types.is_list(array.type):
         raise Unsupported(f"{array.type} for an array column")
+    validity = _validity(array)
+    if validity is not None:  # NULL lists as empty ones (a NULL slot may span elements)
+        array = pc.if_else(pc.is_valid(array), array, pa.scalar([], array.type))
     lists = pa.Array.from_buffers(array.type, len(array), [None, array.buffers()[1]],
                                   offset=array.offset, children=[array.values])
     elements = lists.flatten()
@@ -169,7 +172,7 @@ def _text_array(array: pa.Array, element_oid: int) -> list[pa.Array]:
                   + bytes(4) + b"\x00\x00\x00\x01", [(0, total, 4), (16, counts, 4)], None)
     empty = pa.scalar(b"\x00\x00\x00\x0c" + bytes(8) + element_type, pa.binary())
     head = pc.if_else(pc.greater(pc.list_value_length(lists), 0), full, empty)
-    return [_with_validity(head, _validity(array)), payload]
+    return [_with_validity(head, validity), payload]
 
 
 def _piece(n: int, template: bytes, fields: list[tuple[int, bytes, int]],
