@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats
 import pytest
 
 from tests.log.natsd import (
@@ -25,6 +26,7 @@ from tests.log.test_conformance import entry, eventually, ids, read_all, run
 from trackd.errors import LogError, LogFull, LogUnavailable
 from trackd.log.jetstream import JetStreamLog
 from trackd.log.jetstream_consumer import JetStreamConsumer, consumer_name, durable_name
+from trackd.log.jetstream_lookup import scan
 from trackd.log.records import Entry, Record
 from trackd.settings import LogSettings
 
@@ -205,6 +207,28 @@ def test_a_full_stream_refuses_with_log_full_and_trimming_makes_room(stream: str
             assert await log.trim() == stored
             await log.append([_big("after", big)])  # room again, same client
         finally:
+            await log.close()
+    run(body)
+
+
+@needs_machine_nats
+def test_a_scan_that_times_out_with_messages_left_fails_only_where_all_must_be_read(
+        stream: str) -> None:
+    async def body() -> None:
+        log = JetStreamLog(LogSettings(url=MACHINE_NATS, stream=stream))
+        await log.start()
+        nc = await nats.connect(MACHINE_NATS)
+        try:
+            await log.append([entry(f"m{i}") for i in range(3)])
+            js, subject = nc.jetstream(), f"{stream}.m.>"
+            assert len([m async for m in scan(js, stream, subject, timeout=5)]) == 3
+            # no time for the first batch to come: 3 messages still pending
+            with pytest.raises(LogError, match=r"\(3 messages\)"):  # the erasure's scan
+                _ = [m async for m in scan(js, stream, subject, timeout=1e-6, whole=True)]
+            assert [m async for m in scan(js, stream, subject, timeout=1e-6)] == []  # a lookup's
+            assert (await js.stream_info(stream)).state.consumer_count == 0  # none left behind
+        finally:
+            await nc.close()
             await log.close()
     run(body)
 

@@ -22,18 +22,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
-import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import api
 
 from trackd.errors import LogError
 from trackd.log.jetstream_consumer import MSG_ID
-from trackd.log.jetstream_lookup import QuarantineEntry
+from trackd.log.jetstream_lookup import QuarantineEntry, scan
 from trackd.log.records import Violation
 from trackd.privacy.subjects import Subjects
 
-BATCH = 1000
 NO_MESSAGE = 10037  # JetStream's error code for "no message found" (trimmed meanwhile)
 _decode_quarantine = msgspec.msgpack.Decoder(QuarantineEntry).decode
 _decode_violation = msgspec.msgpack.Decoder(Violation).decode
@@ -115,34 +112,14 @@ class JetStreamErasure:
                            f"{error.get('description', error)}")
 
     async def _scan(self, kind: str) -> AsyncIterator[Msg]:
-        """Every message on `<stream>.<kind>.>`, from the first, in batches."""
+        """Every message on `<stream>.<kind>.>`, from the first, in batches; a timeout with
+        messages left is a `LogError` (the store fails rather than being FINISHED)."""
         js = (await self.client()).jetstream(timeout=self.timeout)
-        sub = await js.pull_subscribe(f"{self.stream}.{kind}.>", stream=self.stream,
-                                      config=api.ConsumerConfig(
-                                          ack_policy=api.AckPolicy.NONE,
-                                          deliver_policy=api.DeliverPolicy.ALL,
-                                          inactive_threshold=60.0, mem_storage=True,
-                                          num_replicas=1))
-        info = await sub.consumer_info()
-        try:
-            pending = info.num_pending or 0
-            while pending > 0:
-                try:
-                    msgs = await sub.fetch(min(pending, BATCH), timeout=self.timeout)
-                except TimeoutError:
-                    pending = (await sub.consumer_info()).num_pending or 0
-                    if not pending:  # trimmed meanwhile: nothing left to read
-                        break
-                    # never a silent end: the store fails rather than being FINISHED
-                    raise LogError(f"NATS did not deliver the rest of {self.stream} within "
-                                   f"{self.timeout:g} s ({pending} messages)") from None
-                for msg in msgs:
-                    yield msg
-                pending = msgs[-1].metadata.num_pending or 0
-        finally:
-            await sub.unsubscribe()
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_consumer(self.stream, info.name)
+        async with contextlib.aclosing(scan(js, self.stream, f"{self.stream}.{kind}.>",
+                                            timeout=self.timeout, idle=60.0,
+                                            whole=True)) as msgs:
+            async for msg in msgs:
+                yield msg
 
 
 def _source(msg: Msg) -> str:

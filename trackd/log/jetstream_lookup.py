@@ -3,7 +3,9 @@
 
 `find` and `quarantined` read the subjects of one messageId's bucket through an ephemeral
 consumer (a scan of one 4096th of the stream per source); `behind` is a consumer's lag and
-the age of the oldest record it has not acknowledged.
+the age of the oldest record it has not acknowledged. `scan` is the reading of a subject
+through such an ephemeral consumer, in batches, which the erasure (`trackd.log.jetstream_erase`)
+uses too.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import zlib
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -21,7 +23,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from trackd.errors import LogUnavailable
+from trackd.errors import LogError, LogUnavailable
 from trackd.log.jetstream_consumer import durable_name, record_of
 from trackd.log.protocol import Quarantined
 from trackd.log.records import Record
@@ -136,23 +138,41 @@ class JetStreamLookups:
 
     async def _scan(self, subject: str, start: int = 1) -> list[Msg]:
         """Every message on `subject` from sequence `start`, through an ephemeral consumer."""
-        js = self._jetstream()
-        sub = await js.pull_subscribe(subject, stream=self.stream, config=api.ConsumerConfig(
-            ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start, inactive_threshold=30.0, mem_storage=True, num_replicas=1))
-        out: list[Msg] = []
-        info = await sub.consumer_info()
-        try:
-            pending = info.num_pending or 0
-            while pending > 0:
-                try:
-                    msgs = await sub.fetch(min(pending, SCAN_BATCH), timeout=self.publish_timeout)
-                except TimeoutError:
+        return [msg async for msg in scan(self._jetstream(), self.stream, subject, start=start,
+                                          timeout=self.publish_timeout)]
+
+
+async def scan(js: JetStreamContext, stream: str, subject: str, *, timeout: float,
+               start: int | None = None, idle: float = 30.0,
+               whole: bool = False) -> AsyncGenerator[Msg, None]:
+    """Every message on `subject` of `stream` from sequence `start` (else from the first), in
+    batches, through an ephemeral consumer (`idle`: the seconds it outlives its last fetch).
+
+    A fetch that gets nothing within `timeout` ends the scan; with `whole`, only when nothing
+    is pending any more (trimmed meanwhile), else it raises `LogError`: never a silent end for
+    a reader that must see every message."""
+    sub = await js.pull_subscribe(subject, stream=stream, config=api.ConsumerConfig(
+        ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL if start is None
+        else api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
+        inactive_threshold=idle, mem_storage=True, num_replicas=1))
+    info = await sub.consumer_info()
+    try:
+        pending = info.num_pending or 0
+        while pending > 0:
+            try:
+                msgs = await sub.fetch(min(pending, SCAN_BATCH), timeout=timeout)
+            except TimeoutError:
+                if not whole:
                     break
-                out.extend(msgs)
-                pending = msgs[-1].metadata.num_pending or 0
-        finally:
-            await sub.unsubscribe()
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_consumer(self.stream, info.name)
-        return out
+                pending = (await sub.consumer_info()).num_pending or 0
+                if not pending:  # trimmed meanwhile: nothing left to read
+                    break
+                raise LogError(f"NATS did not deliver the rest of {stream} within "
+                               f"{timeout:g} s ({pending} messages)") from None
+            for msg in msgs:
+                yield msg
+            pending = msgs[-1].metadata.num_pending or 0
+    finally:
+        await sub.unsubscribe()
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(stream, info.name)

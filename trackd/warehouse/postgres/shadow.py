@@ -28,13 +28,11 @@ from trackd.warehouse.naming import quote
 from trackd.warehouse.postgres import schema
 
 _PROFILE_TABLES = ("users", "accounts")
-# The shadow's bookkeeping rows, as PostgreSQL's columns want them (text[] as an array literal).
+# The shadow's bookkeeping rows, as PostgreSQL's columns want them (`tables` as a list, which
+# `copy_arrow` writes as text[]).
 _LEDGER = {
-    "messages": "SELECT key, source, message_id, type, "
-                "CASE WHEN len(tables) = 0 THEN '{}' "
-                "ELSE '{\"' || array_to_string(tables, '\",\"') || '\"}' END AS tables, "
-                "received_at, loaded_at, user_id, anonymous_id, email "
-                "FROM _trackd.messages",
+    "messages": "SELECT key, source, message_id, type, tables, received_at, loaded_at, user_id, "
+                "anonymous_id, email FROM _trackd.messages",
     "events": 'SELECT key, source, message_id, type, received_at, "timestamp", user_id, '
               'anonymous_id, body::VARCHAR AS body, shard, "offset" FROM _trackd.events',
     "duplicates": "SELECT * FROM _trackd.duplicates",

@@ -57,6 +57,8 @@ from trackd.warehouse.violations import ViolationLoader, arrow
 log = get_logger("warehouse")
 ATTEMPTS = 3  # flattening again after another loader moved the schema
 _APPEND_ONLY = ("_trackd.events", "_trackd.duplicates")  # no key: copied as they are
+
+
 def lock_key(*names: str) -> int:
     """A signed 64-bit advisory lock key for `names`."""
     digest = hashlib.blake2b("\x00".join(names).encode(), digest_size=8).digest()
