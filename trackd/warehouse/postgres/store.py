@@ -286,7 +286,7 @@ class PgStore:
                 pass
             stage = f"__trackd_stage_{i}"
             con.execute(f"CREATE TEMP TABLE {stage} (LIKE {target}) ON COMMIT DROP")
-            copy_arrow(con, stage, rows)
+            copy_arrow(con, stage, rows, like=target)
             columns = ", ".join(quote(c) for c in rows.column_names)
             if by_id:  # in id order: loaders taking the same ids lock them in the same order
                 con.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage} "
