@@ -157,3 +157,32 @@ def test_an_integer_too_big_for_its_column_is_refused_as_before(
     target = make(con, "small", {"small": "integer"})
     with pytest.raises(psycopg.errors.NumericValueOutOfRange):
         copy_arrow(con, target, pa.table({"small": pa.array([2**31], pa.int64())}))
+
+
+@pytest.mark.usefixtures("binary_only")
+def test_the_types_read_once_follow_a_column_added_and_a_table_recreated(
+        con: psycopg.Connection[Any]) -> None:
+    target = make(con, "moving", {"a": "text"})
+    copy_arrow(con, target, pa.table({"a": ["x"]}))
+    con.execute(f"ALTER TABLE {target} ADD COLUMN b bigint")  # a new column: read again
+    copy_arrow(con, target, pa.table({"a": ["y"], "b": pa.array([2], pa.int64())}))
+    con.execute(f"DROP TABLE {target}")  # the same names, other types: the COPY fails once
+    target = make(con, "moving", {"a": "text", "b": "integer"})
+    with pytest.raises(psycopg.Error):
+        copy_arrow(con, target, pa.table({"a": ["z"], "b": pa.array([3], pa.int64())}))
+    copy_arrow(con, target, pa.table({"a": ["z"], "b": pa.array([3], pa.int64())}))
+    assert read(con, target, ["a", "b"]) == [("z", 3)]
+
+
+@pytest.mark.usefixtures("binary_only")
+def test_a_staging_table_takes_the_types_of_the_table_it_is_like(
+        con: psycopg.Connection[Any]) -> None:
+    # The store reuses staging names for different tables in turn.
+    for name, kind, value in [("ints", "bigint", 5), ("texts", "text", "five")]:
+        target = f'"{name}"'
+        con.execute(f"CREATE TABLE {target} (v {kind})")
+        with con.transaction():
+            con.execute(f"CREATE TEMP TABLE stage (LIKE {target}) ON COMMIT DROP")
+            copy_arrow(con, "stage", pa.table({"v": [value]}), like=target)
+            con.execute(f"INSERT INTO {target} (v) SELECT v FROM stage")
+        assert [tuple(r) for r in con.execute(f"SELECT v FROM {target}")] == [(value,)]

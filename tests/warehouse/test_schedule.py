@@ -9,7 +9,10 @@ import asyncio
 import threading
 from collections.abc import Callable
 
+import pytest
+
 from tests.warehouse.conftest import Log, Warehouse, enriched
+from trackd.warehouse import schedule
 from trackd.warehouse.schedule import BUDGET, TABLE_COST
 
 MakeWarehouse = Callable[..., Warehouse]
@@ -95,3 +98,24 @@ def test_a_stop_while_records_wait_and_the_warehouse_fails_ends_the_loader(
     loop.start()
     loop.join(30)
     assert not loop.is_alive(), "the stopping loader kept retrying"
+
+
+def test_property_names_past_the_estimates_memo_still_count_and_it_stays_bounded(
+        log: Log, make_warehouse: MakeWarehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The estimate remembers the names of the keys it saw; keys come from the messages, so
+    # the memo is bounded: a source sending ever new property names is still estimated right
+    # (its new columns hold it back behind the canary) and the memo does not grow.
+    monkeypatch.setattr(schedule, "_MEMO", 16)
+    log.write([enriched("track", userId="u", event="Wide",
+                        properties={f"Prop{i}x{k}": k for k in range(BUDGET // 4)})
+               for i in range(8)])  # twice the budget's new columns
+    log.write([enriched("track", source="backend", userId="u", event="Canary",
+                        messageId="canary")])
+    w = make_warehouse()
+    w.loader.load_once()
+    assert w.rows("SELECT id FROM backend.tracks") == [("canary",)]
+    assert 0 < w.rows("SELECT count(*) FROM web.wide")[0][0] < 8
+    assert len(schedule._JOINED) <= 16
+    assert all(len(columns) <= 16 for columns in schedule._COLUMNS.values())
+    w.loader.load_available()
+    assert w.rows("SELECT count(*) FROM web.wide") == [(8,)]

@@ -1,7 +1,8 @@
 """The embedded warehouse behind the seam (`store.Store`): the DuckDB file of `db.Database`.
 
 Every write runs on the database's one write connection, in the loader's thread; a batch, its
-bookkeeping and the new log position commit in ONE DuckDB transaction.
+bookkeeping and the new log position commit in ONE DuckDB transaction, before `load` returns
+(`settle` has nothing to wait for).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class DuckStore:
     """`Store` over a `Database` (opened by `open` when it is not yet)."""
 
     kind = "duckdb"
+    overlap = 0  # `load` commits before it returns
 
     def __init__(self, database: Database, max_columns: int = MAX_COLUMNS) -> None:
         self.database = database
@@ -58,6 +60,9 @@ class DuckStore:
 
     def load(self, batch: Batch, position: Position) -> int:
         return self._in_transaction(position, batch.write)
+
+    def settle(self) -> None:
+        """Nothing to wait for: `load` committed."""
 
     def try_load(self, batch: Batch) -> None:
         con = self.database.writer()

@@ -13,11 +13,15 @@ up to `batch_rows` records after the position stored in DuckDB, and in ONE DuckD
 4. writes the ledger, duplicates, profile events and the new log position (`ledger`),
 
 then COMMITs, and only then mirrors the position to the log (`LogReader.commit`, which drives
-lag metrics and trimming). When a read needs much schema work (new tables and columns), the
-`schedule` splits it: the other sources' records first, then bounded chunks of the heavy
-source's, in transactions of their own; the position saved with each stays before the first
-record read and not yet committed (a record committed ahead of it is dropped by step 1 if a
-crash makes the loader read it again).
+lag metrics and trimming). A store may return from `load` before the COMMIT (PostgreSQL: see
+`flights`): while a full batch commits, the loader reads and flattens the next, and mirrors or
+acknowledges the first only after `Store.settle` said it committed.
+
+When a read needs much schema work (new tables and columns), the `schedule` splits it: the
+other sources' records first, then bounded chunks of the heavy source's, in transactions of
+their own; the position saved with each stays before the first record read and not yet
+committed (a record committed ahead of it is dropped by step 1 if a crash makes the loader read
+it again).
 
 A kill -9 before a COMMIT loses that whole transaction and the next start reads the same
 records again; after it, the position in DuckDB already covers them. So no record is lost and
@@ -57,7 +61,9 @@ from trackd.warehouse.batch import Batch
 from trackd.warehouse.db import Database
 from trackd.warehouse.duckstore import DuckStore
 from trackd.warehouse.feed import ConsumerFeed, Feed, PositionFeed, ViolationFeed
+from trackd.warehouse.flights import Flight, Flights
 from trackd.warehouse.jobs import Jobs
+from trackd.warehouse.loadmetrics import LoaderMetrics
 from trackd.warehouse.schedule import Reads, Schedule
 from trackd.warehouse.store import Store
 from trackd.warehouse.violations import ViolationLoader
@@ -69,7 +75,6 @@ _CANARY = (b'{"type":"track","event":"trackd canary","userId":"trackd-canary",'
            b'"messageId":"trackd-canary","properties":{"ok":true},'
            b'"receivedAt":"2024-01-01T00:00:00.000Z","timestamp":"2024-01-01T00:00:00.000Z"}')
 log = get_logger("warehouse")
-_FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class Stopping(Exception):
@@ -121,6 +126,7 @@ class WarehouseLoader:
         self.schedule = Schedule(self.catalog, settings.max_tables_per_source)
         self._pending: list[Record] = []
         self._reads = Reads({})
+        self._flights = Flights(self.store)  # loaded, COMMIT not seen yet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._jobs = Jobs()
@@ -129,29 +135,7 @@ class WarehouseLoader:
         self._batch_rows = max(1, settings.batch_rows)
         self.violations = ViolationLoader(local, self._batch_rows) if local else None
         self._violation_feed: ViolationFeed | None = None  # NATS: made by `start`
-        self._loaded = metrics.counter("trackd_warehouse_messages_loaded_total",
-                                       "Messages loaded into the warehouse.", ("source",))
-        self._duplicates = metrics.counter("trackd_warehouse_duplicates_total",
-                                           "Messages not loaded: a repeat of a loaded messageId.",
-                                           ("source",))
-        self._conflicts = metrics.counter("trackd_warehouse_type_conflicts_total",
-                                          "Rows with a value kept in _type_conflicts.")
-        self._overflows = metrics.counter(
-            "trackd_warehouse_overflow_total",
-            "Rows with values kept in _overflow: beyond a table's column limit (limit=columns) "
-            "or an event beyond the source's table limit (limit=tables).", ("source", "limit"))
-        self._errors = metrics.counter("trackd_warehouse_load_errors_total",
-                                       "Messages that could not be loaded (see load_errors).")
-        self._failures = metrics.counter("trackd_warehouse_batch_failures_total",
-                                         "Load transactions that failed and were retried.")
-        self._interrupted = metrics.counter(
-            "trackd_warehouse_queries_interrupted_total",
-            "Admin queries interrupted to give their memory to a load that ran out of it.")
-        self._seconds = metrics.histogram("trackd_warehouse_batch_seconds",
-                                          "Time of one load transaction.")
-        self._freshness = metrics.histogram(
-            "trackd_warehouse_freshness_seconds",
-            "From receivedAt to the row being queryable (commit).", _FRESHNESS_BUCKETS)
+        self.metrics = LoaderMetrics(metrics)
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -204,6 +188,7 @@ class WarehouseLoader:
         try:
             self._loop()
         finally:
+            self._land_last()
             self._jobs.fail(lambda: Stopping("the warehouse loader stopped"))
             if self._pending:  # stopped by a failing load: on NATS, give them back now
                 self._feed().failed(self._pending)
@@ -228,8 +213,8 @@ class WarehouseLoader:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            if loaded < self._batch_rows and not self._pending:
-                self._stop.wait(self.settings.poll_interval)
+            if loaded < self._batch_rows and not self._pending and not self._flights:
+                self._stop.wait(self.settings.poll_interval)  # (a batch in flight: a backlog)
 
     # -- loading ------------------------------------------------------------------------
     def load_available(self) -> int:
@@ -238,7 +223,7 @@ class WarehouseLoader:
         while True:
             count = self.load_once()
             total += count
-            if count == 0 and not self._pending:
+            if count == 0 and not self._pending and not self._flights:
                 return total
 
     def load_once(self) -> int:
@@ -248,9 +233,10 @@ class WarehouseLoader:
         Jobs (`submit`) run after every record read before them is committed: a deletion then
         cannot be followed by a record of its subject that the loader still held."""
         committed = 0
-        while self._pending and not self._jobs.empty():
+        while (self._pending or self._flights) and not self._jobs.empty():
             committed += self._commit([])
-        self._jobs.run(self.store)
+        if not self._flights:
+            self._jobs.run(self.store)
         self._maybe_prune()
         if self.violations is not None:  # <source>._violations
             committed += self.store.load_violations(self.violations)
@@ -259,22 +245,74 @@ class WarehouseLoader:
         return committed + self._commit(self._read(self._feed()))
 
     def _commit(self, records: list[Record]) -> int:
-        """Load what waits and `records`, in the schedule's order, as far as it says."""
-        feed = self._feed()
+        """Load what waits and `records`, in the schedule's order, as far as it says; returns
+        the records acknowledged. The last batch may be left committing (`Store.overlap`)
+        while the reads come full; it is acknowledged once it is seen committed (`_land`)."""
         parts, later = self.schedule.split(self._pending + records)
         self._pending = later
+        before = self._flights.records()
         committed = 0
-        for i, part in enumerate(parts):
-            try:
-                self._load_resilient(part)
-            except BaseException:  # what is not committed comes again in the next round
-                left = [r for p in parts[i:] for r in p]
-                self._pending = self._reads.unsettled(left)
-                self._pending += later
-                raise
-            feed.done(part, self.position)
-            committed += len(part)
+        try:
+            for part in parts:
+                committed += self._overlapping(part)
+            if len(records) < self._batch_rows:  # no backlog: no reason to wait for the next
+                committed += self._land()
+        except BaseException:  # what is not committed comes again in the next round
+            self._pending = self._flights.others(self._reads.unsettled(
+                before + [r for p in parts for r in p])) + later
+            raise
         return committed
+
+    def _overlapping(self, part: list[Record]) -> int:
+        """Load `part` while the batch before it commits, then land all but `Store.overlap`
+        batches; returns the records acknowledged. A part that fails to load is loaded again
+        the careful way (`_load_resilient`) after what flies landed."""
+        if self._stop.is_set():
+            raise Stopping("the loader is stopping")
+        try:
+            self._launch(part)
+        except Exception as exc:
+            self._failed(part, 1, exc)
+            committed = self._land()
+            self._load_resilient(part, first=1)
+            self._feed().done(part, self.position)
+            return committed + len(part)
+        return self._land(keep=self.store.overlap)
+
+    def _land(self, keep: int = 0) -> int:
+        """Acknowledge the batches in flight that committed, oldest first, until `keep` are
+        left; returns their records. A failed COMMIT drops every batch in flight (none after it
+        was started): they are loaded again the careful way, in order."""
+        committed = 0
+        while len(self._flights) > keep:
+            try:
+                flight = self._flights.land()
+            except Exception as exc:
+                dropped = self._flights.dropped
+                self._failed(dropped[0], 1, exc)
+                for i, part in enumerate(dropped):  # the first failed; the others waited on it
+                    self._load_resilient(part, first=1 if i == 0 else 0)
+                    self._feed().done(part, self.position)
+                    committed += len(part)
+                return committed
+            self._adopt(flight)
+            self._feed().done(flight.records, self.position)
+            committed += len(flight.records)
+        return committed
+
+    def _land_last(self) -> None:
+        """Stopping: acknowledge the batches in flight that commit; the others wait for the
+        next start (on NATS they are given back with what is pending)."""
+        flying = self._flights.records()
+        try:
+            while self._flights:
+                flight = self._flights.land()
+                self._adopt(flight)
+                self._feed().done(flight.records, self.position)
+        except Exception:
+            log.exception("the warehouse batch in flight failed; left for the next start")
+        self._flights.abandon()
+        self._pending = self._reads.unsettled(flying) + self._pending
 
     def _read(self, feed: Feed) -> list[Record]:
         """New records after those read before; fewer while many wait for the next round
@@ -295,21 +333,20 @@ class WarehouseLoader:
         loader's alone. A job that closes the store (a rewrite of the file) opens it again."""
         return self._jobs.submit(job)
 
-    def _load_resilient(self, records: list[Record]) -> None:
+    def _load_resilient(self, records: list[Record], first: int = 0) -> None:
+        """Load `records`, committed before it returns; `first`: attempts already made."""
         error: Exception | None = None
-        for attempt in range(RETRIES):
+        for attempt in range(first, RETRIES):
             if attempt:
                 self._stop.wait(self.retry_delay * attempt)
             if self._stop.is_set():
                 raise Stopping("the loader is stopping")
             try:
-                self._load_making_room(records)
+                self._load(records)
                 return
             except Exception as exc:
                 error = exc
-                self._failures.inc()
-                log.warning("warehouse batch failed", extra={
-                    "records": len(records), "attempt": attempt + 1, "error": str(exc)})
+                self._failed(records, attempt + 1, exc)
         if len(records) > 1:
             middle = len(records) // 2
             self._load_resilient(records[:middle])
@@ -318,41 +355,49 @@ class WarehouseLoader:
         assert error is not None
         self._record_failure(records[0], error)
 
-    def _load_making_room(self, records: list[Record]) -> None:
-        """`_load`; once more after interrupting the queries if it ran out of memory."""
+    def _failed(self, records: list[Record], attempt: int, exc: Exception) -> None:
+        self.metrics.failures.inc()
+        log.warning("warehouse batch failed", extra={
+            "records": len(records), "attempt": attempt, "error": str(exc)})
+
+    def _load(self, records: list[Record]) -> None:
+        """Load `records` and wait for their COMMIT (nothing else in flight)."""
+        assert not self._flights
+        self._launch(records)
+        self._adopt(self._flights.land())
+
+    def _launch(self, records: list[Record]) -> None:
+        """`_judge_and_load`; once more after interrupting the queries if it ran out of
+        memory."""
         try:
-            self._load(records)
+            self._judge_and_load(records)
         except duckdb.OutOfMemoryException:
             interrupted = self.make_room() if self.make_room is not None else 0
             if not interrupted:
                 raise
-            self._interrupted.inc((), interrupted)
+            self.metrics.interrupted.inc((), interrupted)
             log.warning("warehouse batch ran out of memory; admin queries were interrupted")
             self._stop.wait(0.1)  # their memory is released as they unwind
-            self._load(records)
+            self._judge_and_load(records)
 
-    def _load(self, records: list[Record]) -> None:
+    def _judge_and_load(self, records: list[Record]) -> None:
+        """Judge `records` against the ledger and hand them to the store, with the position
+        once they (and the batches in flight, which commit first) are committed."""
         started = time.perf_counter()
-        now = self.clock()
-        batch = Batch(self.catalog, self._window, now, self.settings.max_tables_per_source)
+        batch = Batch(self.catalog, self._window, self.clock(),
+                      self.settings.max_tables_per_source)
         keys = [ledger.message_key(r.source, r.message_id) for r in records]
         batch.judge(self.store.find(keys), records, keys)
-        position = self._reads.position_with(self.position, records)
+        position = self._reads.position_with(self._flights.position(self.position),
+                                             self._flights.records() + records)
         conflicts = self.store.load(batch, position)
-        self._reads.settle(records)  # adopted after COMMIT
-        self.position = position
-        committed = self.clock()
-        for source, count in batch.loaded.items():
-            self._loaded.inc((source,), count)
-        for source, count in batch.duplicates.items():
-            self._duplicates.inc((source,), count)
-        self._conflicts.inc((), conflicts)
-        for (source, limit), count in batch.overflows.items():
-            self._overflows.inc((source, limit), count)
-        for received, count in batch.received.items():
-            self._freshness.observe(max(0.0, (committed - received).total_seconds()),
-                                    count=count)
-        self._seconds.observe(time.perf_counter() - started)
+        self._flights.add(Flight(records, batch, position, conflicts, started))
+
+    def _adopt(self, flight: Flight) -> None:
+        """`flight` committed: its records, position and metrics."""
+        self._reads.settle(flight.records)
+        self.position = flight.position
+        self.metrics.committed(flight, self.clock())
 
     def _record_failure(self, record: Record, exc: Exception) -> None:
         if not self._canary_loads(record.source):
@@ -367,7 +412,7 @@ class WarehouseLoader:
         self.store.record_errors([row], position)
         self._reads.settle([record])
         self.position = position
-        self._errors.inc()
+        self.metrics.errors.inc()
 
     def _canary_loads(self, source: str) -> bool:
         """Whether a plain track message for `source` loads (rolled back: nothing is kept)."""

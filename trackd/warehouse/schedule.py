@@ -24,7 +24,6 @@ transaction stays behind every record read and not yet committed (`Reads`).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,8 +140,10 @@ class Schedule:
                 profile = _PROFILE[record.type]
                 targets.append((profile, profile, body.traits))
         for table, kind, payload in targets:
-            names = [*_names(body.context, "context", 0)] if kind not in _PROFILE.values() else []
-            names += [payload_column(n, kind) for n in _names(payload, "", 0)]
+            names = _names(body.context, "context", 0, []) if kind not in _PROFILE.values() else []
+            columns = _COLUMNS.setdefault(kind, {})
+            names += [columns.get(n) or _column(columns, n, kind)
+                      for n in _names(payload, "", 0, [])]
             spent += self._new_columns(work, record.source, table, kind, names)
         return spent
 
@@ -162,19 +163,44 @@ class Schedule:
         return columns + -(-(len(added) - columns) // OVERFLOW_VALUES)
 
 
-def _names(value: Any, prefix: str, depth: int) -> Iterable[str]:
-    """The column names an object's leaves get (`plan.walk`'s naming)."""
+def _names(value: Any, prefix: str, depth: int, out: list[str]) -> list[str]:
+    """`out` with the column names an object's leaves get (`plan.walk`'s naming)."""
     if not isinstance(value, dict):
-        return
+        return out
     for key, sub in value.items():
-        part = snakecase(key) if isinstance(key, str) else ""
-        if not part:
+        name = _JOINED.get((prefix, key))
+        if name is None:
+            name = _joined(prefix, key)
+        if not name:
             continue
-        name = f"{prefix}_{part}" if prefix else part
         if isinstance(sub, dict) and sub and depth < MAX_DEPTH:
-            yield from _names(sub, name, depth + 1)
+            _names(sub, name, depth + 1, out)
         elif sub is not None:
-            yield name
+            out.append(name)
+    return out
+
+
+# The names and columns of the keys seen, as every record of a source mostly has the same ones
+# (the estimate is a third of a load's CPU); bounded, as keys come from the messages.
+_JOINED: dict[tuple[str, Any], str] = {}
+_COLUMNS: dict[str, dict[str, str]] = {}  # per table kind
+_MEMO = 65536
+
+
+def _joined(prefix: str, key: Any) -> str:
+    part = snakecase(key) if isinstance(key, str) else ""
+    name = (f"{prefix}_{part}" if prefix else part) if part else ""
+    if len(_JOINED) >= _MEMO:
+        _JOINED.clear()
+    _JOINED[prefix, key] = name
+    return name
+
+
+def _column(columns: dict[str, str], name: str, kind: str) -> str:
+    if len(columns) >= _MEMO:
+        columns.clear()
+    columns[name] = column = payload_column(name, kind)
+    return column
 
 
 class Reads:

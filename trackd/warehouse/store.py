@@ -6,11 +6,16 @@ The composition root picks one by `[warehouse] url`; the loader, the query engin
 API and `events show` talk only to this protocol:
 
 - writing (the loader's thread): `open`, `position`, `find`, `load` (a batch and the new log
-  position in ONE transaction), `record_errors`, `try_load` (the canary, rolled back),
-  `prune`, `load_violations`, `close`;
+  position in ONE transaction) and `settle` (wait for that transaction's COMMIT),
+  `record_errors`, `try_load` (the canary, rolled back), `prune`, `load_violations`, `close`;
 - reading (any thread): `reading()` gives a `Reader`, a cursor that runs one parameterised
   statement with `?` placeholders and returns rows (the SQL the readers send is written to run
   on both engines).
+
+`load` may return before the COMMIT (`overlap`: how many batches a store may leave committing):
+DuckDB commits before it returns; PostgreSQL's transaction runs on a thread of the store while
+the loader prepares the next batch (overlap across batches). Either way the loader acknowledges a
+batch's records to the log only after `settle` returned for it.
 
 Both stores produce the same tables: PostgreSQL's rows are flattened by the same DuckDB code
 (in memory) and then copied, so names, flattening and types cannot drift apart.
@@ -57,6 +62,7 @@ class Store(Protocol):
 
     kind: str  # "duckdb" or "postgresql"
     catalog: Catalog
+    overlap: int  # batches `load` may return before their COMMIT (0: it commits first)
 
     @property
     def is_open(self) -> bool: ...
@@ -71,11 +77,20 @@ class Store(Protocol):
         """The log position the committed warehouse contains."""
 
     def find(self, keys: Iterable[int]) -> dict[int, Loaded]:
-        """Ledger entries for these message keys."""
+        """Ledger entries for these message keys, those of batches not settled included."""
 
     def load(self, batch: Batch, position: Position) -> int:
         """Write the judged `batch` and `position` in one transaction; returns the rows with
-        type conflicts. On failure nothing is kept and the catalog is re-read."""
+        type conflicts. On failure nothing is kept and the catalog is re-read.
+
+        The COMMIT may come after it returns (see `overlap`): `settle` then says how it went.
+        A batch's transaction starts only after the one before it committed; when that one
+        failed, nothing of this batch is written either."""
+
+    def settle(self) -> None:
+        """Wait for the COMMIT of the oldest batch `load` returned before committing (none:
+        return at once); raise what its transaction raised, and then every later batch is
+        dropped too (nothing of it written). On failure the catalog is re-read."""
 
     def try_load(self, batch: Batch) -> None:
         """Write `batch` in a transaction that is rolled back (raises what the write raised)."""

@@ -2,7 +2,8 @@
 
 Binary (`binary.encode`): each value already in its column's type, which PostgreSQL then stores
 without parsing text (about half its CPU per row on the warehouse's tables); the target's column
-types are read from PostgreSQL's catalog for each COPY, as binary COPY does not convert. A table
+types are read from PostgreSQL's catalog, as binary COPY does not convert (once per connection
+and table: again when the table has a column they lack, or after a COPY into it failed). A table
 with a column the encoder does not take (another type, an integer out of range) goes as CSV
 written by Arrow: NULL is an unquoted empty field and an empty string a quoted one, as
 PostgreSQL's CSV format reads them, and lists become array literals. Neither has Python per row.
@@ -11,6 +12,8 @@ PostgreSQL's CSV format reads them, and lists become array literals. Neither has
 from __future__ import annotations
 
 import io
+import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -26,22 +29,33 @@ _TYPES = ("SELECT attname, typname FROM pg_attribute JOIN pg_type ON pg_type.oid
           "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped")
 
 
-def copy_arrow(con: psycopg.Connection[Any], target: str, table: pa.Table) -> None:
-    """COPY `table`'s rows into `target` (its columns by name), binary or CSV (above).
+# Per connection: the column types of the tables copied into (table -> column -> typname).
+_types: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[str, dict[str, str]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def copy_arrow(con: psycopg.Connection[Any], target: str, table: pa.Table, *,
+               like: str | None = None) -> None:
+    """COPY `table`'s rows into `target` (its columns by name), binary or CSV (above); `like`:
+    the table `target` was made LIKE (a staging table: its names are reused for others).
 
     PostgreSQL's text and jsonb cannot hold a NUL character: a batch that has one is copied
     again with NULs removed from its strings (rare, so only then)."""
     try:
-        with con.transaction():
-            _copy(con, target, table)
-    except (psycopg.errors.CharacterNotInRepertoire,
-            psycopg.errors.UntranslatableCharacter):
-        _copy(con, target, _without_nul(table))
+        try:
+            with con.transaction():
+                _copy(con, target, table, like or target)
+        except (psycopg.errors.CharacterNotInRepertoire,
+                psycopg.errors.UntranslatableCharacter):
+            _copy(con, target, _without_nul(table), like or target)
+    except BaseException:
+        _types.get(con, {}).pop(like or target, None)  # read again: the table may have moved
+        raise
 
 
-def _copy(con: psycopg.Connection[Any], target: str, table: pa.Table) -> None:
+def _copy(con: psycopg.Connection[Any], target: str, table: pa.Table, typed: str) -> None:
     try:
-        encoded = binary.encode(table, dict(con.execute(_TYPES, [target]).fetchall()))
+        encoded = binary.encode(table, column_types(con, typed, table.column_names))
     except binary.Unsupported:
         copy_csv(con, target, table)
         return
@@ -49,6 +63,17 @@ def _copy(con: psycopg.Connection[Any], target: str, table: pa.Table) -> None:
     with con.cursor().copy(f"COPY {target} ({columns}) FROM STDIN (FORMAT binary)") as copy:
         for piece in encoded.data:
             copy.write(memoryview(piece))
+
+
+def column_types(con: psycopg.Connection[Any], target: str,
+                 columns: Sequence[str]) -> dict[str, str]:
+    """`target`'s column types (`pg_type.typname` by name), as last read on `con` unless one
+    of `columns` is not among them."""
+    known = _types.setdefault(con, {})
+    types = known.get(target)
+    if types is None or any(c not in types for c in columns):
+        types = known[target] = dict(con.execute(_TYPES, [target]).fetchall())
+    return types
 
 
 def copy_csv(con: psycopg.Connection[Any], target: str, table: pa.Table) -> None:

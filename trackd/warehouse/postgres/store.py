@@ -1,11 +1,7 @@
 """The PostgreSQL warehouse behind the seam (`store.Store`): Segment's schema, exactly once.
 
-A batch is flattened by the same code as on DuckDB, in an in-memory DuckDB (the "shadow")
-whose tables mirror the PostgreSQL catalog: `Batch.write` runs there in a transaction, the rows
-it produced are taken out as Arrow, and the shadow transaction is rolled back (it stays empty).
-So both backends produce the same tables, names, flattening and types. The ledger rows the batch
-was judged against (`find`) are put into the shadow's ledger in that transaction, so a message
-loaded again after the dedup window has its row there to extend, as on DuckDB. Then:
+A batch is flattened by the same code as on DuckDB, in an in-memory DuckDB (the "shadow",
+`postgres.shadow`) whose tables mirror the PostgreSQL catalog, and taken out as Arrow. Then:
 
 1. new tables and columns are created in PostgreSQL in a short transaction of their own under
    an advisory lock (`schema.apply_changes`: IF NOT EXISTS; a column another loader created
@@ -16,6 +12,13 @@ loaded again after the dedup window has its row there to extend, as on DuckDB. T
    replay) or by another loader at the same moment (the second waits for the first's commit,
    then skips); users/accounts are merged trait by trait under a per-table advisory lock; the
    ledger, profile events, duplicates and the log position are written; COMMIT.
+
+Step 2 runs on the store's commit thread (`commits`): `load` returns once it started, the loader
+reads and flattens the next batch meanwhile, and acknowledges this one after `settle` said it
+committed. The next batch's `load` waits for it before its own step 1 (schema changes too run
+on the write connection only when no transaction is in flight), and starts nothing if it
+failed; its dedup (`find`) reads the committed ledger on a connection of its own and adds the
+ledger rows of the batch still committing.
 
 A crash before the COMMIT keeps nothing of the batch but the (harmless) empty columns; the
 position in `_trackd.offsets` is in the same transaction, so with the SQLite log the next start
@@ -30,22 +33,22 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
 import psycopg
 import pyarrow as pa
 
 from trackd.errors import ConfigError
 from trackd.log.records import Position
 from trackd.observability import get_logger
-from trackd.warehouse import ledger, sql
+from trackd.warehouse import ledger
 from trackd.warehouse.batch import Batch
 from trackd.warehouse.catalog import MAX_COLUMNS, Catalog
-from trackd.warehouse.db import migrate
 from trackd.warehouse.ledger import DUPLICATE_RETENTION, EVENT_RETENTION, Loaded
 from trackd.warehouse.naming import quote
 from trackd.warehouse.postgres import schema
+from trackd.warehouse.postgres.commits import Commits
 from trackd.warehouse.postgres.connect import PgReader, connect, where
 from trackd.warehouse.postgres.copying import copy_arrow
+from trackd.warehouse.postgres.shadow import Config, Shadow, Upsert, Work
 from trackd.warehouse.store import Reader
 from trackd.warehouse.upsert import merged
 from trackd.warehouse.violations import TABLE as VIOLATIONS
@@ -53,17 +56,7 @@ from trackd.warehouse.violations import ViolationLoader, arrow
 
 log = get_logger("warehouse")
 ATTEMPTS = 3  # flattening again after another loader moved the schema
-_PROFILE_TABLES = ("users", "accounts")
 _APPEND_ONLY = ("_trackd.events", "_trackd.duplicates")  # no key: copied as they are
-# The shadow's bookkeeping rows, as PostgreSQL's columns want them (`tables` as a list, which
-# `copy_arrow` writes as text[]).
-_LEDGER = {
-    "messages": "SELECT key, source, message_id, type, tables, received_at, loaded_at, user_id, "
-                "anonymous_id, email FROM _trackd.messages",
-    "events": 'SELECT key, source, message_id, type, received_at, "timestamp", user_id, '
-              'anonymous_id, body::VARCHAR AS body, shard, "offset" FROM _trackd.events',
-    "duplicates": "SELECT * FROM _trackd.duplicates",
-}
 
 
 def lock_key(*names: str) -> int:
@@ -82,21 +75,23 @@ class PgStore:
     """`Store` over the PostgreSQL database at `url` (a libpq URL or conninfo)."""
 
     kind = "postgresql"
+    overlap = 1  # `load` returns before the COMMIT: see `settle`
 
     def __init__(self, url: str, max_columns: int = MAX_COLUMNS, *, memory_limit_mb: int = 0,
                  threads: int = 0) -> None:
         self.url = url
         self.catalog = Catalog(max_columns=max_columns)
-        self._shadow_config: dict[str, str | bool | int | float | list[str]] = {
-            "enable_external_access": False, "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False}
+        config: Config = {"enable_external_access": False,
+                          "autoinstall_known_extensions": False,
+                          "autoload_known_extensions": False}
         if memory_limit_mb > 0:
-            self._shadow_config["memory_limit"] = f"{memory_limit_mb}MB"
+            config["memory_limit"] = f"{memory_limit_mb}MB"
         if threads > 0:
-            self._shadow_config["threads"] = threads
+            config["threads"] = threads
+        self._shadow = Shadow(config)
         self._con: psycopg.Connection[Any] | None = None
-        self._shadow: duckdb.DuckDBPyConnection | None = None
-        self._synced: schema.Tables = {}
+        self._lookup: psycopg.Connection[Any] | None = None  # `find`'s, beside the writer's
+        self._commits = Commits()
         self._found: list[tuple[Any, ...]] = []  # the ledger rows the last `find` read
         self._open = False
 
@@ -137,12 +132,12 @@ class PgStore:
 
     def close(self) -> None:
         self._open = False
-        if self._con is not None:
-            self._con.close()
-            self._con = None
-        if self._shadow is not None:
-            self._shadow.close()
-            self._shadow = None
+        self._commits.close()
+        for con in (self._con, self._lookup):
+            if con is not None:
+                con.close()
+        self._con = self._lookup = None
+        self._shadow.close()
 
     def writer(self) -> psycopg.Connection[Any]:
         """The write connection, in autocommit: for jobs in the loader's thread (privacy
@@ -150,8 +145,10 @@ class PgStore:
         return self._writer()
 
     def _writer(self) -> psycopg.Connection[Any]:
-        """The write connection; a new one (and the catalog read again) when the server closed
-        the last one (a restart, a failover): the failed batch is retried on it."""
+        """The write connection, once no batch is committing on it; a new one (and the catalog
+        read again) when the server closed the last one (a restart, a failover): the failed
+        batch is retried on it."""
+        self._commits.wait()
         if self._con is None:
             raise ConfigError("the warehouse is not open for writing")
         if self._con.closed or self._con.broken:
@@ -166,15 +163,7 @@ class PgStore:
     def _resync(self) -> None:
         """Read the catalog from PostgreSQL and rebuild the shadow to match it."""
         schema.load_catalog(self._writer(), self.catalog)
-        if self._shadow is not None:
-            self._shadow.close()
-        shadow = duckdb.connect(":memory:", config=self._shadow_config)
-        migrate(shadow)
-        sql.install(shadow)
-        for statement in schema.duck_ddl(self.catalog.tables, self.catalog.tables):
-            shadow.execute(statement)
-        self._shadow = shadow
-        self._synced = schema.copy_tables(self.catalog.tables)
+        self._shadow.rebuild(self.catalog)
 
     # -- writing ----------------------------------------------------------------------------
     def position(self) -> Position:
@@ -182,20 +171,41 @@ class PgStore:
             'SELECT shard, "offset" FROM _trackd.offsets').fetchall()}
 
     def find(self, keys: Iterable[int]) -> dict[int, Loaded]:
+        """Ledger entries: those committed, and those of the batch still committing (newer)."""
         wanted = sorted(set(keys))
         if not wanted:
             self._found = []
             return {}
-        rows = self._writer().execute(
-            f"SELECT {', '.join(ledger.MESSAGES)} FROM _trackd.messages WHERE key = ANY(%s)",
-            [wanted]).fetchall()
-        self._found = [tuple(r) for r in rows]  # for the batch judged against them (`_seed`)
-        return {r[0]: Loaded(r[0], r[1], r[2], r[3], list(r[4]), r[5], r[6]) for r in rows}
+        found = {row[0]: tuple(row) for row in self._committed_ledger(wanted)}
+        found.update((row[0], row) for row in self._commits.ledger(pa.array(wanted, pa.int64())))
+        self._found = list(found.values())  # for the batch judged against them (`_seed`)
+        return {r[0]: Loaded(r[0], r[1], r[2], r[3], list(r[4]), r[5], r[6])
+                for r in self._found}
+
+    def _committed_ledger(self, wanted: list[int]) -> list[tuple[Any, ...]]:
+        """The committed ledger rows of these keys, read on `find`'s own connection (the write
+        connection may be committing a batch); connected again if the server dropped it."""
+        query = (f"SELECT {', '.join(ledger.MESSAGES)} FROM _trackd.messages "
+                 "WHERE key = ANY(%s::bigint[])")
+        keys = "{" + ",".join(map(str, wanted)) + "}"  # one literal: 4x less CPU than a list
+        for attempt in range(2):
+            con = self._lookup
+            if con is None or con.closed or con.broken:
+                self._lookup = con = connect(self.url, autocommit=True)
+            try:
+                return [tuple(r) for r in con.execute(query, [keys]).fetchall()]
+            except psycopg.OperationalError:
+                if attempt or not con.broken:
+                    raise
+        raise AssertionError("unreachable")
 
     def load(self, batch: Batch, position: Position) -> int:
+        """Flatten `batch` and start its transaction on the commit thread; returns before the
+        COMMIT (`settle` waits for it). Nothing is started if the batch before failed (its
+        `settle` raises, and this one is loaded again)."""
         for attempt in range(ATTEMPTS):
             try:
-                return self._write(batch, position, keep=True)
+                return self._load(batch, position)
             except schema.SchemaMoved as exc:
                 log.info("another loader changed the schema; loading the batch again",
                          extra={"change": str(exc), "attempt": attempt + 1})
@@ -207,9 +217,23 @@ class PgStore:
                 raise
         raise AssertionError("unreachable")
 
+    def settle(self) -> None:
+        """Wait for the COMMIT of the oldest batch `load` started; raise what it raised."""
+        try:
+            self._commits.settle()
+        except BaseException:
+            self._recover()
+            raise
+
     def try_load(self, batch: Batch) -> None:
         try:
-            self._write(batch, None, keep=False)
+            _, work = self._shadow.prepare(batch, self._found, self.catalog)
+            con = self._writer()
+            new = schema.changes(self.catalog.tables, self._shadow.synced)
+            with con.transaction(force_rollback=True):  # the canary's: nothing is kept
+                if new:
+                    schema.apply_changes(con, new, self.catalog.tables)
+                self._transaction(con, work, None)
         finally:
             self._recover()
 
@@ -217,70 +241,30 @@ class PgStore:
         with contextlib.suppress(Exception):
             self._resync()
 
-    def _write(self, batch: Batch, position: Position | None, *, keep: bool) -> int:
-        con, shadow = self._writer(), self._shadow
-        assert shadow is not None
-        shadow.begin()
-        try:
-            seeded = self._seed(shadow)
-            conflicts = batch.write(shadow)
-            self._unseed(shadow, seeded)
-            exports = self._exports(shadow, batch)
-        finally:
-            shadow.rollback()
-        new = schema.changes(self.catalog.tables, self._synced)
-        if new and keep:
+    def _load(self, batch: Batch, position: Position) -> int:
+        conflicts, work = self._shadow.prepare(batch, self._found, self.catalog)
+        if not self._commits.wait():
+            return conflicts  # that one failed: `settle` raises, and this one comes again
+        con = self._writer()
+        new = schema.changes(self.catalog.tables, self._shadow.synced)
+        if new:
             with con.transaction():
                 schema.apply_changes(con, new, self.catalog.tables)
-            for statement in schema.duck_ddl(new, self.catalog.tables):
-                shadow.execute(statement)
-            self._synced = schema.copy_tables(self.catalog.tables)
-        with con.transaction(force_rollback=not keep):  # the canary's is rolled back
-            if new and not keep:
-                schema.apply_changes(con, new, self.catalog.tables)
-            self._merge(con, exports)
-            self._upsert(con, batch)
-            if position:
-                self._save_position(con, position)
+            self._shadow.apply(new, self.catalog)
+        self._commits.start(lambda: self._commit(con, work, position), work.ledger)
         return conflicts
 
-    def _seed(self, shadow: duckdb.DuckDBPyConnection) -> dict[int, set[str]]:
-        """Put the ledger rows `find` read for the batch into the shadow's (empty) ledger, in
-        its transaction: the batch's update of a message loaded again after the dedup window
-        then finds the row and adds the new tables, as on DuckDB. Returns their tables."""
-        ledger.insert(shadow, "messages", ledger.MESSAGES, self._found)
-        return {row[0]: set(row[4]) for row in self._found}
+    def _commit(self, con: psycopg.Connection[Any], work: Work, position: Position) -> None:
+        """The batch's transaction (on the commit thread)."""
+        with con.transaction():
+            self._transaction(con, work, position)
 
-    @staticmethod
-    def _unseed(shadow: duckdb.DuckDBPyConnection, seeded: dict[int, set[str]]) -> None:
-        """Drop the seeded rows the batch left as they were (its duplicates): only new and
-        extended ledger rows are exported (the merge adds an extended row's tables)."""
-        if not seeded:
-            return
-        found = shadow.execute("SELECT key, tables FROM _trackd.messages "
-                               "WHERE key IN (SELECT unnest(?::BIGINT[]))",
-                               [sorted(seeded)]).fetchall()
-        same = [key for key, tables in found if set(tables) == seeded[key]]
-        if same:
-            shadow.execute("DELETE FROM _trackd.messages WHERE key IN "
-                           "(SELECT unnest(?::BIGINT[]))", [same])
-
-    def _exports(self, shadow: duckdb.DuckDBPyConnection,
-                 batch: Batch) -> list[tuple[str, pa.Table, bool]]:
-        """(target, rows, merge by id) for every table the batch wrote, in a fixed order."""
-        found: list[tuple[str, pa.Table, bool]] = []
-        for schema_name, table in sorted(batch.written):
-            if table in _PROFILE_TABLES:
-                continue  # merged trait by trait from the batch's merges (`_upsert`)
-            target = f"{quote(schema_name)}.{quote(table)}"
-            rows = shadow.sql(f"SELECT * FROM {target}").to_arrow_table()
-            if rows is not None and rows.num_rows:
-                found.append((target, rows, True))
-        for name, query in _LEDGER.items():
-            rows = shadow.sql(query).to_arrow_table()
-            if rows is not None and rows.num_rows:
-                found.append((f"_trackd.{name}", rows, False))
-        return found
+    def _transaction(self, con: psycopg.Connection[Any], work: Work,
+                     position: Position | None) -> None:
+        self._merge(con, work.exports)
+        self._upsert(con, work.upserts)
+        if position:
+            self._save_position(con, position)
 
     def _merge(self, con: psycopg.Connection[Any], exports: list[tuple[str, pa.Table, bool]]
                ) -> None:
@@ -302,7 +286,7 @@ class PgStore:
                 pass
             stage = f"__trackd_stage_{i}"
             con.execute(f"CREATE TEMP TABLE {stage} (LIKE {target}) ON COMMIT DROP")
-            copy_arrow(con, stage, rows)
+            copy_arrow(con, stage, rows, like=target)
             columns = ", ".join(quote(c) for c in rows.column_names)
             if by_id:  # in id order: loaders taking the same ids lock them in the same order
                 con.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage} "
@@ -313,26 +297,23 @@ class PgStore:
                             "SELECT DISTINCT unnest(_trackd.messages.tables || "
                             "EXCLUDED.tables) ORDER BY 1)")
 
-    def _upsert(self, con: psycopg.Connection[Any], batch: Batch) -> None:
+    @staticmethod
+    def _upsert(con: psycopg.Connection[Any], upserts: list[Upsert]) -> None:
         """users/accounts: each id's row merged with the batch's traits (`upsert.merged`)."""
-        for (schema_name, table), merges in sorted(batch.merges.items()):
+        for up in upserts:
+            schema_name, table = up.schema, up.table
             target = f"{quote(schema_name)}.{quote(table)}"
             con.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key(schema_name, table)])
-            columns = self.catalog.columns(schema_name, table)
-            schema.check_columns(con, schema_name, table, columns, exact=True)
-            raw = [{"id": id_, "received_at": m.received_at, "uuid_ts": batch.now, **m.values}
-                   for id_, m in merges.items()]
-            fitted = self.catalog.fit(schema_name, table, table, raw, keep_nulls=True)
-            if fitted.ddl:  # the shadow's run created them; a difference is a schema move
-                raise schema.SchemaMoved(f"{schema_name}.{table} needs columns {fitted.ddl}")
-            ids = list(merges)
+            schema.check_columns(con, schema_name, table, up.columns.columns(schema_name, table),
+                                 exact=True)
+            ids = [patch["id"] for patch in up.rows]
             cursor = con.execute(f"SELECT * FROM {target} WHERE id = ANY(%s) FOR UPDATE", [ids])
             names = [d.name for d in cursor.description or ()]
             existing = {row[0]: dict(zip(names, map(_naive, row), strict=True))
                         for row in cursor.fetchall()}
-            rows = [merged(existing.get(patch["id"], {}), patch) for patch in fitted.rows]
+            rows = [merged(existing.get(patch["id"], {}), patch) for patch in up.rows]
             con.execute(f"DELETE FROM {target} WHERE id = ANY(%s)", [ids])
-            copy_arrow(con, target, self.catalog.arrow(schema_name, table, rows))
+            copy_arrow(con, target, up.columns.arrow(schema_name, table, rows))
 
     @staticmethod
     def _save_position(con: psycopg.Connection[Any], position: Position) -> None:
@@ -360,13 +341,15 @@ class PgStore:
                         [now - DUPLICATE_RETENTION])
 
     def load_violations(self, violations: ViolationLoader) -> int:
-        con = self._writer()
+        """Each round: the write connection is taken (waiting for a batch committing on it)
+        only when the log has violations to load."""
         if violations.position is None:
-            violations.position = {shard: int(last) for shard, last in con.execute(
+            violations.position = {shard: int(last) for shard, last in self._writer().execute(
                 "SELECT shard, last_id FROM _trackd.violation_offsets").fetchall()}
         pending = violations.read()
         if pending is None:
             return 0
+        con = self._writer()
         by_source, position, count = pending
         with con.transaction():
             for source, items in sorted(by_source.items()):
