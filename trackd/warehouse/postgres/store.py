@@ -57,6 +57,8 @@ from trackd.warehouse.violations import ViolationLoader, arrow
 log = get_logger("warehouse")
 ATTEMPTS = 3  # flattening again after another loader moved the schema
 _APPEND_ONLY = ("_trackd.events", "_trackd.duplicates")  # no key: copied as they are
+
+
 def lock_key(*names: str) -> int:
     """A signed 64-bit advisory lock key for `names`."""
     digest = hashlib.blake2b("\x00".join(names).encode(), digest_size=8).digest()
@@ -223,7 +225,7 @@ class PgStore:
 
     def try_load(self, batch: Batch) -> None:
         try:
-            _, work = self._shadow.prepare(batch, self._found, self.catalog)
+            _, work = self._shadow.prepare(batch, [], self.catalog)  # judged against nothing
             con = self._writer()
             new = schema.changes(self.catalog.tables, self._shadow.synced)
             with con.transaction(force_rollback=True):  # the canary's: nothing is kept
