@@ -227,7 +227,7 @@ class PgStore:
 
     def try_load(self, batch: Batch) -> None:
         try:
-            _, work = self._shadow.prepare(batch, self._found, self.catalog)
+            _, work = self._shadow.prepare(batch, [], self.catalog)  # judged against nothing
             con = self._writer()
             new = schema.changes(self.catalog.tables, self._shadow.synced)
             with con.transaction(force_rollback=True):  # the canary's: nothing is kept
