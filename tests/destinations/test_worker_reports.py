@@ -61,3 +61,18 @@ def test_a_destination_down_then_up_then_refusing_logs_a_line_each_with_its_erro
     assert lines == [("destination down; retrying", None, "HTTP 503: busy"),
                      ("destination up", None, None),
                      ("messages dead-lettered", 1, "HTTP 400: no such event")]
+
+
+def test_dead_letters_counted_after_the_last_line_are_logged_when_the_worker_stops(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker,
+        caplog: pytest.LogCaptureFixture) -> None:
+    receiver.reply(400)
+    with caplog.at_level(logging.INFO, "trackd.destinations"):
+        worker = make_worker(destination(url=receiver.url))
+        for n in (1, 2, 3):  # the first line at once, the next two counted for a minute
+            harness.append([message("u", n)])
+            eventually(lambda: worker.ledger.counts().get("dead") == n)  # noqa: B023
+        harness.stop(worker)
+    counts = [getattr(r, "messages", None) for r in caplog.records
+              if r.msg == "messages dead-lettered"]
+    assert counts == [1, 2]
