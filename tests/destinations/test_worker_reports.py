@@ -76,3 +76,13 @@ def test_dead_letters_counted_after_the_last_line_are_logged_when_the_worker_sto
     counts = [getattr(r, "messages", None) for r in caplog.records
               if r.msg == "messages dead-lettered"]
     assert counts == [1, 2]
+
+
+def test_messages_of_one_anonymous_user_wait_behind_its_retried_one(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
+    # No userId: the anonymousId is the user, whose messages go in order one at a time.
+    receiver.script(Reply(503))
+    worker = make_worker(destination(url=receiver.url, concurrency=4))
+    sent = harness.append([message(None, n, anonymousId="a1") for n in range(3)])
+    eventually(lambda: worker.ledger.counts() == {"delivered": 3})
+    assert receiver.accepted_ids() == sent
