@@ -16,6 +16,7 @@ from tests.conftest import eventually
 from tests.destinations.conftest import destination
 from tests.destinations.harness import LogHarness, message
 from tests.destinations.receiver import Received, Receiver, Reply
+from tests.destinations.test_worker_edges import metric
 from tests.log.natsd import MACHINE_NATS, delete_stream, machine_nats_up, unique_stream
 from trackd.destinations import ledger_dir
 from trackd.destinations.ledger import Ledger, ledger_path
@@ -83,6 +84,7 @@ def test_on_a_shared_log_a_record_is_acknowledged_once_its_row_is_done_and_held_
     # Only the retried record is still unacknowledged in the log: held, and counted once.
     eventually(lambda: harness.run(nats_log.lag(worker.name)) == 1)
     eventually(lambda: lag(harness) == 1)
+    assert metric(harness, "trackd_destination_skipped_total") == 1
     receiver.rule = None
     eventually(lambda: ledger.counts() == {"delivered": 2, "dead": 1, "skipped": 1})
     eventually(lambda: harness.run(nats_log.lag(worker.name)) == 0)
