@@ -86,3 +86,13 @@ def test_messages_of_one_anonymous_user_wait_behind_its_retried_one(
     sent = harness.append([message(None, n, anonymousId="a1") for n in range(3)])
     eventually(lambda: worker.ledger.counts() == {"delivered": 3})
     assert receiver.accepted_ids() == sent
+
+
+def test_dead_letters_keep_their_event_name_for_a_replay_of_one_event(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
+    receiver.reply(400)
+    worker = make_worker(destination(url=receiver.url))
+    clicked = harness.append([message("u", 0, event="Clicked")])
+    harness.append([message("u", 1, event="Viewed"), message("u", 2, kind="identify")])
+    eventually(lambda: worker.ledger.counts() == {"dead": 3})
+    assert [m for _, _, m, _ in worker.ledger.dead_letters(event="Clicked")] == clicked
