@@ -6,8 +6,9 @@ A batch is flattened by the same code as on DuckDB, in an in-memory DuckDB (the 
 1. new tables and columns are created in PostgreSQL in a short transaction of their own under
    an advisory lock (`schema.apply_changes`: IF NOT EXISTS; a column another loader created
    first with another type makes this loader re-read the catalog and flatten again);
-2. in ONE PostgreSQL transaction: each table's rows are COPYed (CSV written by Arrow) into a
-   temporary staging table and merged with `INSERT ... ON CONFLICT (id) DO NOTHING`, so an id
+2. in ONE PostgreSQL transaction: each table's rows are COPYed (binary COPY built from the Arrow
+   columns, `copying`), straight into the table when none of its ids is there yet, else into a
+   temporary staging table merged with `INSERT ... ON CONFLICT (id) DO NOTHING`, so an id
    already present is skipped, whether it was loaded by this loader before (redelivery,
    replay) or by another loader at the same moment (the second waits for the first's commit,
    then skips); users/accounts are merged trait by trait under a per-table advisory lock; the
