@@ -106,6 +106,8 @@ def test_property_names_past_the_estimates_memo_still_count_and_it_stays_bounded
     # the memo is bounded: a source sending ever new property names is still estimated right
     # (its new columns hold it back behind the canary) and the memo does not grow.
     monkeypatch.setattr(schedule, "_MEMO", 16)
+    monkeypatch.setattr(schedule, "_JOINED", {})  # not what earlier tests left (module-wide)
+    monkeypatch.setattr(schedule, "_COLUMNS", {})
     log.write([enriched("track", userId="u", event="Wide",
                         properties={f"Prop{i}x{k}": k for k in range(BUDGET // 4)})
                for i in range(8)])  # twice the budget's new columns
