@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from trackd.log import shard as shard_mod
 from trackd.log.reader import LogReader
 from trackd.log.records import Entry
@@ -44,6 +46,22 @@ def message(user: str | None = None, n: int = 0, *, event: str = "Clicked",
         out["event"] = event
     out.update(fields)
     return out
+
+
+def fail_once(monkeypatch: pytest.MonkeyPatch, owner: object, name: str,
+              error: Exception) -> list[Exception]:
+    """Make `owner.name` raise `error` on its first call, then work; returns what it raised."""
+    real = getattr(owner, name)
+    raised: list[Exception] = []
+
+    def failing_once(*args: Any, **kwargs: Any) -> Any:
+        if not raised:
+            raised.append(error)
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, failing_once)
+    return raised
 
 
 class LogHarness:
@@ -84,9 +102,9 @@ class LogHarness:
         self._stages.append(stage)
         return stage
 
-    def stop(self, stage: Stage) -> None:
+    def stop(self, stage: Stage, timeout: float = 60.0) -> None:
         self._stages.remove(stage)
-        self.run(stage.stop())
+        self.run(stage.stop(), timeout)
 
     def close(self) -> None:
         for stage in reversed(self._stages):

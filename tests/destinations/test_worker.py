@@ -17,6 +17,7 @@ from tests.conftest import eventually
 from tests.destinations.conftest import destination
 from tests.destinations.harness import LogHarness, message
 from tests.destinations.receiver import Received, Receiver, Reply
+from tests.destinations.test_worker_edges import metric
 from trackd.destinations.lookup import DeliveryLookup
 from trackd.destinations.worker import DestinationWorker
 
@@ -65,12 +66,15 @@ def test_a_partial_batch_lingers_to_fill_up_and_a_full_one_goes_at_once(
         harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
     # A linger far longer than the test: the first message waits for the others however
     # late they come, and the full batch goes without waiting the linger out.
-    make_worker(destination(url=receiver.url, batch_size=5, linger=3600))
-    harness.append([message("u1", 0)])
-    harness.append([message("u1", n) for n in range(1, 5)])
+    worker = make_worker(destination(url=receiver.url, batch_size=5, linger=3600))
+    sent = harness.append([message("u1", 0)])
+    sent += harness.append([message("u1", n) for n in range(1, 5)])
     eventually(lambda: len(receiver.accepted()) == 5)
     [request] = receiver.requests
     assert [m["properties"]["n"] for m in request.json()["batch"]] == [0, 1, 2, 3, 4]
+    # The request's 5 messages are counted, each delivered with the request's status.
+    eventually(lambda: metric(harness, "trackd_destination_delivered_total") == 5)
+    assert [worker.ledger.find(m)[0]["status"] for m in sent] == [200] * 5
 
 
 def test_a_lone_partial_batch_goes_once_its_linger_is_over(

@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from tests.conftest import eventually
 from tests.destinations.conftest import destination
-from tests.destinations.harness import LogHarness, message
+from tests.destinations.harness import LogHarness, fail_once, message
 from tests.destinations.receiver import Receiver, Reply
 from trackd.destinations.worker import DestinationWorker
 from trackd.log.records import Entry
@@ -72,34 +71,32 @@ def test_a_stored_message_that_is_not_json_is_skipped_with_why_and_the_rest_deli
 def test_an_intake_that_fails_once_goes_on_after_its_pause(
         harness: LogHarness, receiver: Receiver, make_worker: MakeWorker,
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    read = harness.reader.read
-    failures: list[int] = []
-
-    def read_failing_once(*args: Any, **kwargs: Any) -> Any:
-        if not failures:
-            failures.append(1)
-            raise OSError("disk hiccup")
-        return read(*args, **kwargs)
-
-    monkeypatch.setattr(harness.reader, "read", read_failing_once)
+    failures = fail_once(monkeypatch, harness.reader, "read", OSError("disk hiccup"))
     with caplog.at_level(logging.ERROR, "trackd.destinations"):
         make_worker(destination(url=receiver.url))
         sent = harness.append([message("u1", 0)])
         eventually(lambda: receiver.accepted_ids() == sent)
-    assert failures == [1]
+    assert len(failures) == 1
     assert "destination intake failed; retrying" in caplog.text
 
 
 def test_delivered_rows_older_than_the_retention_are_pruned_at_start(
         harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
-    eight_days_ago = time.time() - 8 * 86400
-    old = make_worker(destination(url=receiver.url), clock=lambda: eight_days_ago)
-    sent = harness.append([message("u1", 0)])
-    eventually(lambda: old.ledger.counts() == {"delivered": 1})
+    # Rows delivered 8 days, 7 days and 3 seconds, and 6 days before `now`; a retention of 7
+    # days keeps only the last. Clocks of the test's own: the edge is seconds wide.
+    now, day = time.time(), 86400.0
+    at = [now - 8 * day]
+    old = make_worker(destination(url=receiver.url), clock=lambda: at[0])
+    sent: list[str] = []
+    for n, when in enumerate([now - 8 * day, now - 7 * day - 3, now - 6 * day]):
+        at[0] = when
+        sent += harness.append([message("u1", n)])
+        eventually(lambda: old.ledger.counts() == {"delivered": n + 1})  # noqa: B023
     harness.stop(old)
-    again = make_worker(destination(url=receiver.url, ledger_retention_days=7))
-    eventually(lambda: again.ledger.counts() == {})
-    assert again.ledger.find(sent[0]) == []
+    again = make_worker(destination(url=receiver.url, ledger_retention_days=7),
+                        clock=lambda: now)
+    eventually(lambda: again.ledger.counts() == {"delivered": 1})
+    assert [again.ledger.find(m) != [] for m in sent] == [False, False, True]
 
 
 def test_a_snapshot_after_stop_leaves_the_gauge_and_logs_no_error(
