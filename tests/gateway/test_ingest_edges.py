@@ -1,6 +1,6 @@
 """The tracking API's answers to the letter where mutation testing of gateway/ingest.py found
 them unpinned by the ingest tests (docs/testing.md): a batch with nothing valid, and the
-refusal counter's reason label."""
+refusal counter's reason label, a partly valid batch's accepted count and counter."""
 
 from __future__ import annotations
 
@@ -42,3 +42,25 @@ def test_refusals_are_counted_by_the_reason_before_its_detail(live: Server) -> N
     response = post(live, "/v1/track", {"userId": "u", "messageId": new_id()})
     assert response.status_code == 400
     assert refused_count(live, "Missing required field") == before + 1
+
+
+def accepted_count(server: Server, kind: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    found = re.search(rf'^trackd_messages_accepted_total\{{source="web",type="{kind}"\}} (\S+)$',
+                      text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_partly_valid_batch_answers_and_counts_what_it_accepted(live: Server) -> None:
+    tracks, identifies = accepted_count(live, "track"), accepted_count(live, "identify")
+    bad = new_id()
+    response = post(live, "/v1/batch", {"batch": [
+        {"type": "track", "userId": "u", "event": "E", "messageId": new_id()},
+        {"type": "track", "userId": "u", "event": "E", "messageId": new_id()},
+        {"type": "identify", "userId": "u", "messageId": new_id()},
+        {"type": "track", "userId": "u", "messageId": bad}]})
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 3
+    assert [r["messageId"] for r in response.json()["rejected"]] == [bad]
+    assert accepted_count(live, "track") == tracks + 2
+    assert accepted_count(live, "identify") == identifies + 1
