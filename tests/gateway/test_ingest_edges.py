@@ -1,6 +1,6 @@
 """The tracking API's answers to the letter where mutation testing of gateway/ingest.py found
-them unpinned by the ingest tests (docs/testing.md): a batch with nothing valid, and the
-refusal counter's reason label, a partly valid batch's accepted count and counter."""
+them unpinned by the ingest tests (docs/testing.md): a batch with nothing valid, the refusal
+counter's reason label, and a partly valid batch's accepted count and counter."""
 
 from __future__ import annotations
 
