@@ -12,8 +12,10 @@ from collections.abc import Callable
 import pytest
 
 from tests.warehouse.conftest import Log, Warehouse, enriched
+from trackd.log.records import Record
 from trackd.warehouse import schedule
-from trackd.warehouse.schedule import BUDGET, TABLE_COST
+from trackd.warehouse.catalog import Catalog
+from trackd.warehouse.schedule import BUDGET, TABLE_COST, Schedule
 
 MakeWarehouse = Callable[..., Warehouse]
 EVENTS = 4 * BUDGET // TABLE_COST  # new event tables: four chunks' worth
@@ -108,6 +110,7 @@ def test_property_names_past_the_estimates_memo_still_count_and_it_stays_bounded
     monkeypatch.setattr(schedule, "_MEMO", 16)
     monkeypatch.setattr(schedule, "_JOINED", {})  # not what earlier tests left (module-wide)
     monkeypatch.setattr(schedule, "_COLUMNS", {})
+    monkeypatch.setattr(schedule, "_SHAPES", {})
     log.write([enriched("track", userId="u", event="Wide",
                         properties={f"Prop{i}x{k}": k for k in range(BUDGET // 4)})
                for i in range(8)])  # twice the budget's new columns
@@ -119,5 +122,23 @@ def test_property_names_past_the_estimates_memo_still_count_and_it_stays_bounded
     assert 0 < w.rows("SELECT count(*) FROM web.wide")[0][0] < 8
     assert len(schedule._JOINED) <= 16
     assert all(len(columns) <= 16 for columns in schedule._COLUMNS.values())
+    assert len(schedule._SHAPES) <= 16
     w.loader.load_available()
     assert w.rows("SELECT count(*) FROM web.wide") == [(8,)]
+
+
+def test_the_estimate_tells_records_of_one_shape_from_those_with_a_value_or_an_object_more(
+        ) -> None:
+    # Records shaped like one estimated before add no schema work; a property that was null
+    # and now has a value, or now holds an object, is a new column.
+    bodies = [b'{"event":"E","properties":{"a":null}}', b'{"event":"E","properties":{"a":null}}',
+              b'{"event":"E","properties":{"a":1}}', b'{"event":"E","properties":{"a":{"b":1}}}']
+    records = [Record("gw0", i + 1, "web", f"m{i}", "track", "2024-01-01T00:00:00.000Z", body)
+               for i, body in enumerate(bodies)]
+    # the new table `e` is all the first two cost; `a` costs one column, `a_b` one more
+    now, later = Schedule(Catalog(), 100, budget=TABLE_COST).split(records)
+    assert (now, later) == ([records[:2]], records[2:])
+    now, later = Schedule(Catalog(), 100, budget=TABLE_COST + 1).split(records)
+    assert (now, later) == ([records[:3]], records[3:])
+    now, later = Schedule(Catalog(), 100, budget=TABLE_COST + 2).split(records)
+    assert (now, later) == ([records], [])
