@@ -142,3 +142,21 @@ def test_the_estimate_tells_records_of_one_shape_from_those_with_a_value_or_an_o
     assert (now, later) == ([records[:3]], records[3:])
     now, later = Schedule(Catalog(), 100, budget=TABLE_COST + 2).split(records)
     assert (now, later) == ([records], [])
+
+
+def test_a_context_nested_as_deep_as_json_allows_is_loaded(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    # The gateway bounds the nesting of properties and traits, not of context: a write key can
+    # send one nested ~900 levels (the JSON decoder's limit is about 1000). The estimate looks
+    # at objects only as deep as the columns go, so it neither recurses into all of it nor
+    # holds the message (or the messages after it) back.
+    deep: dict[str, object] = {"leaf": 1}
+    for _ in range(900):
+        deep = {"n": deep}
+    log.write([enriched("track", userId="u", event="Deep", messageId="deep",
+                        context={"ip": "10.0.0.1", "deep": deep})])
+    log.write([enriched("track", userId="u", event="After", messageId="after")])
+    w = make_warehouse()
+    w.loader.load_available()
+    assert w.rows("SELECT id FROM web.tracks ORDER BY id") == [("after",), ("deep",)]
+    assert w.rows("SELECT count(*) FROM _trackd.load_errors") == [(0,)]

@@ -178,7 +178,7 @@ def _names(value: Any, prefix: str, depth: int) -> tuple[str, ...]:
     object's shape (`_shape`)."""
     if not isinstance(value, dict):
         return ()
-    shape = (prefix, depth, _shape(value))
+    shape = (prefix, depth, _shape(value, depth))
     found = _SHAPES.get(shape)
     if found is not None:
         return found
@@ -199,13 +199,15 @@ def _names(value: Any, prefix: str, depth: int) -> tuple[str, ...]:
     return names
 
 
-def _shape(value: dict[Any, Any]) -> tuple[Any, ...]:
-    """What an object's names depend on: its keys, its values' types (null or not, object or
-    not) and the shapes of the objects in it (JSON decoded by msgspec: plain dicts)."""
+def _shape(value: dict[Any, Any], depth: int) -> tuple[Any, ...]:
+    """What the names of an object at `depth` depend on: its keys, its values' types (null or
+    not, object or not) and the shapes of the objects in it that `_names` goes into (JSON
+    decoded by msgspec: plain dicts); none below `MAX_DEPTH`, so a context nested as deep as
+    the decoder allows costs no deeper recursion than the names do."""
     types = tuple(map(type, value.values()))
-    if dict not in types:
+    if dict not in types or depth >= MAX_DEPTH:
         return tuple(value), types
-    return tuple(value), types, tuple(_shape(sub) for sub in value.values()
+    return tuple(value), types, tuple(_shape(sub, depth + 1) for sub in value.values()
                                       if type(sub) is dict)
 
 
