@@ -213,6 +213,8 @@ def test_users_merge_traits_and_conflicts_are_kept_as_json(log: Log,
                                    "FROM web.paid WHERE id = 'conflict'")
     assert amount is None
     assert conflicts.replace(" ", "") == '{"amount":"lots"}'
+    assert sum(v for _, v in w.metrics.snapshot()[  # that row alone, counted once
+        "trackd_warehouse_type_conflicts_total"]["values"]) == 1
 
 
 def test_where_is_my_event_reads_either_store(log: Log, backend: MakeLoaded) -> None:
