@@ -173,29 +173,34 @@ class Schedule:
         return columns + -(-(len(added) - columns) // OVERFLOW_VALUES)
 
 
-def _names(value: Any, prefix: str, depth: int) -> tuple[str, ...]:
+def _names(value: Any, prefix: str, depth: int,
+           shape: tuple[Any, ...] | None = None) -> tuple[str, ...]:
     """The column names an object's leaves get (`plan.walk`'s naming), remembered by the
-    object's shape (`_shape`)."""
+    object's shape (`_shape`; given when the parent's shape already holds it)."""
     if not isinstance(value, dict):
         return ()
-    shape = (prefix, depth, _shape(value, depth))
-    found = _SHAPES.get(shape)
+    if shape is None:
+        shape = _shape(value, depth)
+    memo = (prefix, depth, shape)
+    found = _SHAPES.get(memo)
     if found is not None:
         return found
+    subs = iter(shape[2] if len(shape) > 2 else ())  # the shapes of its objects, in order
     out: list[str] = []
     for key, sub in value.items():
+        inner = next(subs) if type(sub) is dict and len(shape) > 2 else None
         name = _JOINED.get((prefix, key))
         if name is None:
             name = _joined(prefix, key)
         if not name:
             continue
         if isinstance(sub, dict) and sub and depth < MAX_DEPTH:
-            out += _names(sub, name, depth + 1)
+            out += _names(sub, name, depth + 1, inner)
         elif sub is not None:
             out.append(name)
     if len(_SHAPES) >= _MEMO:
         _SHAPES.clear()
-    names = _SHAPES[shape] = tuple(out)
+    names = _SHAPES[memo] = tuple(out)
     return names
 
 
