@@ -145,11 +145,12 @@ def test_users_merge_traits_over_several_identifies(
     assert "anonymous_id" not in ann
     # A value that fits again clears the conflict. Several identifies in one batch merge too.
     log.write([enriched("identify", userId="ann", traits={"age": 31}),
-               enriched("identify", userId="bob", traits={"plan": "free"}),
+               enriched("identify", userId="bob", traits={"plan": "free", "role": "admin"}),
                enriched("identify", userId="bob", traits={"plan": None, "seats": 3})])
     w.loader.load_available()
-    assert w.rows("SELECT id, age, plan, seats, _type_conflicts FROM web.users ORDER BY id") == [
-        ("ann", 31, "pro", None, None), ("bob", None, None, 3, None)]
+    assert w.rows("SELECT id, age, plan, seats, role, _type_conflicts FROM web.users "
+                  "ORDER BY id") == [
+        ("ann", 31, "pro", None, None, None), ("bob", None, None, 3, "admin", None)]
     assert w.rows("SELECT count(*) FROM web.identifies") == [(7,)]
 
 
