@@ -154,6 +154,10 @@ def test_users_merge_traits_over_several_identifies(
         ("ann", 31, "pro", None, None, None), ("bob", None, None, 3, "admin", None)]
     assert w.rows("SELECT received_at FROM web.users WHERE id = 'bob'") == [
         (datetime(2024, 5, 1, 10, 5),)]  # the last identify's
+    assert w.rows("SELECT count(*) FROM web.users u JOIN web.identifies i "
+                  "ON i.user_id = u.id AND i.uuid_ts = u.uuid_ts WHERE u.id = 'bob'") == [(2,)]
+    # "unknown" for age: one row with a type conflict in identifies, one in users.
+    assert w.metric("trackd_warehouse_type_conflicts_total") == 2
     assert w.rows("SELECT count(*) FROM web.identifies") == [(7,)]
 
 

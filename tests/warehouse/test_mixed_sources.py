@@ -71,3 +71,8 @@ def test_type_conflicts_of_every_table_of_a_batch_are_counted(
                   "UNION ALL SELECT count(*) FROM web.a WHERE _type_conflicts IS NOT NULL"
                   ) == [(1,), (1,)]
     assert w.metric("trackd_warehouse_type_conflicts_total") == 2
+    # A plain batch (its tracks and event tables in one shared pass): a conflict in a, not b.
+    log.write([enriched("track", userId="u", event="A", properties={"p": "z"}),
+               enriched("track", userId="u", event="B", properties={"q": 3})])
+    assert w.loader.load_available() == 2
+    assert w.metric("trackd_warehouse_type_conflicts_total") == 3
