@@ -81,6 +81,25 @@ def test_reserved_names_and_the_call_columns_on_a_real_load(
     assert w.rows("SELECT id, _id FROM web.users") == [("u", 7)]
 
 
+def test_tracks_get_the_context_of_every_event_and_no_properties_aliases_none(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    """The tracks table's columns: the contexts of all the batch's events (each event its
+    own group), never their properties; an alias's properties go nowhere."""
+    app = {"ip": "10.0.0.1", "app": {"build": "7"}}
+    log.write([enriched("track", messageId="a", userId="u", event="A", context=app,
+                        properties={"p": 1}),
+               enriched("track", messageId="b", userId="u", event="B", properties={"q": 2}),
+               enriched("alias", messageId="al", userId="u", previousId="v",
+                        properties={"x": 1})])
+    w = make_warehouse()
+    assert w.loader.load_available() == 3
+    assert w.rows("SELECT id, context_app_build FROM web.tracks ORDER BY id") == [
+        ("a", "7"), ("b", None)]
+    assert not {"p", "q"} & set(w.columns("web", "tracks"))
+    assert w.rows("SELECT id, previous_id FROM web.aliases") == [("al", "v")]
+    assert "x" not in w.columns("web", "aliases")
+
+
 def test_a_key_that_is_an_object_here_and_a_scalar_there_fills_both(
         log: Log, make_warehouse: MakeWarehouse) -> None:
     log.write([
