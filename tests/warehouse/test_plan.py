@@ -100,6 +100,18 @@ def test_tracks_get_the_context_of_every_event_and_no_properties_aliases_none(
     assert "x" not in w.columns("web", "aliases")
 
 
+def test_two_event_names_of_one_table_in_one_batch_bring_both_their_properties(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    log.write([enriched("track", messageId="m1", userId="u", event="Signed Up",
+                        properties={"a": 1}),
+               enriched("track", messageId="m2", userId="u", event="signed_up",
+                        properties={"b": "x"})])
+    w = make_warehouse()
+    assert w.loader.load_available() == 2
+    assert w.rows("SELECT id, event_text, a, b FROM web.signed_up ORDER BY id") == [
+        ("m1", "Signed Up", 1, None), ("m2", "signed_up", None, "x")]
+
+
 def test_a_key_that_is_an_object_here_and_a_scalar_there_fills_both(
         log: Log, make_warehouse: MakeWarehouse) -> None:
     log.write([
