@@ -128,6 +128,32 @@ def test_a_key_that_is_an_object_here_and_a_scalar_there_fills_both(
     assert w.metric("trackd_warehouse_batch_failures_total") == 0
 
 
+def test_objects_under_a_key_of_mixed_types_flatten_as_under_a_plain_key(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    """The same deep object under "d" (always an object) and under "m" (a number, an object,
+    and an object whose "k" is text here and an object there): the same columns, to the same
+    depth limit."""
+    deep: Any = "end"
+    for _ in range(MAX_DEPTH + 1):
+        deep = {"k": deep}
+    log.write([enriched("track", messageId=message_id, userId="u", event="Mixed Deep",
+                        properties=properties)
+               for message_id, properties in (("a", {"m": 1, "d": deep}), ("b", {"m": deep}),
+                                              ("c", {"m": {"k": "flat"}}))])
+    w = make_warehouse()
+    assert w.loader.load_available() == 3
+    columns = w.columns("web", "mixed_deep")
+    plain = {name[2:] for name in columns if name.startswith("d_")}
+    mixed = {name[2:] for name in columns if name.startswith("m_")}
+    assert plain == {"k" + "_k" * (MAX_DEPTH - 2)}  # capped: the rest kept as JSON text
+    assert mixed == plain | {"k"}
+    capped = "_k" + "_k" * (MAX_DEPTH - 2)
+    a, b, c = w.rows(f"SELECT id, m, m_k, m{capped}, d{capped} FROM web.mixed_deep ORDER BY id")
+    assert (a[:4], b[:3], c) == (("a", 1, None, None), ("b", None, None),
+                                 ("c", None, "flat", None, None))
+    assert b[3] == a[4] == '{"k":{"k":"end"}}'
+
+
 def test_the_ledger_identifiers_match_the_python_rules(
         log: Log, make_warehouse: MakeWarehouse) -> None:
     cases: list[dict[str, Any]] = [
