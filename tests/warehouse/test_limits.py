@@ -106,9 +106,14 @@ def test_many_new_event_tables_get_their_column_types_from_one_query(
                         properties={"v": values[i % len(values)], "later": None})
                for i in range(12)]
               + [enriched("track", userId="u", event="Kind 0",
-                          properties={"v": "x", "later": 5})])
+                          properties={"v": "x", "later": 5}),
+                 # other tables with new columns in the same batch: typed apart
+                 enriched("page", userId="u", properties={"pp": 5}),
+                 enriched("identify", userId="u", traits={"tt": 1.5})])
     w = make_warehouse()
     w.loader.load_available()
+    assert w.rows("SELECT pp FROM web.pages") == [(5,)]
+    assert w.rows("SELECT tt FROM web.identifies") == [(1.5,)]
     expected = ["BIGINT", "DOUBLE", "BOOLEAN", "TIMESTAMP", "VARCHAR", "VARCHAR"]
     for i in range(12):
         assert w.columns("web", f"kind_{i}")["v"] == expected[i % len(expected)]
