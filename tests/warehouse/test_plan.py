@@ -112,6 +112,15 @@ def test_two_event_names_of_one_table_in_one_batch_bring_both_their_properties(
         ("m1", "Signed Up", 1, None), ("m2", "signed_up", None, "x")]
 
 
+def test_a_new_pages_table_keeps_its_own_columns_text_whatever_the_first_value(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    log.write([enriched("page", userId="u", name="2024-05-01T10:00:00Z")])
+    w = make_warehouse()
+    assert w.loader.load_available() == 1
+    assert w.columns("web", "pages")["name"] == "VARCHAR"
+    assert w.rows("SELECT name FROM web.pages") == [("2024-05-01T10:00:00Z",)]
+
+
 def test_a_key_that_is_an_object_here_and_a_scalar_there_fills_both(
         log: Log, make_warehouse: MakeWarehouse) -> None:
     log.write([
