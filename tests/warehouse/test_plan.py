@@ -121,6 +121,17 @@ def test_a_new_pages_table_keeps_its_own_columns_text_whatever_the_first_value(
     assert w.rows("SELECT name FROM web.pages") == [("2024-05-01T10:00:00Z",)]
 
 
+def test_a_new_wide_screens_table_types_its_kept_name_and_its_many_properties(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    """Over 64 new columns are typed the long way; the screen's `_name` (its property `name`
+    kept beside the call's) is typed apart, in the same load."""
+    log.write([enriched("screen", userId="u", name="Main",
+                        properties={"name": "Prop", **{f"p{j}": j for j in range(70)}})])
+    w = make_warehouse()
+    assert w.loader.load_available() == 1
+    assert w.rows("SELECT name, _name, p0, p69 FROM web.screens") == [("Main", "Prop", 0, 69)]
+
+
 def test_a_key_that_is_an_object_here_and_a_scalar_there_fills_both(
         log: Log, make_warehouse: MakeWarehouse) -> None:
     log.write([
