@@ -107,3 +107,16 @@ def test_a_message_whose_key_another_has_ends_in_load_errors_never_dropped(
     assert w.rows("SELECT id FROM web.tracks") == [("col-a",)]
     assert w.rows("SELECT message_id FROM _trackd.load_errors") == [("col-b",)]
     assert w.rows("SELECT count(*) FROM _trackd.duplicates") == [(0,)]
+
+
+def test_of_two_copies_on_two_shards_the_first_received_is_loaded(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    """The log hands gw0's record first, though gw1's copy was received earlier."""
+    log.write([enriched("track", messageId="two", userId="u", event="E", properties={"v": 2},
+                        received_at="2024-05-01T10:05:00.000Z")], "gw0")
+    log.write([enriched("track", messageId="two", userId="u", event="E", properties={"v": 1},
+                        received_at="2024-05-01T10:00:00.000Z")], "gw1")
+    w = make_warehouse()
+    assert w.loader.load_available() == 2
+    assert w.rows("SELECT v FROM web.e") == [(1,)]
+    assert w.rows("SELECT shard FROM _trackd.duplicates") == [("gw0",)]
