@@ -242,6 +242,29 @@ def profile_events(w: Loaded, user_id: str) -> httpx.Response:
     return asyncio.run(get())
 
 
+def test_a_message_loaded_again_twice_in_one_batch_keeps_both_tables_in_the_ledger(
+        log: Log, backend: MakeLoaded) -> None:
+    """Two copies past the window, each of another call type, in one batch: the ledger row
+    lists both new tables (it kept one of them, so a later copy filled the other twice)."""
+    log.write([enriched("track", messageId="twice", userId="u", event="E",
+                        received_at="2024-05-01T00:00:00.000Z")])
+    w = backend(dedup_window_days=1)
+    assert w.load() == 1
+    log.write([enriched(kind, messageId="twice", userId="u", received_at=received_at)
+               for kind, received_at in (("screen", "2024-05-10T00:00:00.000Z"),
+                                         ("page", "2024-05-20T00:00:00.000Z"))])
+    assert w.load() == 2
+    [(tables,)] = w.rows("SELECT tables FROM _trackd.messages WHERE message_id = 'twice'")
+    assert sorted(tables) == ["e", "pages", "screens", "tracks"]
+    log.write([enriched(kind, messageId="twice", userId="u", received_at="2024-06-01T00:00:00.000Z")
+               for kind in ("screen", "page")])
+    assert w.load() == 2
+    assert w.rows("SELECT (SELECT count(*) FROM web.screens), (SELECT count(*) FROM web.pages)"
+                  ) == [(1, 1)]
+    assert w.rows("SELECT count(*) FROM _trackd.duplicates WHERE message_id = 'twice'"
+                  ) == [(2,)]
+
+
 def test_a_message_loaded_again_after_the_window_is_found_in_both_tables(
         log: Log, backend: MakeLoaded) -> None:
     """A messageId loaded again beyond the dedup window into another table (another call

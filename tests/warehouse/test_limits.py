@@ -40,6 +40,20 @@ def test_properties_beyond_the_column_limit_are_kept_in_overflow(
     assert w.metric("trackd_warehouse_load_errors_total") == 0
 
 
+def test_a_full_pages_table_keeps_a_later_batchs_new_properties_in_overflow(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    """The limit holds across batches: a table already at it gets no column more."""
+    log.write([enriched("page", userId="u1", properties={f"p{j:03d}": j for j in range(40)})])
+    w = make_warehouse(max_columns_per_table=40)
+    w.loader.load_available()
+    before = w.columns("web", "pages")
+    assert len(before) == 41 and "_overflow" in before  # 40 + _overflow
+    log.write([enriched("page", userId="u2", properties={"late": "x"})])
+    w.loader.load_available()
+    assert w.columns("web", "pages") == before
+    assert w.rows("SELECT _overflow FROM web.pages WHERE user_id = 'u2'") == [('{"late":"x"}',)]
+
+
 def test_events_beyond_the_table_limit_stay_in_tracks_with_their_properties(
         log: Log, make_warehouse: MakeWarehouse) -> None:
     log.write([enriched("track", userId="u", event=f"Event {i}", properties={"n": i})
@@ -106,9 +120,14 @@ def test_many_new_event_tables_get_their_column_types_from_one_query(
                         properties={"v": values[i % len(values)], "later": None})
                for i in range(12)]
               + [enriched("track", userId="u", event="Kind 0",
-                          properties={"v": "x", "later": 5})])
+                          properties={"v": "x", "later": 5}),
+                 # other tables with new columns in the same batch: typed apart
+                 enriched("page", userId="u", properties={"pp": 5}),
+                 enriched("identify", userId="u", traits={"tt": 1.5})])
     w = make_warehouse()
     w.loader.load_available()
+    assert w.rows("SELECT pp FROM web.pages") == [(5,)]
+    assert w.rows("SELECT tt FROM web.identifies") == [(1.5,)]
     expected = ["BIGINT", "DOUBLE", "BOOLEAN", "TIMESTAMP", "VARCHAR", "VARCHAR"]
     for i in range(12):
         assert w.columns("web", f"kind_{i}")["v"] == expected[i % len(expected)]

@@ -145,11 +145,19 @@ def test_users_merge_traits_over_several_identifies(
     assert "anonymous_id" not in ann
     # A value that fits again clears the conflict. Several identifies in one batch merge too.
     log.write([enriched("identify", userId="ann", traits={"age": 31}),
-               enriched("identify", userId="bob", traits={"plan": "free"}),
-               enriched("identify", userId="bob", traits={"plan": None, "seats": 3})])
+               enriched("identify", userId="bob", traits={"plan": "free", "role": "admin"}),
+               enriched("identify", userId="bob", traits={"plan": None, "seats": 3},
+                        received_at="2024-05-01T10:05:00.000Z")])
     w.loader.load_available()
-    assert w.rows("SELECT id, age, plan, seats, _type_conflicts FROM web.users ORDER BY id") == [
-        ("ann", 31, "pro", None, None), ("bob", None, None, 3, None)]
+    assert w.rows("SELECT id, age, plan, seats, role, _type_conflicts FROM web.users "
+                  "ORDER BY id") == [
+        ("ann", 31, "pro", None, None, None), ("bob", None, None, 3, "admin", None)]
+    assert w.rows("SELECT received_at FROM web.users WHERE id = 'bob'") == [
+        (datetime(2024, 5, 1, 10, 5),)]  # the last identify's
+    assert w.rows("SELECT count(*) FROM web.users u JOIN web.identifies i "
+                  "ON i.user_id = u.id AND i.uuid_ts = u.uuid_ts WHERE u.id = 'bob'") == [(2,)]
+    # "unknown" for age: one row with a type conflict in identifies, one in users.
+    assert w.metric("trackd_warehouse_type_conflicts_total") == 2
     assert w.rows("SELECT count(*) FROM web.identifies") == [(7,)]
 
 

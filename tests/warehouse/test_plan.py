@@ -81,6 +81,57 @@ def test_reserved_names_and_the_call_columns_on_a_real_load(
     assert w.rows("SELECT id, _id FROM web.users") == [("u", 7)]
 
 
+def test_tracks_get_the_context_of_every_event_and_no_properties_aliases_none(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    """The tracks table's columns: the contexts of all the batch's events (each event its
+    own group), never their properties; an alias's properties go nowhere."""
+    app = {"ip": "10.0.0.1", "app": {"build": "7"}}
+    log.write([enriched("track", messageId="a", userId="u", event="A", context=app,
+                        properties={"p": 1}),
+               enriched("track", messageId="b", userId="u", event="B", properties={"q": 2}),
+               enriched("alias", messageId="al", userId="u", previousId="v",
+                        properties={"x": 1})])
+    w = make_warehouse()
+    assert w.loader.load_available() == 3
+    assert w.rows("SELECT id, context_app_build FROM web.tracks ORDER BY id") == [
+        ("a", "7"), ("b", None)]
+    assert not {"p", "q"} & set(w.columns("web", "tracks"))
+    assert w.rows("SELECT id, previous_id FROM web.aliases") == [("al", "v")]
+    assert "x" not in w.columns("web", "aliases")
+
+
+def test_two_event_names_of_one_table_in_one_batch_bring_both_their_properties(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    log.write([enriched("track", messageId="m1", userId="u", event="Signed Up",
+                        properties={"a": 1}),
+               enriched("track", messageId="m2", userId="u", event="signed_up",
+                        properties={"b": "x"})])
+    w = make_warehouse()
+    assert w.loader.load_available() == 2
+    assert w.rows("SELECT id, event_text, a, b FROM web.signed_up ORDER BY id") == [
+        ("m1", "Signed Up", 1, None), ("m2", "signed_up", None, "x")]
+
+
+def test_a_new_pages_table_keeps_its_own_columns_text_whatever_the_first_value(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    log.write([enriched("page", userId="u", name="2024-05-01T10:00:00Z")])
+    w = make_warehouse()
+    assert w.loader.load_available() == 1
+    assert w.columns("web", "pages")["name"] == "VARCHAR"
+    assert w.rows("SELECT name FROM web.pages") == [("2024-05-01T10:00:00Z",)]
+
+
+def test_a_new_wide_screens_table_types_its_kept_name_and_its_many_properties(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    """Over 64 new columns are typed the long way; the screen's `_name` (its property `name`
+    kept beside the call's) is typed apart, in the same load."""
+    log.write([enriched("screen", userId="u", name="Main",
+                        properties={"name": "Prop", **{f"p{j}": j for j in range(70)}})])
+    w = make_warehouse()
+    assert w.loader.load_available() == 1
+    assert w.rows("SELECT name, _name, p0, p69 FROM web.screens") == [("Main", "Prop", 0, 69)]
+
+
 def test_a_key_that_is_an_object_here_and_a_scalar_there_fills_both(
         log: Log, make_warehouse: MakeWarehouse) -> None:
     log.write([
@@ -95,6 +146,32 @@ def test_a_key_that_is_an_object_here_and_a_scalar_there_fills_both(
         ("large", None, None, 1, None), (None, 2, 3, None, '{"n":"two"}')]
     # in one transaction, not by splitting a failing batch down to single messages
     assert w.metric("trackd_warehouse_batch_failures_total") == 0
+
+
+def test_objects_under_a_key_of_mixed_types_flatten_as_under_a_plain_key(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    """The same deep object under "d" (always an object) and under "m" (a number, an object,
+    and an object whose "k" is text here and an object there): the same columns, to the same
+    depth limit."""
+    deep: Any = "end"
+    for _ in range(MAX_DEPTH + 1):
+        deep = {"k": deep}
+    log.write([enriched("track", messageId=message_id, userId="u", event="Mixed Deep",
+                        properties=properties)
+               for message_id, properties in (("a", {"m": 1, "d": deep}), ("b", {"m": deep}),
+                                              ("c", {"m": {"k": "flat"}}))])
+    w = make_warehouse()
+    assert w.loader.load_available() == 3
+    columns = w.columns("web", "mixed_deep")
+    plain = {name[2:] for name in columns if name.startswith("d_")}
+    mixed = {name[2:] for name in columns if name.startswith("m_")}
+    assert plain == {"k" + "_k" * (MAX_DEPTH - 2)}  # capped: the rest kept as JSON text
+    assert mixed == plain | {"k"}
+    capped = "_k" + "_k" * (MAX_DEPTH - 2)
+    a, b, c = w.rows(f"SELECT id, m, m_k, m{capped}, d{capped} FROM web.mixed_deep ORDER BY id")
+    assert (a[:4], b[:3], c) == (("a", 1, None, None), ("b", None, None),
+                                 ("c", None, "flat", None, None))
+    assert b[3] == a[4] == '{"k":{"k":"end"}}'
 
 
 def test_the_ledger_identifiers_match_the_python_rules(

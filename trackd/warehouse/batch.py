@@ -396,10 +396,13 @@ class Batch:
             "INSERT INTO _trackd.messages SELECT s.key, s.source, s.message_id, s.type, "
             f"{_TABLES}, s.received_at, {loaded_at}, {found} FROM {STAGE} s WHERE s.is_new")
         if self.reloaded:
+            # One row per key: a message loaded again twice in the batch (two more tables)
+            # would otherwise update its row with one of them only.
             con.execute(
-                "UPDATE _trackd.messages m SET tables = list_distinct(m.tables || t.tables) "
-                f"FROM (SELECT s.key, {_TABLES} AS tables FROM {STAGE} s WHERE NOT s.is_new) t "
-                "WHERE m.key = t.key")
+                "UPDATE _trackd.messages m SET tables = "
+                "list_sort(list_distinct(m.tables || t.tables)) "
+                f"FROM (SELECT s.key, flatten(list({_TABLES})) AS tables FROM {STAGE} s "
+                "WHERE NOT s.is_new GROUP BY s.key) t WHERE m.key = t.key")
         con.execute(
             "INSERT INTO _trackd.events SELECT s.key, s.source, s.message_id, s.type, "
             f"s.received_at, trk_timestamp({', '.join(_typed(('timestamp',)))}), "
