@@ -106,12 +106,6 @@ EVENTS = {"key": pa.int64(), "source": pa.string(), "message_id": pa.string(),
           "offset": pa.int64()}
 
 
-def add_tables(con: duckdb.DuckDBPyConnection, key: int, tables: list[str]) -> None:
-    """Note more tables for a message loaded again after the dedup window."""
-    con.execute("UPDATE _trackd.messages SET tables = list_distinct(tables || ?::VARCHAR[]) "
-                "WHERE key = ?", [tables, key])
-
-
 def prune(con: duckdb.DuckDBPyConnection, now: datetime) -> None:
     """Drop profile events past their retention (identifies and groups stay) and old
     duplicate records."""
