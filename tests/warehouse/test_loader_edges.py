@@ -8,7 +8,9 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from trackd.observability import Registry
 from trackd.settings import WarehouseSettings
 from trackd.warehouse.db import Database
 from trackd.warehouse.feed import Feed
-from trackd.warehouse.loader import Stopping, WarehouseLoader
+from trackd.warehouse.loader import Stopping, WarehouseLoader, utcnow
 from trackd.warehouse.schedule import TABLE_COST, Schedule
 from trackd.warehouse.store import Store
 
@@ -272,3 +274,17 @@ def test_a_batch_of_one_row_loads_one_record_a_round(
     log.write([enriched("track", userId="u", event="Single") for _ in range(3)])
     w = make_warehouse(batch_rows=1)
     assert [w.loader.load_once() for _ in range(4)] == [1, 1, 1, 0]
+
+
+def test_the_loaders_clock_is_utc_on_a_machine_in_another_zone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # loaded_at, uuid_ts and the pruning cutoff are UTC, whatever the machine's zone.
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    try:
+        now = utcnow()
+        assert now.tzinfo is None
+        assert abs(now - datetime.now(UTC).replace(tzinfo=None)) < timedelta(hours=1)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
