@@ -1,6 +1,9 @@
 """The loader's edges found by mutation testing of warehouse/loader.py (docs/testing.md): a
-message written off last moves the position with it, a stop during a read gives the records
-back and fails the jobs waiting, and a first round that fails is retried."""
+message written off last moves the position with it after its exact retries, a stop during a
+read gives the records back and fails the jobs waiting, a first round that fails is retried
+with a growing backoff, a backlog never waits the poll interval, a job waits for the records
+read before it, reads shrink while records wait, and the settings (dedup window, batch size)
+and the clock (UTC) are kept as given."""
 
 from __future__ import annotations
 
