@@ -250,3 +250,8 @@ def test_a_commit_that_always_fails_for_one_message_retries_each_dropped_batch_i
     assert rows(url, 'SELECT message_id, "offset" FROM _trackd.load_errors ORDER BY 2') == [
         ("p2", 2), ("p5", 5)]
     assert rows(url, "SELECT \"offset\" FROM _trackd.offsets") == [(5,)]
+    reader = LogReader(tmp_path / "log")  # mirrored to the log with the last batch
+    try:
+        assert reader.position("warehouse") == {"gw0": 5}
+    finally:
+        reader.close()
