@@ -385,8 +385,11 @@ def test_a_failing_warehouse_writes_nothing_off_and_catches_up_when_it_works_aga
     w.expect_batch_failures()
     con = w.database.writer()
     con.execute("ALTER TABLE _trackd.messages RENAME TO messages_away")  # every load fails
-    with pytest.raises(WarehouseFailing, match="cannot load even a plain message"):
+    with pytest.raises(WarehouseFailing, match="cannot load even a plain message") as failing:
         w.loader.load_once()
+    cause = failing.value.__cause__  # the message's own error, named in the text
+    assert cause is not None and f"({type(cause).__name__}: {cause}); retrying" in str(
+        failing.value)
     assert w.rows("SELECT count(*) FROM _trackd.load_errors") == [(0,)]
     con.execute("ALTER TABLE _trackd.messages_away RENAME TO messages")
     assert w.loader.load_available() == 4

@@ -5,6 +5,7 @@ rounds went well before."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from trackd.warehouse.loader import WarehouseLoader
 
 
 def test_a_failed_round_after_good_ones_is_retried_after_the_backoff(
-        tmp_path: Path, log: Log, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, log: Log, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     reader = LogReader(tmp_path / "log")
     database = Database(tmp_path / "warehouse.duckdb")
     loader = WarehouseLoader(WarehouseSettings(poll_interval=0.02), database, reader, Registry())
@@ -60,7 +62,11 @@ def test_a_failed_round_after_good_ones_is_retried_after_the_backoff(
             await loader.stop()
 
     try:
-        asyncio.run(scenario())
+        with caplog.at_level(logging.ERROR, "trackd.warehouse"):
+            asyncio.run(scenario())
     finally:
         reader.close()
     assert failures == [1]
+    # the good rounds before reset the backoff: the first after them waits the first step
+    assert [r.__dict__["in"] for r in caplog.records
+            if r.getMessage() == "warehouse load failed; retrying"] == [0.5]

@@ -12,11 +12,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from tests.conftest import eventually
 from tests.log.natsd import MACHINE_NATS, delete_stream, machine_nats_up, unique_stream
 from tests.log.test_conformance import run
 from tests.warehouse.conftest import enriched
 from trackd.log.jetstream import JetStreamLog
-from trackd.log.records import Entry
+from trackd.log.records import Entry, Violation
 from trackd.observability import Registry
 from trackd.settings import LogSettings, WarehouseSettings
 from trackd.warehouse.db import Database
@@ -95,3 +96,43 @@ def test_records_waiting_for_later_rounds_longer_than_ack_wait_are_loaded_once(
         reopened.close()
     assert sorted(ids) == sorted((str(m["_source"]), str(m["messageId"])) for m in messages)
     assert tracked == [(NEW_TABLES, NEW_TABLES)]
+
+
+def test_the_started_stage_loads_messages_and_their_violations_from_nats(
+        stream: str, tmp_path: Path) -> None:
+    """`start` makes the NATS feeds itself (the messages' and the violations'), on its loop."""
+    messages = [enriched("track", event="Played", userId="u", properties={"n": i})
+                for i in range(3)]
+    violations = [Violation("web", str(m["messageId"]), str(m["receivedAt"]), "track", "Played",
+                            "type_mismatch", "properties.n", "rule", "why", 1, "flag")
+                  for m in messages]
+    database = Database(tmp_path / "warehouse.duckdb")
+
+    def loaded() -> bool:
+        with database.reading() as cur:
+            tables = {r[0] for r in cur.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'web'"
+            ).fetchall()}
+            if not {"played", "_violations"} <= tables:
+                return False
+            return bool(cur.execute("SELECT count(*) FROM web.played").fetchall() == [(3,)]
+                        and cur.execute("SELECT count(*) FROM web._violations").fetchall()
+                        == [(3,)])
+
+    async def body() -> None:
+        log = JetStreamLog(LogSettings(url=MACHINE_NATS, stream=stream, ack_wait_s=ACK_WAIT))
+        await log.start()
+        loader = WarehouseLoader(WarehouseSettings(poll_interval=0.05), database, log,
+                                 Registry(), retry_delay=0.0)
+        try:
+            await log.append([entry(dict(m)) for m in messages], (), violations)
+            await loader.start()
+            try:
+                await asyncio.to_thread(eventually, loaded)
+            finally:
+                await loader.stop()
+        finally:
+            await log.close()
+
+    run(body, timeout=120.0)
+    assert not database.is_open

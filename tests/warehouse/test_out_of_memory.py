@@ -133,6 +133,7 @@ def test_the_same_query_without_make_room_costs_the_batch_a_split(
         assert not query.done()
     assert_each_loaded_once(setup, messages)
     assert setup.metric("trackd_warehouse_batch_failures_total") >= 3
+    assert setup.metric("trackd_warehouse_queries_interrupted_total") == 0  # none to call
 
 
 def test_a_batch_too_big_for_the_memory_is_split_and_loaded_whole(

@@ -6,6 +6,7 @@ database of its own on the machine's PostgreSQL (127.0.0.1:5432)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,3 +215,43 @@ def test_a_stop_with_a_batch_committing_acknowledges_it_once_committed(
     reader.close()
     assert rows(url, "SELECT count(*), count(DISTINCT id) FROM web.tracks") == [(1000, 1000)]
     assert rows(url, "SELECT count(*) FROM _trackd.duplicates") == [(0,)]
+
+
+def test_a_commit_that_always_fails_for_one_message_retries_each_dropped_batch_its_own_count(
+        url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # "p2" and "p5" are refused at every COMMIT (a deferred trigger on the ledger): the first
+    # batch fails while the second waits on it, both are dropped, and each is loaded again the
+    # careful way: the first has had its first attempt, the second none.
+    Log(tmp_path / "log").write(tracks(["m1", "p2", "m3", "m4", "p5"]))
+    store = PgStore(url)
+    loader, metrics = make_loader(store, tmp_path / "log", url)
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("""CREATE FUNCTION public.refuse_p() RETURNS trigger AS $$
+            BEGIN
+                IF NEW.message_id LIKE 'p%' THEN RAISE EXCEPTION 'refused'; END IF;
+                RETURN NULL;
+            END $$ LANGUAGE plpgsql""")
+        con.execute("CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON _trackd.messages "
+                    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+                    "EXECUTE FUNCTION public.refuse_p()")
+    with caplog.at_level(logging.WARNING, "trackd.warehouse"):
+        assert loader.load_available() == 5
+    store.close()
+    assert [(r.__dict__["records"], r.__dict__["attempt"]) for r in caplog.records
+            if r.getMessage() == "warehouse batch failed"] == [
+        (3, 1), (3, 2), (3, 3),  # the first batch: its COMMIT, then two more tries
+        (2, 1), (2, 2), (2, 3), (1, 1), (1, 2), (1, 3),  # its halves: m1 loads; p2, m3; p2
+        (2, 1), (2, 2), (2, 3), (1, 1), (1, 2), (1, 3)]  # the second: m4 loads; p5
+    assert failures(metrics) == 15
+    assert isinstance(loader.feed, CheckedFeed)
+    assert loader.feed.early == ["p2", "p5"]  # committed in load_errors, not in the ledger
+    assert sorted(loader.feed.acknowledged) == ["m1", "m3", "m4", "p2", "p5"]
+    assert rows(url, "SELECT id FROM web.tracks ORDER BY id") == [("m1",), ("m3",), ("m4",)]
+    assert rows(url, 'SELECT message_id, "offset" FROM _trackd.load_errors ORDER BY 2') == [
+        ("p2", 2), ("p5", 5)]
+    assert rows(url, "SELECT \"offset\" FROM _trackd.offsets") == [(5,)]
+    reader = LogReader(tmp_path / "log")  # mirrored to the log with the last batch
+    try:
+        assert reader.position("warehouse") == {"gw0": 5}
+    finally:
+        reader.close()

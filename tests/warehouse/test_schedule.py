@@ -35,11 +35,12 @@ def test_a_canary_commits_before_another_sources_schema_work_and_the_position_wa
         log: Log, make_warehouse: MakeWarehouse) -> None:
     _write_hostile_then_canary(log)
     w = make_warehouse()
-    w.loader.load_once()  # one round: the canary's source, then one chunk of web's tables
+    committed = w.loader.load_once()  # one round: the canary's source, then one chunk of web's
     assert w.rows("SELECT id FROM backend.tracks") == [("canary",)]
     loaded = {offset for (offset,) in w.rows(
         "SELECT \"offset\" FROM _trackd.events WHERE source = 'web'")}
     assert 0 < len(loaded) < EVENTS
+    assert committed == 1 + len(loaded)  # both transactions counted
     # The canary's record comes after all of web's; the position stays before the first web
     # record not committed (the next read starts there).
     first_waiting = min(set(range(1, EVENTS + 1)) - loaded)

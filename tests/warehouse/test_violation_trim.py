@@ -38,7 +38,7 @@ def test_the_log_keeps_violations_until_the_warehouse_loaded_them(
     append_flagged(log, 3)
     w = make_warehouse(batch_rows=4)  # 4 violations a round: the 6 take two rounds
     reader = w.reader
-    w.loader.load_once()  # 4 violations, then all 3 messages
+    assert w.loader.load_once() == 7  # 4 violations, then all 3 messages
     assert reader.position("warehouse") == {"gw0": 3}
     assert reader.violations_loaded(["warehouse"]) == {"gw0": 4}
     reader.trim()  # every message is passed: only the 2 violations not loaded stay
