@@ -47,46 +47,64 @@ class DestinationsView:
         self._conns: dict[str, sqlite3.Connection] = {}
         self._lock = threading.Lock()
 
-    def _rows(self, name: str, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
-        with self._lock:
-            conn = self._conns.get(name)
-            if conn is None:
-                path = self.workers[name].ledger.path
-                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                                       check_same_thread=False, timeout=30)
-                self._conns[name] = conn
-            return conn.execute(sql, params).fetchall()
+    def _conn(self, name: str) -> sqlite3.Connection:
+        conn = self._conns.get(name)
+        if conn is None:
+            path = self.workers[name].ledger.path
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False, timeout=30)
+            self._conns[name] = conn
+        return conn
 
-    def summary(self) -> list[dict[str, Any]]:
+    def summary(self, letters: int = 0) -> list[dict[str, Any]]:
+        """Each destination's health and counts, with its newest `letters` dead letters
+        under "deadLetters" when asked: all read in one snapshot of its ledger, so a page
+        never lists a dead letter that its counts do not include."""
         now = datetime.now(UTC)
         out = []
         for name, worker in sorted(self.workers.items()):
-            counts = {state: n for state, n in self._rows(
-                name, "SELECT state, count(*) FROM deliveries GROUP BY state")}
-            errors = self._rows(
-                name, "SELECT error, last_try FROM deliveries WHERE state = 'dead' "
-                "AND error IS NOT NULL ORDER BY id DESC LIMIT 1")
-            errors += self._rows(
-                name, "SELECT error, last_try FROM deliveries WHERE state IN "
-                "('pending', 'retrying') AND error IS NOT NULL ORDER BY last_try DESC LIMIT 1")
+            with self._lock:
+                conn = self._conn(name)
+                conn.execute("BEGIN")
+                try:
+                    counts = {state: n for state, n in conn.execute(
+                        "SELECT state, count(*) FROM deliveries GROUP BY state")}
+                    errors = conn.execute(
+                        "SELECT error, last_try FROM deliveries WHERE state = 'dead' "
+                        "AND error IS NOT NULL ORDER BY id DESC LIMIT 1").fetchall()
+                    errors += conn.execute(
+                        "SELECT error, last_try FROM deliveries WHERE state IN "
+                        "('pending', 'retrying') AND error IS NOT NULL "
+                        "ORDER BY last_try DESC LIMIT 1").fetchall()
+                    dead = self._dead_letters(conn, letters) if letters else None
+                finally:
+                    conn.execute("COMMIT")
             last = max(errors, key=lambda r: r[1] or 0, default=None)
             lag = self.health.lag(worker.name, now)
             active = counts.get("pending", 0) + counts.get("retrying", 0)
-            out.append({
+            row: dict[str, Any] = {
                 "name": name, "type": worker.settings.type,
                 "delivered": counts.get("delivered", 0), "pending": counts.get("pending", 0),
                 "retrying": counts.get("retrying", 0), "dead": counts.get("dead", 0),
                 "skipped": counts.get("skipped", 0),
                 "lastError": None if last is None else {"error": last[0], "at": _iso(last[1])},
                 "lag": {"messages": lag["messages"] + active, "seconds": lag["seconds"]},
-                "health": _health(last, lag["seconds"], now.timestamp())})
+                "health": _health(last, lag["seconds"], now.timestamp())}
+            if dead is not None:
+                row["deadLetters"] = dead
+            out.append(row)
         return out
 
     def dead_letters(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self._rows(
-            name, "SELECT id, message_id, source, type, event, received_at, attempts, status, "
+        with self._lock:
+            return self._dead_letters(self._conn(name), limit)
+
+    @staticmethod
+    def _dead_letters(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+        rows = conn.execute(
+            "SELECT id, message_id, source, type, event, received_at, attempts, status, "
             "error, done_at FROM deliveries WHERE state = 'dead' ORDER BY id DESC LIMIT ?",
-            (limit,))
+            (limit,)).fetchall()
         return [{"id": i, "messageId": m, "source": s, "type": t, "event": e, "receivedAt": r,
                  "attempts": a, "status": st, "error": err, "deadAt": _iso(done)}
                 for i, m, s, t, e, r, a, st, err, done in rows]

@@ -285,17 +285,16 @@ def page_routes(console: Console) -> list[Route]:
     # -- destinations ----------------------------------------------------------------------
     async def destinations(request: Request) -> Response:
         view = console.destinations
-        summary = await asyncio.to_thread(view.summary)
+        summary = await asyncio.to_thread(view.summary, 50)
         note = request.query_params.get("replayed")
         body = (f'<p class="notice" role="status">{e(note)}</p>' if note else "")
         body += destination_table(summary)
         csrf = getattr(request.state, "csrf", None)
         for dest in summary:
-            letters = await asyncio.to_thread(view.dead_letters, dest["name"], 50)
             rows = [[when(d["deadAt"]), e(d["source"]), e(d["event"] or d["type"]),
                      f'<a href="/console/events/{url(d["messageId"])}">{e(d["messageId"])}</a>',
                      html.count(d["attempts"]), f'<span class="bad">{e(d["error"])}</span>']
-                    for d in letters]
+                    for d in dest.pop("deadLetters")]
             action = (f'<form method="post" action="/console/destinations/{url(dest["name"])}'
                       f'/replay">{html.csrf_field(csrf)}<button type="submit">Replay '
                       f'{html.count(dest["dead"])} dead letters</button></form>'
