@@ -172,24 +172,38 @@ def _failing(server: Server) -> httpx.Response | None:
 @needs_nats
 def test_a_full_stream_answers_503_until_trimming_makes_room(
         make_server: Callable[..., Server], nats_url: str, stream: str) -> None:
-    server = make_server(nats_config(nats_url, stream, "[archive]\nflush_interval = 0.5\n",
-                                     log="max_mb = 1\ntrim_interval = 0.5\n"))
-    padding = "x" * 2000
-    statuses: list[httpx.Response] = []
+    # A destination that cannot deliver holds every record it took (retrying), so trimming
+    # cannot pass them and the stream fills, however fast the warehouse and archive read.
+    receiver = Receiver().start()
+    receiver.reply(503)
+    try:
+        hook = (f'[[destinations]]\nname = "hook"\nurl = "{receiver.url}"\n'
+                'max_attempts = 1000\nbackoff_min = 0.1\nbackoff_max = 0.5\n')
+        server = make_server(nats_config(nats_url, stream,
+                                         "[archive]\nflush_interval = 0.5\n" + hook,
+                                         log="max_mb = 1\ntrim_interval = 0.5\n"))
+        padding = "x" * 2000
+        statuses: list[httpx.Response] = []
 
-    def send() -> int:
-        batch = {"batch": [{"type": "track", "userId": "u", "event": "Big",
-                            "properties": {"padding": padding}, "messageId": new_id("big")}
-                           for _ in range(50)]}
-        answer = post(server, "/v1/batch", batch)
-        statuses.append(answer)
-        return answer.status_code
+        def send() -> int:
+            batch = {"batch": [{"type": "track", "userId": "u", "event": "Big",
+                                "properties": {"padding": padding}, "messageId": new_id("big")}
+                               for _ in range(50)]}
+            answer = post(server, "/v1/batch", batch)
+            statuses.append(answer)
+            return answer.status_code
 
-    eventually(lambda: send() == 503, timeout=60, interval=0)
-    full = statuses[-1]
-    assert int(full.headers["retry-after"]) >= 1
-    assert {a.status_code for a in statuses} == {200, 503}
-    eventually(lambda: send() == 200, timeout=60, interval=0.2)  # consumed, trimmed, room again
+        eventually(lambda: send() == 503, timeout=60, interval=0)
+        full = statuses[-1]
+        assert int(full.headers["retry-after"]) >= 1
+        assert "Server busy: retry later" in full.text
+        assert {a.status_code for a in statuses} == {200, 503}
+        # 1 MB holds about 10 of these 100 KB batches: the first ones were all accepted.
+        assert 5 <= len(statuses) - 1 <= 15
+        receiver.reply(200)  # delivered and acknowledged: trimming makes room again
+        eventually(lambda: send() == 200, timeout=60, interval=0.2)
+    finally:
+        receiver.stop()
 
 
 @needs_nats
