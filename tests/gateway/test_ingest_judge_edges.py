@@ -88,6 +88,19 @@ def test_batch_items_are_stored_under_the_source_of_their_key(live: Server) -> N
         reader.close()
 
 
+@pytest.mark.parametrize("path", ["/v1/track", "/v1/batch"])
+@pytest.mark.parametrize(("key", "message"), [
+    (None, "Missing write key: send it as HTTP Basic user or writeKey"),
+    ("wk_nope", "Invalid write key"),
+], ids=["missing", "unknown"])
+def test_a_401_says_whether_the_key_is_missing_or_unknown(
+        live: Server, path: str, key: str | None, message: str) -> None:
+    track = {"type": "track", "userId": "u", "event": "E", "messageId": new_id()}
+    response = post(live, path, track if path == "/v1/track" else {"batch": [track]}, key=key)
+    assert response.status_code == 401, response.text
+    assert error_of(response) == ("authentication_error", message)
+
+
 def test_refused_batch_items_are_counted_by_the_reason_before_its_detail(live: Server) -> None:
     before = refused_count(live, "Missing required field")
     response = post(live, "/v1/batch", {"batch": [
