@@ -101,6 +101,19 @@ def test_a_401_says_whether_the_key_is_missing_or_unknown(
     assert error_of(response) == ("authentication_error", message)
 
 
+def test_a_single_message_without_a_message_id_is_given_one(live: Server) -> None:
+    marker = new_id("no-id")
+    response = post(live, "/v1/track", {"userId": "u", "event": "E", "marker": marker})
+    assert response.status_code == 200, response.text
+    reader = LogReader(live.data_dir / "log")
+    try:
+        [record] = [r for r in reader.read("test", limit=1_000_000) if marker.encode() in r.body]
+    finally:
+        reader.close()
+    assert record.message_id.startswith("trk-")
+    assert json.loads(record.body)["messageId"] == record.message_id
+
+
 def test_refused_batch_items_are_counted_by_the_reason_before_its_detail(live: Server) -> None:
     before = refused_count(live, "Missing required field")
     response = post(live, "/v1/batch", {"batch": [
@@ -156,9 +169,11 @@ def test_a_refused_batch_item_is_quarantined_with_the_sources_privacy_rules(
     outcome, log, _ = _batch(gate, [
         {"type": "track", "userId": "u", "event": "E", "messageId": "ok"},
         {"type": "track", "userId": "u", "messageId": "kept", "writeKey": "wk",
-         "context": {"ip": "198.51.100.9", "traits": {"email": "ann@example.com"}}}])
-    assert outcome.body["rejected"][0]["messageId"] == "kept"
-    [kept] = log.refused
+         "context": {"ip": "198.51.100.9", "traits": {"email": "ann@example.com"}}},
+        7])
+    assert [r["messageId"] for r in outcome.body["rejected"]] == ["kept", None]
+    kept, seven = log.refused
+    assert seven.body == b"7"  # nothing to scrub in what is not an object: kept as sent
     assert (kept.source, kept.index, kept.reason) == ("web", 1, "Missing required field: event")
     body = json.loads(kept.body)
     policy = gate.policies["web"]
