@@ -140,7 +140,7 @@ def _gate(tmp_path: Path, *suppressed_users: str) -> PrivacyGate:
     return gate
 
 
-def _batch(gate: PrivacyGate, items: list[dict[str, Any]]) -> tuple[Outcome, Captured, Registry]:
+def _batch(gate: PrivacyGate, items: list[Any]) -> tuple[Outcome, Captured, Registry]:
     log, metrics = Captured(), Registry()
     ingestor = Ingestor(_PRIVATE, log, metrics, privacy=gate)  # type: ignore[arg-type]
     body = json.dumps({"batch": items}).encode()
