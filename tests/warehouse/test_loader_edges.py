@@ -291,3 +291,42 @@ def test_the_loaders_clock_is_utc_on_a_machine_in_another_zone(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_thread_setup_runs_in_the_loader_thread_before_the_database_opens(
+        tmp_path: Path, log: Log) -> None:
+    # The composition root lowers the loader thread's priority there: it must run in the
+    # thread that then does every write, once, before the file is opened.
+    log.write([enriched("track", userId="u", event="Setup")])
+    reader = LogReader(tmp_path / "log")
+    database = Database(tmp_path / "warehouse.duckdb")
+    setups: list[tuple[int, bool]] = []
+    loader = WarehouseLoader(
+        WarehouseSettings(poll_interval=0.02), database, reader, Registry(),
+        thread_setup=lambda: setups.append((threading.get_ident(), database.is_open)))
+
+    async def scenario() -> int:
+        await loader.start()
+        try:
+            await asyncio.to_thread(eventually, lambda: reader.position("warehouse") == {
+                "gw0": 1})
+            return await asyncio.wrap_future(loader.submit(lambda _: threading.get_ident()))
+        finally:
+            await loader.stop()
+
+    try:
+        writer = asyncio.run(scenario())
+    finally:
+        reader.close()
+    assert setups == [(writer, False)] and writer != threading.get_ident()
+
+
+def test_stopping_a_stage_that_never_started_does_nothing(tmp_path: Path, log: Log) -> None:
+    reader = LogReader(tmp_path / "log")
+    database = Database(tmp_path / "warehouse.duckdb")
+    loader = WarehouseLoader(WarehouseSettings(), database, reader, Registry())
+    try:
+        asyncio.run(loader.stop())
+    finally:
+        reader.close()
+    assert not database.is_open
