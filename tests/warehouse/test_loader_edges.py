@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import eventually
-from tests.warehouse.conftest import Log, Warehouse, enriched
+from tests.warehouse.conftest import Log, Warehouse, enriched, run_loader_until
 from trackd.log.reader import LogReader
 from trackd.log.records import Entry, Position, Record
 from trackd.observability import Registry
@@ -159,16 +159,9 @@ def test_a_first_round_that_fails_is_retried_after_the_first_backoff_then_twice_
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = 'later'"
             ).fetchone() == (1,))
 
-    async def scenario() -> None:
-        await loader.start()
-        try:
-            await asyncio.to_thread(eventually, loaded)
-        finally:
-            await loader.stop()
-
     try:
         with caplog.at_level(logging.ERROR, "trackd.warehouse"):
-            asyncio.run(scenario())
+            asyncio.run(run_loader_until(loader, loaded))
         assert reader.position("warehouse") == {"gw0": 1}
     finally:
         reader.close()
@@ -188,16 +181,8 @@ def test_a_backlog_loads_round_after_round_without_waiting_the_poll_interval(
     loader = WarehouseLoader(WarehouseSettings(poll_interval=600, batch_rows=2), database,
                              reader, Registry())
 
-    async def scenario() -> None:
-        await loader.start()
-        try:
-            await asyncio.to_thread(eventually, lambda: reader.position("warehouse") == {
-                "gw0": 6})
-        finally:
-            await loader.stop()  # wakes the poll wait
-
-    try:
-        asyncio.run(scenario())
+    try:  # the stop wakes the poll wait
+        asyncio.run(run_loader_until(loader, lambda: reader.position("warehouse") == {"gw0": 6}))
     finally:
         reader.close()
 

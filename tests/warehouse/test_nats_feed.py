@@ -12,10 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.conftest import eventually
 from tests.log.natsd import MACHINE_NATS, delete_stream, machine_nats_up, unique_stream
 from tests.log.test_conformance import run
-from tests.warehouse.conftest import enriched
+from tests.warehouse.conftest import enriched, run_loader_until
 from trackd.log.jetstream import JetStreamLog
 from trackd.log.records import Entry, Violation
 from trackd.observability import Registry
@@ -132,11 +131,7 @@ def test_the_started_stage_loads_messages_and_their_violations_from_nats(
                                  Registry(), retry_delay=0.0)
         try:
             await log.append([entry(dict(m)) for m in messages], (), violations)
-            await loader.start()
-            try:
-                await asyncio.to_thread(eventually, loaded)
-            finally:
-                await loader.stop()
+            await run_loader_until(loader, loaded)
         finally:
             await log.close()
 
