@@ -209,13 +209,9 @@ def test_a_job_runs_only_once_every_record_read_before_it_is_committed(
     assert w.rows("SELECT count(*) FROM _trackd.messages") == [(5,)]
 
 
-def test_reads_shrink_while_records_wait_and_stop_at_twice_a_batch(
-        log: Log, make_warehouse: MakeWarehouse) -> None:
-    # batch_rows 8: a read takes what makes the waiting up to 8, at least 8 // 4, and nothing
-    # once 16 wait, so the records held in memory stay bounded.
-    total = 40
-    log.write([enriched("track", userId="u", event=f"Kind {i}") for i in range(total)])
-    w = make_warehouse(batch_rows=8)
+def reads_round_by_round(w: Warehouse) -> list[tuple[int, int | None]]:
+    """Load until nothing is left, one new table a round; returns each round's (records
+    waiting, the limit of its read or None when it read nothing)."""
     one_new_table_a_round(w)
     loader = w.loader
     assert loader.feed is not None
@@ -228,12 +224,22 @@ def test_reads_shrink_while_records_wait_and_stop_at_twice_a_batch(
         return read(limit, position)
 
     feed.read = read_counted  # type: ignore[method-assign]
-    rounds: list[tuple[int, int | None]] = []  # (records waiting, the read's limit or None)
+    rounds: list[tuple[int, int | None]] = []
     while True:
         waiting, asked = len(loader._pending), len(limits)
         if loader.load_once() == 0 and not loader._pending:
-            break
+            return rounds
         rounds.append((waiting, limits[asked] if len(limits) > asked else None))
+
+
+def test_reads_shrink_while_records_wait_and_stop_at_twice_a_batch(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    # batch_rows 8: a read takes what makes the waiting up to 8, at least 8 // 4, and nothing
+    # once 16 wait, so the records held in memory stay bounded.
+    total = 40
+    log.write([enriched("track", userId="u", event=f"Kind {i}") for i in range(total)])
+    w = make_warehouse(batch_rows=8)
+    rounds = reads_round_by_round(w)
     assert all(limit == (max(8 - waiting, 2) if waiting < 16 else None)
                for waiting, limit in rounds), rounds
     waited = {waiting for waiting, _ in rounds}
@@ -241,6 +247,18 @@ def test_reads_shrink_while_records_wait_and_stop_at_twice_a_batch(
     assert max(waited) < 18
     assert w.rows("SELECT count(*), count(DISTINCT id) FROM web.tracks") == [(total, total)]
     assert w.reader.position("warehouse") == {"gw0": total}
+
+
+def test_with_a_small_batch_a_read_takes_one_record_while_others_wait(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    # batch_rows 4, whose quarter is 1: with 3 records waiting a read takes one more, so when
+    # one record loads a round the records held stay at 3.
+    log.write([enriched("track", userId="u", event=f"Kind {i}") for i in range(10)])
+    w = make_warehouse(batch_rows=4)
+    rounds = reads_round_by_round(w)
+    assert rounds[:3] == [(0, 4), (3, 1), (3, 1)], rounds
+    assert max(waiting for waiting, _ in rounds) == 3
+    assert w.rows("SELECT count(*), count(DISTINCT id) FROM web.tracks") == [(10, 10)]
 
 
 def test_a_dedup_window_under_a_day_is_kept_as_set(
