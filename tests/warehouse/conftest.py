@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from tests.conftest import eventually
 from trackd.log import shard
 from trackd.log.reader import LogReader
 from trackd.log.records import Entry
@@ -22,6 +23,16 @@ from trackd.warehouse.db import Database
 from trackd.warehouse.loader import WarehouseLoader
 
 _ids = itertools.count(1)
+
+
+async def run_loader_until(loader: WarehouseLoader, check: Callable[[], object]) -> None:
+    """Start `loader`'s thread, wait until `check()` is true (`eventually`), then stop it,
+    also when the wait failed."""
+    await loader.start()
+    try:
+        await asyncio.to_thread(eventually, check)
+    finally:
+        await loader.stop()
 
 
 def enriched(kind: str, *, source: str = "web", received_at: str = "2024-05-01T10:00:00.000Z",

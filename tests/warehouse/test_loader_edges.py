@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import eventually
-from tests.warehouse.conftest import Log, Warehouse, enriched
+from tests.warehouse.conftest import Log, Warehouse, enriched, run_loader_until
 from trackd.log.reader import LogReader
 from trackd.log.records import Entry, Position, Record
 from trackd.observability import Registry
@@ -159,16 +159,9 @@ def test_a_first_round_that_fails_is_retried_after_the_first_backoff_then_twice_
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = 'later'"
             ).fetchone() == (1,))
 
-    async def scenario() -> None:
-        await loader.start()
-        try:
-            await asyncio.to_thread(eventually, loaded)
-        finally:
-            await loader.stop()
-
     try:
         with caplog.at_level(logging.ERROR, "trackd.warehouse"):
-            asyncio.run(scenario())
+            asyncio.run(run_loader_until(loader, loaded))
         assert reader.position("warehouse") == {"gw0": 1}
     finally:
         reader.close()
@@ -188,16 +181,8 @@ def test_a_backlog_loads_round_after_round_without_waiting_the_poll_interval(
     loader = WarehouseLoader(WarehouseSettings(poll_interval=600, batch_rows=2), database,
                              reader, Registry())
 
-    async def scenario() -> None:
-        await loader.start()
-        try:
-            await asyncio.to_thread(eventually, lambda: reader.position("warehouse") == {
-                "gw0": 6})
-        finally:
-            await loader.stop()  # wakes the poll wait
-
-    try:
-        asyncio.run(scenario())
+    try:  # the stop wakes the poll wait
+        asyncio.run(run_loader_until(loader, lambda: reader.position("warehouse") == {"gw0": 6}))
     finally:
         reader.close()
 
@@ -224,13 +209,9 @@ def test_a_job_runs_only_once_every_record_read_before_it_is_committed(
     assert w.rows("SELECT count(*) FROM _trackd.messages") == [(5,)]
 
 
-def test_reads_shrink_while_records_wait_and_stop_at_twice_a_batch(
-        log: Log, make_warehouse: MakeWarehouse) -> None:
-    # batch_rows 8: a read takes what makes the waiting up to 8, at least 8 // 4, and nothing
-    # once 16 wait, so the records held in memory stay bounded.
-    total = 40
-    log.write([enriched("track", userId="u", event=f"Kind {i}") for i in range(total)])
-    w = make_warehouse(batch_rows=8)
+def reads_round_by_round(w: Warehouse) -> list[tuple[int, int | None]]:
+    """Load until nothing is left, one new table a round; returns each round's (records
+    waiting, the limit of its read or None when it read nothing)."""
     one_new_table_a_round(w)
     loader = w.loader
     assert loader.feed is not None
@@ -243,12 +224,22 @@ def test_reads_shrink_while_records_wait_and_stop_at_twice_a_batch(
         return read(limit, position)
 
     feed.read = read_counted  # type: ignore[method-assign]
-    rounds: list[tuple[int, int | None]] = []  # (records waiting, the read's limit or None)
+    rounds: list[tuple[int, int | None]] = []
     while True:
         waiting, asked = len(loader._pending), len(limits)
         if loader.load_once() == 0 and not loader._pending:
-            break
+            return rounds
         rounds.append((waiting, limits[asked] if len(limits) > asked else None))
+
+
+def test_reads_shrink_while_records_wait_and_stop_at_twice_a_batch(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    # batch_rows 8: a read takes what makes the waiting up to 8, at least 8 // 4, and nothing
+    # once 16 wait, so the records held in memory stay bounded.
+    total = 40
+    log.write([enriched("track", userId="u", event=f"Kind {i}") for i in range(total)])
+    w = make_warehouse(batch_rows=8)
+    rounds = reads_round_by_round(w)
     assert all(limit == (max(8 - waiting, 2) if waiting < 16 else None)
                for waiting, limit in rounds), rounds
     waited = {waiting for waiting, _ in rounds}
@@ -256,6 +247,18 @@ def test_reads_shrink_while_records_wait_and_stop_at_twice_a_batch(
     assert max(waited) < 18
     assert w.rows("SELECT count(*), count(DISTINCT id) FROM web.tracks") == [(total, total)]
     assert w.reader.position("warehouse") == {"gw0": total}
+
+
+def test_with_a_small_batch_a_read_takes_one_record_while_others_wait(
+        log: Log, make_warehouse: MakeWarehouse) -> None:
+    # batch_rows 4, whose quarter is 1: with 3 records waiting a read takes one more, so when
+    # one record loads a round the records held stay at 3.
+    log.write([enriched("track", userId="u", event=f"Kind {i}") for i in range(10)])
+    w = make_warehouse(batch_rows=4)
+    rounds = reads_round_by_round(w)
+    assert rounds[:3] == [(0, 4), (3, 1), (3, 1)], rounds
+    assert max(waiting for waiting, _ in rounds) == 3
+    assert w.rows("SELECT count(*), count(DISTINCT id) FROM web.tracks") == [(10, 10)]
 
 
 def test_a_dedup_window_under_a_day_is_kept_as_set(
@@ -291,3 +294,42 @@ def test_the_loaders_clock_is_utc_on_a_machine_in_another_zone(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_thread_setup_runs_in_the_loader_thread_before_the_database_opens(
+        tmp_path: Path, log: Log) -> None:
+    # The composition root lowers the loader thread's priority there: it must run in the
+    # thread that then does every write, once, before the file is opened.
+    log.write([enriched("track", userId="u", event="Setup")])
+    reader = LogReader(tmp_path / "log")
+    database = Database(tmp_path / "warehouse.duckdb")
+    setups: list[tuple[int, bool]] = []
+    loader = WarehouseLoader(
+        WarehouseSettings(poll_interval=0.02), database, reader, Registry(),
+        thread_setup=lambda: setups.append((threading.get_ident(), database.is_open)))
+
+    async def scenario() -> int:
+        await loader.start()
+        try:
+            await asyncio.to_thread(eventually, lambda: reader.position("warehouse") == {
+                "gw0": 1})
+            return await asyncio.wrap_future(loader.submit(lambda _: threading.get_ident()))
+        finally:
+            await loader.stop()
+
+    try:
+        writer = asyncio.run(scenario())
+    finally:
+        reader.close()
+    assert setups == [(writer, False)] and writer != threading.get_ident()
+
+
+def test_stopping_a_stage_that_never_started_does_nothing(tmp_path: Path, log: Log) -> None:
+    reader = LogReader(tmp_path / "log")
+    database = Database(tmp_path / "warehouse.duckdb")
+    loader = WarehouseLoader(WarehouseSettings(), database, reader, Registry())
+    try:
+        asyncio.run(loader.stop())
+    finally:
+        reader.close()
+    assert not database.is_open

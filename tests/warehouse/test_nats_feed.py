@@ -12,10 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.conftest import eventually
 from tests.log.natsd import MACHINE_NATS, delete_stream, machine_nats_up, unique_stream
 from tests.log.test_conformance import run
-from tests.warehouse.conftest import enriched
+from tests.warehouse.conftest import enriched, run_loader_until
 from trackd.log.jetstream import JetStreamLog
 from trackd.log.records import Entry, Violation
 from trackd.observability import Registry
@@ -43,6 +42,23 @@ def entry(message: dict[str, object]) -> Entry:
                  str(message["receivedAt"]), msgspec.json.encode(message))
 
 
+async def load_all(log: JetStreamLog, loader: WarehouseLoader, entries: list[Entry]) -> int:
+    """Append `entries`, then drive `loader` as its thread does, in a thread of its own, until
+    nothing is left to read or waits for a later round; every record read is acknowledged.
+    Closes the loader's store and `log`; returns the records loaded."""
+    loader.feed = feed = ConsumerFeed(log, asyncio.get_running_loop())
+    try:
+        await log.append(entries)
+        await asyncio.to_thread(loader.open)
+        loaded = await asyncio.to_thread(loader.load_available)
+        assert await log.lag("warehouse") == 0
+        return loaded
+    finally:
+        await asyncio.to_thread(feed.close)
+        await asyncio.to_thread(loader.store.close)
+        await log.close()
+
+
 def test_records_waiting_for_later_rounds_longer_than_ack_wait_are_loaded_once(
         stream: str, tmp_path: Path) -> None:
     """A hostile source's new event tables load one per round (the schedule's budget is one
@@ -67,18 +83,7 @@ def test_records_waiting_for_later_rounds_longer_than_ack_wait_are_loaded_once(
                                  retry_delay=0.0)
         loader.schedule = Schedule(loader.catalog, loader.settings.max_tables_per_source,
                                    budget=TABLE_COST)
-        # driven as the loader thread drives it, in a thread of its own (`load_available`
-        # returns once nothing is left to read and nothing waits for a later round)
-        loader.feed = feed = ConsumerFeed(log, asyncio.get_running_loop())
-        try:
-            await log.append([entry(dict(m)) for m in messages])
-            await asyncio.to_thread(loader.open)
-            await asyncio.to_thread(loader.load_available)
-            assert await log.lag("warehouse") == 0
-        finally:
-            await asyncio.to_thread(feed.close)
-            await asyncio.to_thread(loader.store.close)
-            await log.close()
+        await load_all(log, loader, [entry(dict(m)) for m in messages])
 
     run(body, timeout=180.0)
     assert count("trackd_warehouse_messages_loaded_total") == expected
@@ -126,13 +131,37 @@ def test_the_started_stage_loads_messages_and_their_violations_from_nats(
                                  Registry(), retry_delay=0.0)
         try:
             await log.append([entry(dict(m)) for m in messages], (), violations)
-            await loader.start()
-            try:
-                await asyncio.to_thread(eventually, loaded)
-            finally:
-                await loader.stop()
+            await run_loader_until(loader, loaded)
         finally:
             await log.close()
 
     run(body, timeout=120.0)
     assert not database.is_open
+
+
+def test_a_message_written_off_on_nats_is_acknowledged_with_its_batch(
+        stream: str, tmp_path: Path) -> None:
+    """A batch that fails to load is split until the broken message is alone and written off;
+    the whole batch, the broken message included, is then acknowledged: nothing is left
+    pending in the consumer to be delivered and written off again."""
+    good = enriched("track", messageId="ok-1", userId="u", event="Ok")
+    database = Database(tmp_path / "warehouse.duckdb")
+
+    async def body() -> None:
+        log = JetStreamLog(LogSettings(url=MACHINE_NATS, stream=stream, ack_wait_s=ACK_WAIT))
+        await log.start()
+        loader = WarehouseLoader(WarehouseSettings(poll_interval=0.05), database, log,
+                                 Registry(), retry_delay=0.0)
+        assert await load_all(log, loader, [entry(dict(good)), Entry(
+            "web", "broken-1", "track", "2024-05-01T10:00:00.000Z", b"{not json")]) == 2
+
+    run(body, timeout=120.0)
+    reopened = Database(tmp_path / "warehouse.duckdb", read_only=True)
+    reopened.open()
+    try:
+        with reopened.reading() as cur:
+            assert cur.execute("SELECT id FROM web.ok").fetchall() == [("ok-1",)]
+            assert cur.execute(
+                "SELECT message_id FROM _trackd.load_errors").fetchall() == [("broken-1",)]
+    finally:
+        reopened.close()

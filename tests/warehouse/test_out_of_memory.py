@@ -123,16 +123,19 @@ def test_a_query_holding_the_memory_is_interrupted_and_the_batch_loads_at_once(
 
 
 def test_the_same_query_without_make_room_costs_the_batch_a_split(
-        log: Log, setup: Setup) -> None:
+        log: Log, setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
     # The control of the test above: the query does hold the memory the batch needs.
     messages = big_messages(50)
     log.write(messages)
     loader = setup.loader(make_room=False)
-    with memory_held(setup) as query:
+    with memory_held(setup) as query, caplog.at_level(logging.WARNING, "trackd.warehouse"):
         assert loader.load_available() == 50
         assert not query.done()
     assert_each_loaded_once(setup, messages)
     assert setup.metric("trackd_warehouse_batch_failures_total") >= 3
+    failed = [r.__dict__["error"] for r in caplog.records
+              if r.getMessage() == "warehouse batch failed"]
+    assert failed and all("Out of Memory" in error for error in failed), failed
     assert setup.metric("trackd_warehouse_queries_interrupted_total") == 0  # none to call
 
 
