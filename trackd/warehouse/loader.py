@@ -34,8 +34,10 @@ records, and a record that cannot be loaded even alone is written to `_trackd.lo
 (with the position, in one transaction) so one bad message never stops the warehouse. Before
 a message is written off, a canary (a plain track message, loaded in a transaction that is
 rolled back) checks that the warehouse itself works: when the canary fails too, the fault is
-not the message's (a full disk, a bad upgrade), and the loader retries the same records with
-backoff instead of writing them off.
+not the message's (a bad upgrade, a broken file), and the loader retries the same records with
+backoff instead of writing them off. A canary rolled back writes nothing, so it loads on a
+full disk: an error that names the machine (no space left, over quota, a read-only file
+system, an I/O error; on PostgreSQL SQLSTATE classes 53 and 58) is never the message's either.
 """
 
 from __future__ import annotations
@@ -82,7 +84,28 @@ class Stopping(Exception):
 
 
 class WarehouseFailing(Exception):
-    """A message failed alone and so did the canary: the warehouse is at fault, not it."""
+    """A message failed alone and so did the canary, or its error names the machine (a full
+    disk): the warehouse is at fault, not the message."""
+
+
+_MACHINE_FAULTS = ("No space left on device", "Disk quota exceeded", "Read-only file system",
+                   "Input/output error")
+_MACHINE_SQLSTATES = ("53", "58")  # PostgreSQL: insufficient resources, system error
+
+
+def machine_fault(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is a fault of the machine, not of a message."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain of causes, never a cycle
+        if seen is None:
+            return False
+        if any(text in str(seen) for text in _MACHINE_FAULTS):
+            return True
+        sqlstate = getattr(seen, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in _MACHINE_SQLSTATES:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def utcnow() -> datetime:
@@ -347,12 +370,15 @@ class WarehouseLoader:
             except Exception as exc:
                 error = exc
                 self._failed(records, attempt + 1, exc)
+        assert error is not None
+        if machine_fault(error):  # halving cannot help, and no message is to blame
+            raise WarehouseFailing(f"the warehouse cannot write ({type(error).__name__}: "
+                                   f"{error}); retrying") from error
         if len(records) > 1:
             middle = len(records) // 2
             self._load_resilient(records[:middle])
             self._load_resilient(records[middle:])
             return
-        assert error is not None
         self._record_failure(records[0], error)
 
     def _failed(self, records: list[Record], attempt: int, exc: Exception) -> None:
