@@ -7,13 +7,13 @@ told apart by what they say (and on PostgreSQL by their SQLSTATE class)."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.conftest import tmpfs
 from tests.warehouse.conftest import Log, enriched
 from trackd.log.reader import LogReader
 from trackd.observability import Registry
@@ -24,13 +24,8 @@ from trackd.warehouse.loader import WarehouseFailing, WarehouseLoader, machine_f
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk", "16m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(directory: Path) -> Path:
