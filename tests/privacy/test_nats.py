@@ -215,21 +215,25 @@ def test_a_gateway_waits_for_the_shared_state_then_keeps_it_when_nats_fails(
         shared = SharedState(LogSettings(url=node.url, stream="late"), timeout=2)
         gate = PrivacyGate((), tmp_path / "data", shared=shared)
         starting = asyncio.create_task(gate.start())
-        await asyncio.sleep(0.5)
-        assert not gate.loaded and not starting.done()  # NATS not there yet: still trying
-        await asyncio.to_thread(node.start)
-        await asyncio.wait_for(starting, 30)
-        assert gate.loaded
-        writer = SharedState(LogSettings(url=node.url, stream="late"))
-        keys = await writer.keys()
-        await writer.change_suppressed(lambda hashes: {keys.subject_hash("u", "hushed")})
-        await writer.close()
-        await eventually_async(lambda: gate.suppressed({"userId": "hushed"}))
-        await asyncio.to_thread(node.kill)
-        await asyncio.sleep(2)  # reads fail meanwhile: the last list stays
-        assert gate.loaded and gate.suppressed({"userId": "hushed"})
-        assert not gate.suppressed({"userId": "someone else"})
-        await gate.stop()
+        try:
+            await asyncio.sleep(0.5)
+            assert not gate.loaded and not starting.done()  # NATS not there yet: still trying
+            await asyncio.to_thread(node.start)
+            await asyncio.wait_for(starting, 30)
+            # Read within start's first 10 s, or (a slow machine) by the retries that follow it.
+            await eventually_async(lambda: gate.loaded, 30)
+            writer = SharedState(LogSettings(url=node.url, stream="late"))
+            keys = await writer.keys()
+            await writer.change_suppressed(lambda hashes: {keys.subject_hash("u", "hushed")})
+            await writer.close()
+            await eventually_async(lambda: gate.suppressed({"userId": "hushed"}))
+            await asyncio.to_thread(node.kill)
+            await asyncio.sleep(2)  # reads fail meanwhile: the last list stays
+            assert gate.loaded and gate.suppressed({"userId": "hushed"})
+            assert not gate.suppressed({"userId": "someone else"})
+        finally:  # also on a failure: a client left reconnecting would hang asyncio.run
+            starting.cancel()
+            await asyncio.wait([asyncio.ensure_future(gate.stop())], timeout=10)
 
     try:
         asyncio.run(scenario())
