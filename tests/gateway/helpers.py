@@ -15,10 +15,27 @@ import httpx
 
 from tests.conftest import DEFAULT_CONFIG, Server
 from trackd.log.reader import LogReader
+from trackd.log.records import Entry, Refused, Violation
 
 ADMIN_TOKEN = "test-admin-token"
 _ids = itertools.count(1)
 _run = os.urandom(3).hex()
+
+
+class Captured:
+    """A log writer for an `Ingestor` in process: it keeps what it is given, violations
+    included."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.refused: list[Refused] = []
+        self.violations: list[Violation] = []
+
+    async def append(self, entries: list[Entry], refused: list[Refused],
+                     violations: list[Violation] | None = None) -> None:
+        self.entries += entries
+        self.refused += refused
+        self.violations += violations or []
 
 
 def new_id(prefix: str = "m") -> str:

@@ -12,26 +12,15 @@ from typing import Any
 import msgspec
 import pytest
 
+from tests.gateway.helpers import Captured
 from trackd.errors import AuthenticationError, InvalidRequest, RequestRejected
 from trackd.gateway.ingest import Ingestor, Outcome, without_write_key
-from trackd.log.records import Entry, Refused
+from trackd.log.records import Entry, Refused, Violation
 from trackd.observability import Registry
 from trackd.settings import SourceSettings
 
 SOURCES = (SourceSettings(name="web", write_keys=["wk"]),)
 GOOD = b'{"type":"track","userId":"u","event":"E","messageId":"good"}'
-
-
-class Captured:
-    """A log writer that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.entries: list[Entry] = []
-        self.refused: list[Refused] = []
-
-    async def append(self, entries: list[Entry], refused: list[Refused]) -> None:
-        self.entries += entries
-        self.refused += refused
 
 
 def batch(body: bytes, key: str | None = "wk") -> tuple[Outcome, Captured]:
@@ -140,8 +129,9 @@ def test_an_item_nested_past_the_decoders_limit_makes_the_body_not_json() -> Non
 def test_the_decoded_items_are_freed_before_waiting_for_the_commit() -> None:
     # They take several times the body's memory, and many requests may wait at once.
     class Inspecting(Captured):
-        async def append(self, entries: list[Entry], refused: list[Refused]) -> None:
-            await super().append(entries, refused)
+        async def append(self, entries: list[Entry], refused: list[Refused],
+                         violations: list[Violation] | None = None) -> None:
+            await super().append(entries, refused, violations)
             gc.collect()
             self.alive = [o for o in gc.get_objects()
                           if type(o) is list and o == ["decoded-item"]]

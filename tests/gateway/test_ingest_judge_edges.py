@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server
-from tests.gateway.helpers import error_of, new_id, post, stored
-from tests.gateway.test_ingest_batch import Captured
+from tests.gateway.helpers import Captured, error_of, new_id, post, stored
 from tests.gateway.test_ingest_edges import refused_count
 from trackd.errors import Unavailable
 from trackd.gateway.ingest import Ingestor, Outcome

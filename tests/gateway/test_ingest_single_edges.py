@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pytest
 
+from tests.gateway.helpers import Captured
 from tests.plans.plans import shop_plan
 from trackd.errors import (
     AuthenticationError,
@@ -24,7 +25,6 @@ from trackd.errors import (
     ValidationFailed,
 )
 from trackd.gateway.ingest import Ingestor, Outcome
-from trackd.log.records import Entry, Refused, Violation
 from trackd.messages import limits
 from trackd.observability import Registry, render
 from trackd.plans.plan import Plan, load
@@ -34,21 +34,6 @@ from trackd.settings import SourceSettings
 
 SOURCES = (SourceSettings(name="web", write_keys=["wk"]),)
 TRACK = {"userId": "u", "event": "E", "messageId": "m-1"}
-
-
-class Captured:
-    """A log writer that keeps what it is given, violations included."""
-
-    def __init__(self) -> None:
-        self.entries: list[Entry] = []
-        self.refused: list[Refused] = []
-        self.violations: list[Violation] = []
-
-    async def append(self, entries: list[Entry], refused: list[Refused],
-                     violations: list[Violation] | None = None) -> None:
-        self.entries += entries
-        self.refused += refused
-        self.violations += violations or []
 
 
 class Gateway:
