@@ -39,20 +39,25 @@ def test_a_failed_batch_is_retried_whole_and_counted_in_messages(
     assert metric(harness, "trackd_destination_retried_total") == 3
     assert metric(harness, "trackd_destination_dead_total") == 3
     assert metric(harness, "trackd_destination_delivered_total") == 0
+    text = render([harness.metrics.snapshot()])
+    assert 'trackd_destination_retried_total{destination="hook"} 3' in text
+    assert 'trackd_destination_dead_total{destination="hook"} 3' in text
 
 
 def test_messages_of_another_source_are_skipped_counted_and_the_metrics_name_the_destination(
         harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
+    # Two skipped in one read (one commit): counted as 2 messages, not as 1 read.
     worker = make_worker(destination(url=receiver.url, sources=["backend"]))
-    harness.append([message("u1", 0)], source="web")
+    harness.append([message("u1", 0), message("u2", 2)], source="web")
     sent = harness.append([message("u1", 1)], source="backend")
-    eventually(lambda: worker.ledger.counts() == {"skipped": 1, "delivered": 1})
+    eventually(lambda: worker.ledger.counts() == {"skipped": 2, "delivered": 1})
     assert receiver.accepted_ids() == sent
     eventually(lambda: metric(harness, "trackd_destination_delivered_total") == 1
-               and metric(harness, "trackd_destination_skipped_total") == 1)
+               and metric(harness, "trackd_destination_skipped_total") == 2)
     text = render([harness.metrics.snapshot()])
-    assert 'trackd_destination_skipped_total{destination="hook"} 1' in text
+    assert 'trackd_destination_skipped_total{destination="hook"} 2' in text
     assert 'trackd_destination_delivered_total{destination="hook"} 1' in text
+    assert 'trackd_destination_lag{destination="hook"} 0' in text
 
 
 def test_a_stored_message_that_is_not_json_is_skipped_with_why_and_the_rest_delivered(
@@ -126,3 +131,13 @@ def test_a_partial_batch_of_two_lingers_for_the_second_message_without_errors(
     assert [sorted(m["messageId"] for m in r.messages()) for r in receiver.requests] == [
         sorted(first + second)]
     assert "dispatch failed" not in caplog.text
+
+
+def test_the_worker_moves_the_log_position_of_the_consumer_named_after_its_destination(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
+    # `destination:<name>` is the consumer that trimming waits for and the status shows: its
+    # position, not another name's, covers what the worker took.
+    make_worker(destination(url=receiver.url))
+    sent = harness.append([message("u1", 0), message("u2", 1)])
+    eventually(lambda: sorted(receiver.accepted_ids()) == sorted(sent))
+    assert harness.reader.lag("destination:hook") == 0

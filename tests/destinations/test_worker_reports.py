@@ -41,6 +41,26 @@ def test_one_failed_request_with_a_message_too_old_counts_it_dead_and_the_other_
     assert metric(harness, "trackd_destination_retried_total") == 1
 
 
+def test_a_message_is_dead_from_max_age_on_to_the_second(
+        harness: LogHarness, receiver: Receiver, make_worker: MakeWorker) -> None:
+    # max_age 1 hour, on the test's own clock (it moves only when told): three messages wait
+    # for one request (batch of 3, a linger that never ends), taken in 3600.5 s, 3599.5 s
+    # and 0 s before it fails. The first is past max_age (dead), the other two are retried.
+    receiver.reply(500)
+    at = [time.time()]
+    worker = make_worker(destination(url=receiver.url, batch_size=3, linger=1e9,
+                                     max_age_hours=1.0), clock=lambda: at[0])
+    ids = harness.append([message("u0", 0)])
+    eventually(lambda: worker.ledger.active() == 1)
+    at[0] += 1.0
+    ids += harness.append([message("u1", 1)])
+    eventually(lambda: worker.ledger.active() == 2)
+    at[0] += 3599.5
+    ids += harness.append([message("u2", 2)])
+    eventually(lambda: worker.ledger.counts() == {"dead": 1, "retrying": 2})
+    assert [worker.ledger.find(m)[0]["state"] for m in ids] == ["dead", "retrying", "retrying"]
+
+
 def test_a_destination_down_then_up_then_refusing_logs_a_line_each_with_its_error(
         harness: LogHarness, receiver: Receiver, make_worker: MakeWorker,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -61,6 +81,8 @@ def test_a_destination_down_then_up_then_refusing_logs_a_line_each_with_its_erro
     assert lines == [("destination down; retrying", None, "HTTP 503: busy"),
                      ("destination up", None, None),
                      ("messages dead-lettered", 1, "HTTP 400: no such event")]
+    assert {getattr(r, "destination", None) for r in caplog.records
+            if r.levelno >= logging.INFO} == {"hook"}
 
 
 def test_dead_letters_counted_after_the_last_line_are_logged_when_the_worker_stops(

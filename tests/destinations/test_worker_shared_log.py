@@ -6,6 +6,7 @@ held (counted once) while it is retried."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,13 @@ from tests.destinations.conftest import destination
 from tests.destinations.harness import LogHarness, message
 from tests.destinations.receiver import Received, Receiver, Reply
 from tests.destinations.test_worker_edges import metric
-from tests.log.natsd import MACHINE_NATS, delete_stream, machine_nats_up, unique_stream
+from tests.log.natsd import (
+    MACHINE_NATS,
+    delete_stream,
+    free_port,
+    machine_nats_up,
+    unique_stream,
+)
 from trackd.destinations import ledger_dir
 from trackd.destinations.ledger import Ledger, ledger_path
 from trackd.destinations.senders import build_sender
@@ -109,3 +116,30 @@ def test_on_a_shared_log_a_destination_that_starts_at_new_gets_only_what_follows
     append(later)
     eventually(lambda: ledger.counts() == {"delivered": 1})
     assert receiver.accepted_ids() == [later["messageId"]]
+
+
+def test_a_worker_whose_nats_log_is_not_there_yet_says_so_and_counts_no_lag(
+        tmp_path: Path, harness: LogHarness, receiver: Receiver,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Nothing listens on the port: the worker starts anyway (its intake keeps trying), logs
+    # why, and its lag is what its ledger holds (nothing), not a guess about the log.
+    unreachable = JetStreamLog(LogSettings(url=f"nats://127.0.0.1:{free_port()}",
+                                           stream=unique_stream()))
+    harness.run(unreachable.start())
+    settings = destination(url=receiver.url)
+    ledger = Ledger(ledger_path(ledger_dir(tmp_path), settings.name))
+    worker = DestinationWorker(settings, unreachable, ledger, build_sender(settings),
+                               harness.metrics)
+    try:
+        with caplog.at_level(logging.WARNING, "trackd.destinations"):
+            harness.start(worker)
+        [line] = [r for r in caplog.records
+                  if r.getMessage() == "destination cannot reach the log yet"]
+        assert getattr(line, "destination", None) == "hook"
+        assert str(getattr(line, "error", "")).startswith("NATS is unreachable")
+        assert lag(harness) == 0
+    finally:
+        try:
+            harness.stop(worker)
+        finally:
+            harness.run(unreachable.close())
