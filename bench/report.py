@@ -276,10 +276,11 @@ def render(doc: dict[str, Any]) -> str:
             out.append(f"| {name} | {q['median_ms']:.1f} | {q['min_ms']:.1f}..{q['max_ms']:.1f} "
                        f"| {q['result_rows']} |")
         out.append("")
-    loading = doc.get("warehouse_load")
-    if loading:
-        out += ["## Warehouse load: DuckDB vs PostgreSQL", "", *warehouse_load.lines(loading),
-                ""]
+    for key, title in (("warehouse_load", "Warehouse load: DuckDB vs PostgreSQL"),
+                       ("warehouse_load_sustained", "Warehouse load, a sustained backlog")):
+        loading = doc.get(key)
+        if loading:
+            out += [f"## {title}", "", *warehouse_load.lines(loading), ""]
     scaled = doc.get("scale_out")
     if scaled:
         out += ["## Scale-out on the NATS log", "",

@@ -80,6 +80,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="skip messages/s loaded into DuckDB vs 1 and 2 PostgreSQL loaders")
     parser.add_argument("--load-messages", type=int,
                         help="messages per warehouse-load run (default 100,000; --quick 20,000)")
+    parser.add_argument("--sustained-messages", type=int,
+                        help="messages per warehouse-load run of the sustained backlog, where "
+                             "the last batch's commit weighs little (default 500,000; --quick "
+                             "100,000; 0 skips it)")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432",
                         help="PostgreSQL server for the warehouse-load scenario (trust auth)")
     parser.add_argument("--scale-out", action="store_true",
@@ -107,6 +111,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.rows = args.rows or (1_000_000 if args.quick else 10_000_000)
     args.freshness_seconds = args.freshness_seconds or (5.0 if args.quick else 10.0)
     args.load_messages = args.load_messages or (20_000 if args.quick else 100_000)
+    if args.sustained_messages is None:
+        args.sustained_messages = 100_000 if args.quick else 500_000
     args.scale_out_messages = args.scale_out_messages or (10_000 if args.quick else 50_000)
     args.live_seconds = args.live_seconds or (4.0 if args.quick else 8.0)
     if args.gateway_only:
@@ -328,12 +334,14 @@ def main(argv: list[str]) -> int:
         except Exception:
             traceback.print_exc()
         save()
-    if not args.skip_warehouse_load:
-        log(f"warehouse load: {args.load_messages:,} messages into DuckDB, 1 and 2 PostgreSQL "
-            "loaders")
+    sizes = [("warehouse_load", args.load_messages),
+             ("warehouse_load_sustained", args.sustained_messages)]
+    for key, messages in sizes if not args.skip_warehouse_load else []:
+        if not messages:
+            continue
+        log(f"warehouse load: {messages:,} messages into DuckDB, 1 and 2 PostgreSQL loaders")
         try:
-            doc["warehouse_load"] = warehouse_load.run(args.load_messages, args.rounds,
-                                                       args.postgres, log)
+            doc[key] = warehouse_load.run(messages, args.rounds, args.postgres, log)
         except (Exception, SystemExit):
             traceback.print_exc()
         save()
