@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from segment.analytics import Client
 from segment.analytics import request as segment_request
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -38,7 +38,16 @@ def shot(driver: Any, name: str) -> None:
 
 
 def text_of(driver: Any) -> str:
-    return str(driver.find_element(By.TAG_NAME, "body").text)
+    """The page's text; "" when a navigation replaced the document between finding its body
+    and reading it (a form's answer arriving), so a wait polls again."""
+    try:
+        return str(driver.find_element(By.TAG_NAME, "body").text)
+    except StaleElementReferenceException:
+        return ""
+    except WebDriverException as exc:  # chromedriver's word for the same race
+        if "does not belong to the document" in str(exc):
+            return ""
+        raise
 
 
 def send_with_sdk(server: Server, tag: str) -> float:
